@@ -1,0 +1,10 @@
+/* commands.h — the ctxgate subcommands; each returns the process exit status
+ * (0 ok, 1 the input was wrong, 2 usage error). */
+#ifndef CTXGATE_CLI_COMMANDS_H
+#define CTXGATE_CLI_COMMANDS_H
+
+int cmd_serve(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+int cmd_crds(int argc, char **argv);
+
+#endif

@@ -1,0 +1,24 @@
+/* buf.h — growable byte buffer (heap-owned), always NUL-terminated for convenience. */
+#ifndef CTXGATE_CORE_BUF_H
+#define CTXGATE_CORE_BUF_H
+
+#include <stddef.h>
+
+typedef struct buf {
+    char *data; /* NULL until first append; data[len] == 0 afterwards */
+    size_t len; /* bytes in use */
+    size_t cap; /* bytes allocated */
+} buf;
+
+#define BUF_INIT {NULL, 0, 0}
+
+void buf_reserve(buf *b, size_t extra); /* aborts on OOM */
+void buf_append(buf *b, const void *p, size_t n);
+void buf_puts(buf *b, const char *s);
+void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_consume(buf *b, size_t n); /* drop the first n bytes */
+void buf_reset(buf *b);             /* len = 0, keeps capacity */
+void buf_free(buf *b);
+char *buf_steal(buf *b); /* hands data to the caller (free()), leaves b empty */
+
+#endif

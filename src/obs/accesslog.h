@@ -1,0 +1,30 @@
+/* accesslog.h — one line per finished request on stdout (JSON or text), written with a single
+ * write() so lines from several workers never interleave. */
+#ifndef CTXGATE_OBS_ACCESSLOG_H
+#define CTXGATE_OBS_ACCESSLOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct accesslog_entry {
+    const char *request_id;
+    const char *remote_addr;
+    const char *method;
+    const char *path;
+    int status;
+    uint64_t duration_us;
+    uint64_t upstream_us; /* 0 = none */
+    uint64_t ttft_us;     /* 0 = none */
+    const char *gateway, *route, *model, *target; /* may be NULL */
+    const char *user, *app, *tenant;              /* may be NULL */
+    uint64_t prompt_tokens, completion_tokens;
+    int attempts;         /* upstream attempts (retries/failover) */
+    bool stream;
+    const char *error;    /* error message sent to the client, NULL on success */
+    const char *req_body; /* only when includeBodies; may be NULL */
+    const char *resp_body;
+} accesslog_entry;
+
+void accesslog_write(const accesslog_entry *e, bool json);
+
+#endif

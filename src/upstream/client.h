@@ -1,0 +1,66 @@
+/* client.h — asynchronous upstream HTTP client: libcurl multi driven by the worker's libuv loop
+ * (the multi-uv pattern). One upstream_client per loop; it pools keep-alive connections, uses
+ * HTTP/2 when a TLS upstream offers it, honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY, verifies
+ * TLS, and reuses easy handles.
+ *
+ * A request's callbacks run on the loop. Exactly one of: on_done is called once, or the caller
+ * cancelled with upstream_cancel() (then no callback runs after that call returns). */
+#ifndef CTXGATE_UPSTREAM_CLIENT_H
+#define CTXGATE_UPSTREAM_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct upstream_client upstream_client;
+typedef struct upstream_req upstream_req;
+
+typedef enum {
+    UPSTREAM_OK = 0,            /* complete response received (any HTTP status) */
+    UPSTREAM_CONNECT_FAILED,    /* DNS, refused, TLS handshake, connect timeout */
+    UPSTREAM_TIMEOUT,           /* first-byte or total timeout */
+    UPSTREAM_ERROR,             /* connection broke mid-response, protocol error, ... */
+} upstream_result;
+
+typedef struct upstream_header {
+    const char *name;
+    const char *value;
+} upstream_header;
+
+typedef struct upstream_opts {
+    const char *method; /* "POST", "GET" */
+    const char *url;
+    const upstream_header *headers; /* copied by upstream_send */
+    size_t n_headers;
+    const char *body; /* copied by upstream_send unless body_borrowed */
+    size_t body_len;
+    bool body_borrowed; /* body stays valid until on_done / cancel: no copy */
+    unsigned connect_timeout_ms;     /* 0 = 5000 */
+    unsigned first_byte_timeout_ms;  /* from send to the first response body byte; 0 = none */
+    unsigned total_timeout_ms;       /* 0 = none */
+    bool insecure_skip_verify;       /* tests only; never set from configuration */
+    void *udata;
+    /* Status line and headers received. */
+    void (*on_headers)(upstream_req *u, int status, void *udata);
+    /* A piece of the body. Return false to pause delivery (upstream_resume() continues). */
+    bool (*on_data)(upstream_req *u, const char *data, size_t len, void *udata);
+    /* The end: result, HTTP status (0 when none arrived) and a sentence for logs/errors. */
+    void (*on_done)(upstream_req *u, upstream_result res, int status, const char *errmsg,
+                    void *udata);
+} upstream_opts;
+
+upstream_client *upstream_client_new(uv_loop_t *loop);
+/* Cancels everything in flight (no callbacks) and frees once libuv handles are closed. */
+void upstream_client_free(upstream_client *c);
+
+upstream_req *upstream_send(upstream_client *c, const upstream_opts *o);
+void upstream_pause(upstream_req *u);
+void upstream_resume(upstream_req *u);
+void upstream_cancel(upstream_req *u);
+/* A response header (case-insensitive), valid until on_done returns; NULL when absent. */
+const char *upstream_header_get(const upstream_req *u, const char *name);
+/* Microseconds from send to first body byte (0 before it arrived). */
+unsigned long upstream_ttfb_us(const upstream_req *u);
+size_t upstream_client_in_flight(const upstream_client *c);
+
+#endif
