@@ -4,7 +4,14 @@
  * TLS, and reuses easy handles.
  *
  * A request's callbacks run on the loop. Exactly one of: on_done is called once, or the caller
- * cancelled with upstream_cancel() (then no callback runs after that call returns). */
+ * cancelled with upstream_cancel() (then no callback runs after that call returns). No callback
+ * ever runs from inside upstream_send/pause/resume/cancel; they are all safe to call from inside
+ * any callback of any request.
+ *
+ * Proxies: libcurl reads https_proxy / HTTPS_PROXY, http_proxy (lower case only: curl ignores
+ * upper-case HTTP_PROXY because of "httpoxy"), ALL_PROXY and NO_PROXY / no_proxy from the
+ * environment at connect time; this client never sets CURLOPT_PROXY or CURLOPT_NOPROXY, so the
+ * environment always decides. Redirects are not followed. Only http:// and https:// URLs. */
 #ifndef CTXGATE_UPSTREAM_CLIENT_H
 #define CTXGATE_UPSTREAM_CLIENT_H
 
@@ -16,10 +23,10 @@ typedef struct upstream_client upstream_client;
 typedef struct upstream_req upstream_req;
 
 typedef enum {
-    UPSTREAM_OK = 0,            /* complete response received (any HTTP status) */
-    UPSTREAM_CONNECT_FAILED,    /* DNS, refused, TLS handshake, connect timeout */
-    UPSTREAM_TIMEOUT,           /* first-byte or total timeout */
-    UPSTREAM_ERROR,             /* connection broke mid-response, protocol error, ... */
+    UPSTREAM_OK = 0,         /* complete response received (any HTTP status) */
+    UPSTREAM_CONNECT_FAILED, /* DNS, refused, TLS handshake, connect timeout */
+    UPSTREAM_TIMEOUT,        /* first-byte or total timeout */
+    UPSTREAM_ERROR,          /* connection broke mid-response, protocol error, ... */
 } upstream_result;
 
 typedef struct upstream_header {
@@ -34,15 +41,17 @@ typedef struct upstream_opts {
     size_t n_headers;
     const char *body; /* copied by upstream_send unless body_borrowed */
     size_t body_len;
-    bool body_borrowed; /* body stays valid until on_done / cancel: no copy */
-    unsigned connect_timeout_ms;     /* 0 = 5000 */
-    unsigned first_byte_timeout_ms;  /* from send to the first response body byte; 0 = none */
-    unsigned total_timeout_ms;       /* 0 = none */
-    bool insecure_skip_verify;       /* tests only; never set from configuration */
+    bool body_borrowed;             /* body stays valid until on_done / cancel: no copy */
+    unsigned connect_timeout_ms;    /* 0 = 5000 */
+    unsigned first_byte_timeout_ms; /* from send to the first response body byte; 0 = none */
+    unsigned total_timeout_ms;      /* 0 = none */
+    bool insecure_skip_verify;      /* tests only; never set from configuration */
     void *udata;
     /* Status line and headers received. */
     void (*on_headers)(upstream_req *u, int status, void *udata);
-    /* A piece of the body. Return false to pause delivery (upstream_resume() continues). */
+    /* A piece of the body. Return true when the piece is consumed. Return false to pause: the
+     * piece is NOT consumed and nothing more is delivered until upstream_resume(); delivery then
+     * restarts at the first byte of this same piece (possibly in a larger or smaller piece). */
     bool (*on_data)(upstream_req *u, const char *data, size_t len, void *udata);
     /* The end: result, HTTP status (0 when none arrived) and a sentence for logs/errors. */
     void (*on_done)(upstream_req *u, upstream_result res, int status, const char *errmsg,
@@ -53,9 +62,14 @@ upstream_client *upstream_client_new(uv_loop_t *loop);
 /* Cancels everything in flight (no callbacks) and frees once libuv handles are closed. */
 void upstream_client_free(upstream_client *c);
 
+/* Starts a request. NULL only when o->url is NULL, the client is being freed or memory ran out
+ * (then no callback runs); every other failure, including invalid headers, comes via on_done. */
 upstream_req *upstream_send(upstream_client *c, const upstream_opts *o);
+/* Stop delivering body pieces (the next piece stays with libcurl) until upstream_resume(). */
 void upstream_pause(upstream_req *u);
+/* Continue delivery; takes effect on a later loop iteration, never from inside this call. */
 void upstream_resume(upstream_req *u);
+/* No callback of u runs after this returns; u is invalid afterwards. No-op inside u's on_done. */
 void upstream_cancel(upstream_req *u);
 /* A response header (case-insensitive), valid until on_done returns; NULL when absent. */
 const char *upstream_header_get(const upstream_req *u, const char *name);
