@@ -1,0 +1,366 @@
+/* gateway.c — process structure of `ctxgate serve`.
+ *
+ * The main thread owns configuration: it loads and validates manifests (never on a worker loop),
+ * watches the files, handles signals, and publishes each new pl_runtime to every worker through a
+ * mutex-guarded slot plus uv_async_send. A worker swaps its runtime pointer on its own loop, so
+ * the request path reads configuration without atomics or locks; requests keep a reference to the
+ * runtime they started with, which makes in-flight requests finish on the old configuration. */
+#include <errno.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "config/load.h"
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "pipeline/pipeline.h"
+
+typedef struct worker {
+    uv_thread_t tid;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_mutex_t lock;
+    pl_runtime *pending; /* guarded by lock: the next runtime to swap in */
+    bool stop;           /* guarded by lock */
+    pl_worker pl;
+    http_server *srv;
+    http_server_opts srv_opts;
+    uv_sem_t started;
+    int start_rc;
+    char start_err[256];
+} worker;
+
+static struct {
+    gateway_opts opts;
+    worker *workers;
+    int n_workers;
+    _Atomic int draining;
+    pl_runtime *rt; /* main thread's reference to the current runtime */
+    int port;
+    uv_loop_t *loop;
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_timer_t debounce;
+    uv_fs_event_t *watches;
+    size_t n_watches;
+    char **watch_names; /* basename to filter on, NULL = any file in the directory */
+} g;
+
+static void apply_logging(const cfg_gateway *gw)
+{
+    log_level lvl;
+    if (gw->obs.logging_level && log_level_parse(gw->obs.logging_level, &lvl) == 0)
+        log_set_level(lvl);
+}
+
+static void limits_for(const cfg_gateway *gw, http_limits *l)
+{
+    http_limits_default(l);
+    if (gw->max_body_bytes) l->max_body_bytes = gw->max_body_bytes;
+}
+
+/* ---- worker threads ---- */
+
+static void on_server_drained(void *ctx)
+{
+    worker *w = ctx;
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    upstream_client_free(w->pl.up);
+    w->pl.up = NULL;
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker *w = a->data;
+    uv_mutex_lock(&w->lock);
+    pl_runtime *next = w->pending;
+    w->pending = NULL;
+    bool stop = w->stop;
+    w->stop = false;
+    uv_mutex_unlock(&w->lock);
+    if (next) {
+        pl_runtime *old = w->pl.rt;
+        w->pl.rt = next;
+        http_limits l;
+        limits_for(next->gw, &l);
+        http_server_set_limits(w->srv, &l);
+        pl_runtime_unref(old);
+    }
+    if (stop && w->srv) http_server_drain(w->srv, on_server_drained, w);
+}
+
+static void worker_main(void *arg)
+{
+    worker *w = arg;
+    uv_loop_init(&w->loop);
+    w->pl.loop = &w->loop;
+    w->pl.up = upstream_client_new(&w->loop);
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    w->srv_opts.handler = pl_handle;
+    w->srv_opts.handler_ctx = &w->pl;
+    w->start_rc = http_server_start(&w->loop, &w->srv_opts, &w->srv, w->start_err,
+                                    sizeof w->start_err);
+    uv_sem_post(&w->started);
+    if (w->start_rc != 0) {
+        uv_close((uv_handle_t *)&w->wake, NULL);
+        upstream_client_free(w->pl.up);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        return;
+    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    http_server_free(w->srv);
+    w->srv = NULL;
+    pl_runtime_unref(w->pl.rt);
+    w->pl.rt = NULL;
+    uv_mutex_lock(&w->lock);
+    pl_runtime_unref(w->pending);
+    w->pending = NULL;
+    uv_mutex_unlock(&w->lock);
+    if (uv_loop_close(&w->loop) != 0) log_warn("worker %u: loop closed with handles open", w->pl.id);
+}
+
+static void publish(pl_runtime *rt)
+{
+    for (int i = 0; i < g.n_workers; i++) {
+        worker *w = &g.workers[i];
+        pl_runtime_ref(rt);
+        uv_mutex_lock(&w->lock);
+        pl_runtime *old = w->pending;
+        w->pending = rt;
+        uv_mutex_unlock(&w->lock);
+        pl_runtime_unref(old);
+        uv_async_send(&w->wake);
+    }
+    pl_runtime_unref(g.rt);
+    g.rt = rt;
+}
+
+/* ---- configuration ---- */
+
+static void log_diags(const cfg_diags *d, bool as_errors)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const cfg_diag *x = &d->items[i];
+        log_level lvl = x->warning ? LOG_WARN : (as_errors ? LOG_ERROR : LOG_WARN);
+        log_msg(lvl, "%s:%d: %s%s%s%s", x->file, x->line, x->warning ? "warning: " : "", x->path,
+                x->path[0] ? ": " : "", x->message);
+    }
+}
+
+static pl_runtime *load_runtime(bool initial)
+{
+    cfg_diags d = {0};
+    cfg_snapshot *snap = NULL;
+    int rc = cfg_load_paths(g.opts.paths, g.opts.n_paths, &snap, &d);
+    if (rc != 0) {
+        if (initial) {
+            cfg_diags_print(stderr, &d);
+        } else {
+            log_diags(&d, true);
+        }
+        cfg_diags_free(&d);
+        return NULL;
+    }
+    log_diags(&d, false);
+    cfg_diags_free(&d);
+    char err[256];
+    pl_runtime *rt = pl_runtime_new(snap, g.opts.gateway_name, err, sizeof err);
+    cfg_snapshot_unref(snap);
+    if (!rt) {
+        if (initial)
+            fprintf(stderr, "ctxgate: %s\n", err);
+        else
+            log_error("reload rejected: %s", err);
+    }
+    return rt;
+}
+
+static void reload(const char *why)
+{
+    pl_runtime *rt = load_runtime(false);
+    if (!rt) {
+        obs_reload_record(0);
+        log_error("reload (%s) rejected; still serving the previous configuration", why);
+        return;
+    }
+    if (rt->gw->listener.port != g.port)
+        log_warn("listener.port changed from %d to %d: a port change needs a restart; still "
+                 "listening on %d", g.port, rt->gw->listener.port, g.port);
+    apply_logging(rt->gw);
+    publish(rt);
+    obs_reload_record(1);
+    log_info("configuration reloaded (%s), generation %llu", why,
+             (unsigned long long)rt->snap->generation);
+}
+
+static void on_debounce(uv_timer_t *t)
+{
+    reload("files changed");
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    const char *want = h->data;
+    if (want && filename && strcmp(filename, want) != 0) return;
+    /* editors write in several steps; wait for the burst to end */
+    uv_timer_start(&g.debounce, on_debounce, 150, 0);
+}
+
+static void watch_paths(void)
+{
+    g.watches = calloc(g.opts.n_paths, sizeof *g.watches);
+    g.watch_names = calloc(g.opts.n_paths, sizeof *g.watch_names);
+    for (size_t i = 0; i < g.opts.n_paths; i++) {
+        const char *p = g.opts.paths[i];
+        struct stat st;
+        if (stat(p, &st) != 0) continue;
+        char *dir;
+        if (S_ISDIR(st.st_mode)) {
+            dir = strdup(p);
+        } else {
+            /* watch the directory: editors and kubelet replace files by rename */
+            char *a = strdup(p), *b = strdup(p);
+            dir = strdup(dirname(a));
+            g.watch_names[g.n_watches] = strdup(basename(b));
+            free(a);
+            free(b);
+        }
+        uv_fs_event_t *h = &g.watches[g.n_watches];
+        uv_fs_event_init(g.loop, h);
+        h->data = g.watch_names[g.n_watches];
+        int rc = uv_fs_event_start(h, on_fs_event, dir, 0);
+        if (rc != 0) {
+            log_warn("cannot watch %s for changes (%s); reload with SIGHUP", dir, uv_strerror(rc));
+            uv_close((uv_handle_t *)h, NULL);
+        }
+        free(dir);
+        g.n_watches++;
+    }
+}
+
+/* ---- signals and shutdown ---- */
+
+static void close_main_handles(void)
+{
+    uv_close((uv_handle_t *)&g.sig_hup, NULL);
+    uv_close((uv_handle_t *)&g.sig_term, NULL);
+    uv_close((uv_handle_t *)&g.sig_int, NULL);
+    uv_close((uv_handle_t *)&g.debounce, NULL);
+    for (size_t i = 0; i < g.n_watches; i++)
+        if (!uv_is_closing((uv_handle_t *)&g.watches[i]))
+            uv_close((uv_handle_t *)&g.watches[i], NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    if (signum == SIGHUP) {
+        reload("SIGHUP");
+        return;
+    }
+    if (atomic_exchange(&g.draining, 1)) return;
+    log_info("received %s: draining in-flight requests", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    for (int i = 0; i < g.n_workers; i++) {
+        worker *w = &g.workers[i];
+        uv_mutex_lock(&w->lock);
+        w->stop = true;
+        uv_mutex_unlock(&w->lock);
+        uv_async_send(&w->wake);
+    }
+    close_main_handles();
+}
+
+static void join_workers(void)
+{
+    int timeout = g.opts.drain_timeout_s > 0 ? g.opts.drain_timeout_s : 30;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout;
+    for (int i = 0; i < g.n_workers; i++) {
+        int rc = pthread_timedjoin_np(g.workers[i].tid, NULL, &deadline);
+        if (rc == ETIMEDOUT) {
+            log_warn("in-flight requests did not finish within %d s; exiting anyway", timeout);
+            exit(0);
+        }
+    }
+}
+
+int gateway_run(const gateway_opts *o)
+{
+    memset(&g, 0, sizeof g);
+    g.opts = *o;
+    g.loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
+
+    g.rt = load_runtime(true);
+    if (!g.rt) return 1;
+    const cfg_gateway *gw = g.rt->gw;
+    apply_logging(gw);
+    g.port = gw->listener.port;
+
+    g.n_workers = o->workers > 0 ? o->workers : (int)uv_available_parallelism();
+    if (g.n_workers < 1) g.n_workers = 1;
+    g.workers = calloc((size_t)g.n_workers, sizeof *g.workers);
+    for (int i = 0; i < g.n_workers; i++) {
+        worker *w = &g.workers[i];
+        uv_mutex_init(&w->lock);
+        uv_sem_init(&w->started, 0);
+        w->pl.id = (unsigned)i;
+        w->pl.obs = obs_shard_new();
+        w->pl.draining = &g.draining;
+        w->pl.rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(i + 1) * 0xBF58476D1CE4E5B9ull) ^
+                    (uint64_t)time(NULL);
+        w->pl.rt = g.rt;
+        pl_runtime_ref(g.rt);
+        w->srv_opts.port = g.port;
+        w->srv_opts.tls_cert_pem = gw->listener.tls_cert;
+        w->srv_opts.tls_key_pem = gw->listener.tls_key;
+        limits_for(gw, &w->srv_opts.limits);
+        uv_thread_create(&w->tid, worker_main, w);
+        uv_sem_wait(&w->started);
+        if (w->start_rc != 0) {
+            fprintf(stderr, "ctxgate: cannot listen on port %d: %s\n", g.port, w->start_err);
+            uv_thread_join(&w->tid);
+            for (int j = 0; j < i; j++) {
+                uv_mutex_lock(&g.workers[j].lock);
+                g.workers[j].stop = true;
+                uv_mutex_unlock(&g.workers[j].lock);
+                uv_async_send(&g.workers[j].wake);
+                uv_thread_join(&g.workers[j].tid);
+            }
+            pl_runtime_unref(g.rt);
+            return 1;
+        }
+    }
+
+    uv_signal_init(g.loop, &g.sig_hup);
+    uv_signal_init(g.loop, &g.sig_term);
+    uv_signal_init(g.loop, &g.sig_int);
+    uv_signal_start(&g.sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&g.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&g.sig_int, on_signal, SIGINT);
+    uv_timer_init(g.loop, &g.debounce);
+    watch_paths();
+    log_info("listening on port %d (%d workers)%s", g.port, g.n_workers,
+             gw->listener.tls_cert ? " with TLS" : "");
+
+    uv_run(g.loop, UV_RUN_DEFAULT);
+    join_workers();
+    pl_runtime_unref(g.rt);
+    for (size_t i = 0; i < g.n_watches; i++) free(g.watch_names[i]);
+    free(g.watch_names);
+    free(g.watches);
+    for (int i = 0; i < g.n_workers; i++) {
+        uv_mutex_destroy(&g.workers[i].lock);
+        uv_sem_destroy(&g.workers[i].started);
+    }
+    free(g.workers);
+    uv_loop_close(g.loop);
+    log_info("shut down cleanly");
+    return 0;
+}

@@ -1,0 +1,14 @@
+/* auth.h — caller authentication (issue 2: None and APIKey). */
+#ifndef CTXGATE_PIPELINE_AUTH_H
+#define CTXGATE_PIPELINE_AUTH_H
+
+#include "config/config.h"
+#include "http/server.h"
+
+typedef enum { AUTH_OK, AUTH_MISSING, AUTH_INVALID } auth_result;
+
+/* Finds the caller's key in `Authorization: Bearer`, `x-api-key` or `api-key`. On AUTH_OK,
+ * *key is the matching key (NULL when the gateway's authentication is None). */
+auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_api_key **key);
+
+#endif

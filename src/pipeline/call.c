@@ -1,0 +1,172 @@
+/* call.c — ending a call: the response, the access-log line, metrics, and freeing its state.
+ * Every path out of the pipeline goes through pl_finish / pl_finish_stream exactly once. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/clock.h"
+#include "obs/accesslog.h"
+#include "pipeline/call.h"
+#include "pipeline/route.h"
+
+static void call_free(pl_call *c)
+{
+    json_decref(c->body);
+    free(c->up_body);
+    buf_free(&c->resp);
+    free(c->error);
+    pl_runtime_unref(c->rt);
+    free(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    call_free(h->data);
+}
+
+static void call_account(pl_call *c, const char *method, const char *path)
+{
+    const cfg_gateway *gw = c->rt->gw;
+    uint64_t dur_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    const char *route = c->route ? c->route->name : "";
+    const char *model = c->target ? c->target->name : "";
+    double cost = 0;
+    if (c->target && c->target->has_pricing && c->usage.present)
+        cost = ((double)c->usage.prompt_tokens * c->target->input_per_million +
+                (double)c->usage.completion_tokens * c->target->output_per_million) / 1e6;
+    obs_request m = {
+        .gateway = gw->name, .route = route, .model = model, .status = c->status,
+        .duration_us = dur_us, .upstream_us = c->upstream_us, .ttft_us = c->ttft_us,
+        .prompt_tokens = c->usage.prompt_tokens, .completion_tokens = c->usage.completion_tokens,
+        .cost_usd = cost,
+    };
+    obs_record_request(c->w->obs, &m);
+    if (!gw->obs.access_log) return;
+    accesslog_entry e = {
+        .request_id = c->request_id,
+        .remote_addr = c->r ? c->r->remote_addr : NULL,
+        .method = method,
+        .path = path,
+        .status = c->status,
+        .duration_us = dur_us,
+        .upstream_us = c->upstream_us,
+        .ttft_us = c->ttft_us,
+        .gateway = gw->name,
+        .route = c->route ? c->route->name : NULL,
+        .model = c->model,
+        .target = c->target ? c->target->name : NULL,
+        .user = c->key ? c->key->user : NULL,
+        .app = c->key ? c->key->app : NULL,
+        .tenant = c->key ? c->key->tenant : NULL,
+        .prompt_tokens = c->usage.prompt_tokens,
+        .completion_tokens = c->usage.completion_tokens,
+        .attempts = c->attempt + (c->target ? 1 : 0),
+        .stream = c->stream,
+        .error = c->error,
+        .req_body = (gw->obs.access_log_bodies && c->r) ? c->r->body.p : NULL,
+        .resp_body = (gw->obs.access_log_bodies && !c->stream) ? c->resp.data : NULL,
+    };
+    accesslog_write(&e, gw->obs.access_log_json);
+}
+
+void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us)
+{
+    if (!c->target_counted) return;
+    c->target_counted = false;
+    route_target_stats *s = &c->rt->stats[c->target->index];
+    atomic_fetch_sub_explicit(&s->in_flight, 1, memory_order_relaxed);
+    if (ok && ttfb_us) route_stats_observe(s, ttfb_us);
+}
+
+static void call_release(pl_call *c)
+{
+    pl_attempt_end(c, false, 0);
+    obs_inflight_add(c->w->obs, -1);
+    if (c->timer_init) {
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    } else {
+        call_free(c);
+    }
+}
+
+/* method and path must be copied before the request is finished: they live in its arena */
+static void call_account_request(pl_call *c)
+{
+    char method[16], path[512];
+    snprintf(method, sizeof method, "%.*s", (int)c->r->method_name.n, c->r->method_name.p);
+    snprintf(path, sizeof path, "%.*s", (int)c->r->path.n, c->r->path.p);
+    call_account(c, method, path);
+}
+
+void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const char *body,
+               size_t len)
+{
+    c->status = c->aborted ? 499 : status;
+    call_account_request(c);
+    http_request *r = c->r;
+    c->r = NULL;
+    http_respond(r, status, hdrs, n, body, len);
+    call_release(c);
+}
+
+void pl_finish_stream(pl_call *c)
+{
+    if (c->aborted) c->status = 499;
+    call_account_request(c);
+    http_request *r = c->r;
+    c->r = NULL;
+    http_stream_end(r);
+    call_release(c);
+}
+
+static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+
+static void vfail(pl_call *c, int status, const http_header *extra, size_t n_extra,
+                  const char *type, const char *code, const char *param, const char *fmt,
+                  va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    free(c->error);
+    c->error = strdup(msg);
+    json_t *err = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type", type,
+                            "code", code, "param", param);
+    if (!param) json_object_set_new(json_object_get(err, "error"), "param", json_null());
+    char *body = json_dumps(err, JSON_COMPACT);
+    json_decref(err);
+    http_header hdrs[8];
+    size_t n = 0;
+    hdrs[n++] = json_ct;
+    for (size_t i = 0; i < n_extra && n < 8; i++) hdrs[n++] = extra[i];
+    pl_finish(c, status, hdrs, n, body, strlen(body));
+    free(body);
+}
+
+void pl_fail(pl_call *c, int status, const char *type, const char *code, const char *param,
+             const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(c, status, NULL, 0, type, code, param, fmt, ap);
+    va_end(ap);
+}
+
+void pl_fail_headers(pl_call *c, int status, const http_header *extra, size_t n_extra,
+                     const char *type, const char *code, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(c, status, extra, n_extra, type, code, param, fmt, ap);
+    va_end(ap);
+}
+
+void pl_call_timer(pl_call *c, uint64_t ms, void (*fn)(uv_timer_t *))
+{
+    if (!c->timer_init) {
+        uv_timer_init(c->w->loop, &c->timer);
+        c->timer.data = c;
+        c->timer_init = true;
+    }
+    uv_timer_start(&c->timer, fn, ms, 0);
+}

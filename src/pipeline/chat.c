@@ -1,0 +1,152 @@
+/* chat.c — POST {prefix}/chat/completions: checks the body, selects the route and the model
+ * target, lays out the attempts (chosen target, then failover targets) and hands over to the
+ * Mock or the upstream stage. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "pipeline/call.h"
+#include "pipeline/route.h"
+
+static bool attempts_have(const pl_call *c, const cfg_target *t)
+{
+    for (int i = 0; i < c->n_attempts; i++)
+        if (c->attempts[i] == t) return true;
+    return false;
+}
+
+static void plan_attempts(pl_call *c, const cfg_target *first)
+{
+    const cfg_route *rt = c->route;
+    int max = rt->max_attempts > 0 ? rt->max_attempts : 1;
+    if (max > PL_MAX_ATTEMPTS) max = PL_MAX_ATTEMPTS;
+    c->attempts[c->n_attempts++] = first;
+    for (size_t i = 0; i < rt->n_failover_targets && c->n_attempts < max; i++) {
+        const cfg_target *t = rt->failover_targets[i];
+        if (attempts_have(c, t) || !route_key_allows(c->key, t)) continue;
+        c->attempts[c->n_attempts++] = t;
+    }
+    /* maxAttempts beyond the distinct targets retries the last one */
+    while (c->n_attempts < max && c->n_attempts > 1) {
+        c->attempts[c->n_attempts] = c->attempts[c->n_attempts - 1];
+        c->n_attempts++;
+    }
+}
+
+void pl_start_attempt(pl_call *c)
+{
+    c->target = c->attempts[c->attempt];
+    atomic_fetch_add_explicit(&c->rt->stats[c->target->index].in_flight, 1, memory_order_relaxed);
+    c->target_counted = true;
+    if (provider_is_local(c->target))
+        pl_mock_start(c);
+    else
+        pl_proxy_start(c);
+}
+
+void pl_chat(pl_call *c)
+{
+    http_request *r = c->r;
+    const cfg_gateway *gw = c->rt->gw;
+    json_error_t jerr;
+    c->body = json_loadb(r->body.p, r->body.n, 0, &jerr);
+    if (!c->body) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                "We could not parse the JSON body of your request: %s (line %d, column %d).",
+                jerr.text, jerr.line, jerr.column);
+        return;
+    }
+    if (!json_is_object(c->body)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", NULL,
+                "The request body must be a JSON object.");
+        return;
+    }
+    json_t *model = json_object_get(c->body, "model");
+    if (!model) {
+        pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "model",
+                "you must provide a model parameter");
+        return;
+    }
+    if (!json_is_string(model)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", "model",
+                "Invalid type for 'model': expected a string.");
+        return;
+    }
+    c->model = json_string_value(model);
+    json_t *messages = json_object_get(c->body, "messages");
+    if (!messages) {
+        pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "messages",
+                "Missing required parameter: 'messages'.");
+        return;
+    }
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
+                "Invalid 'messages': expected a non-empty array of message objects.");
+        return;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
+            pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
+                    "Invalid 'messages[%zu]': each message must be an object with a string "
+                    "'role'.", i);
+            return;
+        }
+    }
+    json_t *stream = json_object_get(c->body, "stream");
+    if (stream && !json_is_boolean(stream) && !json_is_null(stream)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", "stream",
+                "Invalid type for 'stream': expected a boolean.");
+        return;
+    }
+    c->stream = json_is_true(stream);
+    json_t *so = json_object_get(c->body, "stream_options");
+    if (so && !json_is_null(so) && !json_is_object(so)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", "stream_options",
+                "Invalid type for 'stream_options': expected an object.");
+        return;
+    }
+    c->include_usage = c->stream && json_is_true(json_object_get(so, "include_usage"));
+
+    c->route = route_select(gw, r->path, c->prefix_len, r, c->model);
+    if (!c->route) {
+        /* name what this prefix does serve, so a typo is obvious */
+        const cfg_route *any = route_select(gw, r->path, c->prefix_len, r, NULL);
+        buf known = BUF_INIT;
+        for (size_t k = 0; k < gw->n_routes; k++) {
+            const cfg_route *rt = &gw->routes[k];
+            if (rt->path_prefix_len != c->prefix_len) continue;
+            if (known.len) buf_puts(&known, ", ");
+            route_known_models(rt, &known);
+        }
+        pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
+                "The model '%s' does not exist on %s%s%s. Known models: %s.", c->model,
+                any ? "route '" : "this path", any ? any->name : "", any ? "'" : "",
+                known.data ? known.data : "(none)");
+        buf_free(&known);
+        return;
+    }
+    bool forbidden = false;
+    route_pick_ctx pick = {.rr = &c->rt->rr[c->route->index], .rng = &c->w->rng,
+                           .stats = c->rt->stats, .r = r};
+    const cfg_target *t = route_resolve(c->route, c->model, c->key, &pick, &forbidden);
+    if (!t) {
+        if (forbidden) {
+            pl_fail(c, 403, "permission_error", "model_not_allowed", "model",
+                    "The API key '%s' is not allowed to use model '%s'.",
+                    c->key ? c->key->name : "", c->model);
+            return;
+        }
+        buf known = BUF_INIT;
+        route_known_models(c->route, &known);
+        pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
+                "The model '%s' does not exist on route '%s'. Known models: %s.", c->model,
+                c->route->name, known.data ? known.data : "(none)");
+        buf_free(&known);
+        return;
+    }
+    plan_attempts(c, t);
+    pl_start_attempt(c);
+}

@@ -1,0 +1,168 @@
+/* handler.c — the first stages of every request: fixed paths (/healthz, /readyz, metrics),
+ * route lookup by path prefix, method checks and authentication; then the API surface
+ * (chat.c for /chat/completions, models listing here). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "pipeline/auth.h"
+#include "pipeline/call.h"
+#include "pipeline/route.h"
+
+static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+
+static void respond_json(http_request *r, int status, const char *body)
+{
+    http_respond(r, status, &json_ct, 1, body, strlen(body));
+}
+
+static void serve_metrics(http_request *r)
+{
+    buf out = BUF_INIT;
+    obs_render(&out);
+    static const http_header ct = {STR_LIT("Content-Type"),
+                                   STR_LIT("text/plain; version=0.0.4; charset=utf-8")};
+    http_respond(r, 200, &ct, 1, out.data ? out.data : "", out.len);
+    buf_free(&out);
+}
+
+static pl_call *call_new(http_request *r, pl_worker *w)
+{
+    pl_call *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->r = r;
+    c->w = w;
+    c->rt = w->rt;
+    pl_runtime_ref(c->rt);
+    c->start_ns = r->start_ns ? r->start_ns : clock_mono_ns();
+    memcpy(c->request_id, r->request_id, sizeof c->request_id);
+    r->udata = c;
+    obs_inflight_add(w->obs, 1);
+    return c;
+}
+
+static void add_model(json_t *data, json_t *seen, const char *id)
+{
+    if (json_object_get(seen, id)) return;
+    json_object_set_new(seen, id, json_true());
+    json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model",
+                                          "created", 0, "owned_by", "ctxgate"));
+}
+
+static void list_models(pl_call *c)
+{
+    const cfg_route *rt = c->route;
+    json_t *data = json_array(), *seen = json_object();
+    for (size_t i = 0; i < rt->n_match_models; i++) add_model(data, seen, rt->match_models[i]);
+    for (size_t i = 0; i < rt->n_backends; i++) {
+        const cfg_target *t = rt->backends[i].target;
+        if (!route_key_allows(c->key, t)) continue;
+        add_model(data, seen, t->name);
+        for (size_t a = 0; a < t->n_aliases; a++) add_model(data, seen, t->aliases[a]);
+    }
+    json_t *doc = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    json_decref(seen);
+    pl_finish(c, 200, &json_ct, 1, body, strlen(body));
+    free(body);
+}
+
+static void on_abort(http_request *r)
+{
+    pl_call *c = r->udata;
+    c->aborted = true;
+    if (c->up) {
+        upstream_cancel(c->up);
+        c->up = NULL;
+    }
+    if (c->timer_init) uv_timer_stop(&c->timer);
+    /* the request must still be finished: writes are dropped by the server */
+    if (c->stream_started)
+        pl_finish_stream(c);
+    else
+        pl_finish(c, 499, NULL, 0, NULL, 0);
+}
+
+void pl_handle(http_request *r, void *ctx)
+{
+    pl_worker *w = ctx;
+    if (str_eq_c(r->path, "/healthz")) {
+        respond_json(r, 200, "{\"status\":\"ok\"}");
+        return;
+    }
+    if (str_eq_c(r->path, "/readyz")) {
+        if (atomic_load_explicit(w->draining, memory_order_relaxed))
+            respond_json(r, 503, "{\"status\":\"draining\"}");
+        else
+            respond_json(r, 200, "{\"status\":\"ready\"}");
+        return;
+    }
+    const cfg_gateway *gw = w->rt->gw;
+    if (str_eq_c(r->path, gw->obs.metrics_path) && str_eq_c(r->method_name, "GET")) {
+        serve_metrics(r);
+        return;
+    }
+
+    pl_call *c = call_new(r, w);
+    r->on_abort = on_abort;
+    size_t prefix_len;
+    str suffix;
+    bool chat = false;
+    if (!route_prefix_match(gw, r->path, &prefix_len, &suffix)) {
+        pl_fail(c, 404, "invalid_request_error", "unknown_url", NULL,
+                "Unknown request URL: %.*s %.*s. Please check the URL for typos.",
+                (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+        return;
+    }
+    if (str_eq_c(suffix, "/chat/completions")) {
+        chat = true;
+        if (!str_eq_c(r->method_name, "POST")) {
+            static const http_header allow = {STR_LIT("Allow"), STR_LIT("POST")};
+            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed",
+                            NULL, "Method %.*s is not allowed on %.*s; use POST.",
+                            (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+            return;
+        }
+    } else if (str_eq_c(suffix, "/models")) {
+        if (!str_eq_c(r->method_name, "GET")) {
+            static const http_header allow = {STR_LIT("Allow"), STR_LIT("GET")};
+            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed",
+                            NULL, "Method %.*s is not allowed on %.*s; use GET.",
+                            (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+            return;
+        }
+    } else {
+        pl_fail(c, 404, "invalid_request_error", "unknown_url", NULL,
+                "Unknown request URL: %.*s %.*s. Please check the URL for typos.",
+                (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+        return;
+    }
+
+    switch (auth_check(gw, r, &c->key)) {
+    case AUTH_OK: break;
+    case AUTH_MISSING:
+        pl_fail(c, 401, "authentication_error", "missing_api_key", NULL,
+                "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key: <key>' "
+                "or 'api-key: <key>'.");
+        return;
+    case AUTH_INVALID:
+        pl_fail(c, 401, "authentication_error", "invalid_api_key", NULL,
+                "Incorrect API key provided.");
+        return;
+    }
+
+    if (chat) {
+        c->prefix_len = prefix_len; /* the route is chosen once the body names a model */
+        pl_chat(c);
+        return;
+    }
+    c->route = route_select(gw, r->path, prefix_len, r, NULL);
+    if (!c->route) {
+        pl_fail(c, 404, "invalid_request_error", "route_not_found", NULL,
+                "No route under %.*s accepts this request (check the route's match headers).",
+                (int)prefix_len, r->path.p);
+        return;
+    }
+    list_models(c);
+}

@@ -1,0 +1,60 @@
+/* mock.c — the Mock target's stage: the answer comes from providers/mock.c after
+ * config.mock.latencyMs, whole or as an SSE stream, with usage like a real provider. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "pipeline/call.h"
+
+static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+static const http_header sse_hdrs[] = {
+    {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
+    {STR_LIT("Cache-Control"), STR_LIT("no-cache")},
+};
+
+static void emit_event(void *ctx, const char *event, size_t len)
+{
+    pl_call *c = ctx;
+    http_stream_write(c->r, event, len);
+}
+
+static void mock_answer(pl_call *c)
+{
+    const cfg_target *t = c->target;
+    json_t *messages = json_object_get(c->body, "messages");
+    const char *text = mock_answer_text(t, messages, c->r->pool);
+    char id[64];
+    snprintf(id, sizeof id, "chatcmpl-%s", c->request_id);
+    c->usage.present = true;
+    c->usage.prompt_tokens = mock_count_prompt_tokens(messages);
+    c->usage.completion_tokens = mock_count_tokens(text);
+    c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    pl_attempt_end(c, true, c->ttft_us);
+    if (!c->stream) {
+        char *body = mock_completion_json(t, id, text, c->usage.prompt_tokens,
+                                          c->usage.completion_tokens);
+        pl_finish(c, 200, &json_ct, 1, body, strlen(body));
+        free(body);
+        return;
+    }
+    c->stream_started = true;
+    http_stream_begin(c->r, 200, sse_hdrs, 2);
+    mock_stream_events(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens,
+                       c->include_usage, emit_event, c);
+    c->status = 200;
+    pl_finish_stream(c);
+}
+
+static void on_latency(uv_timer_t *timer)
+{
+    mock_answer(timer->data);
+}
+
+void pl_mock_start(pl_call *c)
+{
+    if (c->target->mock.latency_ms > 0)
+        pl_call_timer(c, (uint64_t)c->target->mock.latency_ms, on_latency);
+    else
+        mock_answer(c);
+}

@@ -1,0 +1,46 @@
+/* pipeline.h — the request pipeline's entry point and the state it runs on.
+ *
+ * A pl_worker belongs to one worker thread and its loop. A pl_runtime is one published
+ * configuration plus the little mutable state that must live exactly as long as it (round-robin
+ * counters); workers swap their runtime pointer on their own loop, and each request holds a
+ * reference to the runtime it started with, so a reload never changes a request mid-flight. */
+#ifndef CTXGATE_PIPELINE_PIPELINE_H
+#define CTXGATE_PIPELINE_PIPELINE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/server.h"
+#include "obs/metrics.h"
+#include "upstream/client.h"
+
+typedef struct pl_runtime {
+    _Atomic long refs;
+    cfg_snapshot *snap;          /* one reference held */
+    const cfg_gateway *gw;       /* the gateway this process serves, inside snap */
+    _Atomic unsigned long *rr;   /* per-route round-robin counters (gw->n_routes) */
+    struct route_target_stats *stats; /* per-target live figures (gw->n_targets) */
+} pl_runtime;
+
+/* Builds the runtime for gateway gw_name (NULL = first) of snap; takes its own snapshot ref.
+ * Returns NULL with a sentence in err when the snapshot has no such gateway. */
+pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, size_t errlen);
+void pl_runtime_ref(pl_runtime *rt);
+void pl_runtime_unref(pl_runtime *rt);
+
+typedef struct pl_worker {
+    uv_loop_t *loop;
+    upstream_client *up;
+    obs_shard *obs;
+    pl_runtime *rt;               /* current configuration; only this worker's loop swaps it */
+    const _Atomic int *draining;  /* process-wide: /readyz answers 503 when set */
+    uint64_t rng;                 /* xorshift state for Weighted picks */
+    unsigned id;
+} pl_worker;
+
+/* http_handler_fn for http_server: ctx is the pl_worker. */
+void pl_handle(http_request *r, void *ctx);
+
+#endif

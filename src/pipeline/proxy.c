@@ -1,0 +1,274 @@
+/* proxy.c — the upstream stage: one attempt against a provider through the upstream client,
+ * the relay of its answer (whole, or SSE events forwarded as they complete, with backpressure
+ * both ways), error mapping, and failover to the next planned attempt. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "pipeline/call.h"
+
+static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+static const http_header sse_hdrs[] = {
+    {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
+    {STR_LIT("Cache-Control"), STR_LIT("no-cache")},
+};
+
+static void on_client_drain(http_request *r)
+{
+    pl_call *c = r->udata;
+    if (c->client_blocked && c->up) {
+        c->client_blocked = false;
+        upstream_resume(c->up);
+    }
+}
+
+static void stream_begin(pl_call *c)
+{
+    if (c->stream_started) return;
+    c->stream_started = true;
+    c->r->on_drain = on_client_drain;
+    http_stream_begin(c->r, 200, sse_hdrs, 2);
+}
+
+/* Forwards every complete SSE event in c->resp; keeps a trailing partial event. */
+static void relay_events(pl_call *c)
+{
+    size_t end = 0, pos = 0;
+    const char *d = c->resp.data;
+    size_t n = c->resp.len;
+    while (pos < n) {
+        const char *sep = memmem(d + pos, n - pos, "\n\n", 2);
+        size_t seplen = 2;
+        const char *crlf = memmem(d + pos, n - pos, "\r\n\r\n", 4);
+        if (crlf && (!sep || crlf < sep)) {
+            sep = crlf;
+            seplen = 4;
+        }
+        if (!sep) break;
+        size_t ev_end = (size_t)(sep - d) + seplen;
+        const char *ev = d + pos;
+        size_t ev_len = ev_end - pos;
+        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) c->done_seen = true;
+        else if (c->include_usage || !c->usage.present)
+            provider_parse_stream_usage(ev, ev_len, &c->usage);
+        pos = end = ev_end;
+    }
+    if (end == 0) return;
+    stream_begin(c);
+    if (!http_stream_write(c->r, d, end)) c->client_blocked = true;
+    buf_consume(&c->resp, end);
+}
+
+static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
+{
+    pl_call *c = udata;
+    if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    bool ok_status = c->up_status >= 200 && c->up_status < 300;
+    if (!c->stream || !ok_status) {
+        buf_append(&c->resp, data, len);
+        return true;
+    }
+    if (c->client_blocked) return false; /* not consumed: delivered again after resume */
+    buf_append(&c->resp, data, len);
+    relay_events(c);
+    return true;
+}
+
+static void on_headers(upstream_req *u, int status, void *udata)
+{
+    pl_call *c = udata;
+    c->up_status = status;
+}
+
+static bool retryable(const pl_call *c, upstream_result res, int status)
+{
+    unsigned on = c->route->retry_on;
+    if (res == UPSTREAM_CONNECT_FAILED) return on & RETRY_ON_CONNECT_FAILURE;
+    if (res == UPSTREAM_TIMEOUT) return on & RETRY_ON_TIMEOUT;
+    if (res != UPSTREAM_OK) return false;
+    switch (status) {
+    case 429: return on & RETRY_ON_429;
+    case 500: return on & RETRY_ON_500;
+    case 502: return on & RETRY_ON_502;
+    case 503: return on & RETRY_ON_503;
+    case 504: return on & RETRY_ON_504;
+    default: return false;
+    }
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    pl_call *c = t->data;
+    c->attempt++;
+    pl_start_attempt(c);
+}
+
+/* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). */
+static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int status,
+                          const char *errmsg)
+{
+    const char *tn = c->target->name;
+    if (res == UPSTREAM_CONNECT_FAILED) {
+        pl_fail(c, 502, "upstream_error", "upstream_unavailable", NULL,
+                "Could not connect to model target '%s': %s", tn, errmsg);
+        return;
+    }
+    if (res == UPSTREAM_TIMEOUT) {
+        pl_fail(c, 504, "upstream_error", "upstream_timeout", NULL,
+                "Model target '%s' timed out: %s", tn, errmsg);
+        return;
+    }
+    if (res != UPSTREAM_OK) {
+        pl_fail(c, 502, "upstream_error", "upstream_error", NULL,
+                "Model target '%s' failed: %s", tn, errmsg);
+        return;
+    }
+    char pmsg[512];
+    provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
+    if (status == 429) {
+        http_header h[8];
+        size_t n = 0;
+        const char *names[] = {"retry-after", "x-ratelimit-limit-requests",
+                               "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                               "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                               "x-ratelimit-reset-tokens"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const char *v = upstream_header_get(u, names[i]);
+            if (v) h[n++] = (http_header){str_c(names[i]), str_c(v)};
+        }
+        pl_fail_headers(c, 429, h, n, "rate_limit_error", "rate_limit_exceeded", NULL,
+                        "Model target '%s' is rate limited: %s", tn,
+                        pmsg[0] ? pmsg : "HTTP 429");
+        return;
+    }
+    if (status >= 400 && status < 500) {
+        /* the provider's own client error: relay it when it is already JSON */
+        json_t *doc = json_loadb(c->resp.data ? c->resp.data : "", c->resp.len, 0, NULL);
+        bool relay = doc && json_is_object(json_object_get(doc, "error"));
+        json_decref(doc);
+        if (relay) {
+            free(c->error);
+            c->error = strdup(pmsg);
+            pl_finish(c, status, &json_ct, 1, c->resp.data, c->resp.len);
+            return;
+        }
+        pl_fail(c, status, "invalid_request_error", "upstream_rejected", NULL,
+                "Model target '%s' rejected the request (HTTP %d): %s", tn, status,
+                pmsg[0] ? pmsg : "no details");
+        return;
+    }
+    pl_fail(c, 502, "upstream_error", "upstream_error", NULL,
+            "upstream '%s' returned HTTP %d: %s", tn, status, pmsg[0] ? pmsg : "no details");
+}
+
+static void stream_fail(pl_call *c, const char *code, const char *msg)
+{
+    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type",
+                          "upstream_error", "code", code);
+    char *s = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    buf ev = BUF_INIT;
+    buf_printf(&ev, "data: %s\n\n", s);
+    free(s);
+    http_stream_write(c->r, ev.data, ev.len);
+    buf_free(&ev);
+    free(c->error);
+    c->error = strdup(msg);
+    c->status = 502;
+    pl_finish_stream(c);
+}
+
+static void on_done(upstream_req *u, upstream_result res, int status, const char *errmsg,
+                    void *udata)
+{
+    pl_call *c = udata;
+    c->up = NULL; /* finished: no cancel from here on */
+    c->upstream_us = (clock_mono_ns() - c->up_start_ns) / 1000u;
+    bool ok = res == UPSTREAM_OK && status >= 200 && status < 300;
+    pl_attempt_end(c, ok, upstream_ttfb_us(u));
+    free(c->up_body);
+    c->up_body = NULL;
+
+    if (ok && !c->stream) {
+        provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
+        pl_finish(c, 200, &json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
+        return;
+    }
+    if (ok) {
+        stream_begin(c);
+        if (c->resp.len) { /* a last event without its blank line */
+            provider_parse_stream_usage(c->resp.data, c->resp.len, &c->usage);
+            http_stream_write(c->r, c->resp.data, c->resp.len);
+            http_stream_write(c->r, "\n\n", 2);
+        }
+        c->status = 200;
+        pl_finish_stream(c);
+        return;
+    }
+
+    obs_upstream_error(c->w->obs, c->target->name,
+                       res == UPSTREAM_CONNECT_FAILED ? "connect"
+                       : res == UPSTREAM_TIMEOUT      ? "timeout"
+                       : res == UPSTREAM_ERROR        ? "transport"
+                                                      : "status");
+    if (c->stream_started) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "model target '%s' failed mid-stream: %s", c->target->name,
+                 res == UPSTREAM_OK ? "bad status" : errmsg);
+        stream_fail(c, res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
+        return;
+    }
+    if (c->attempt + 1 < c->n_attempts && retryable(c, res, status)) {
+        log_info("request %s: attempt %d on target '%s' failed (%s, HTTP %d); failing over",
+                 c->request_id, c->attempt + 1, c->target->name, errmsg ? errmsg : "", status);
+        buf_reset(&c->resp);
+        c->up_status = 0;
+        c->ttft_us = 0;
+        pl_call_timer(c, (uint64_t)(c->route->backoff_ms > 0 ? c->route->backoff_ms : 0),
+                      on_backoff);
+        return;
+    }
+    fail_upstream(c, u, res, status, errmsg ? errmsg : "");
+}
+
+void pl_proxy_start(pl_call *c)
+{
+    const cfg_target *t = c->target;
+    char err[256];
+    provider_request pr;
+    /* each attempt starts from the client's body: a shallow copy keeps the original intact */
+    json_t *body = json_copy(c->body);
+    int rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
+    json_decref(body);
+    if (rc != 0) {
+        pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);
+        return;
+    }
+    c->up_body = pr.body;
+    upstream_opts o = {
+        .method = "POST",
+        .url = pr.url,
+        .headers = pr.headers,
+        .n_headers = pr.n_headers,
+        .body = pr.body,
+        .body_len = pr.body_len,
+        .body_borrowed = true,
+        .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
+        .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
+        .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
+        .udata = c,
+        .on_headers = on_headers,
+        .on_data = on_data,
+        .on_done = on_done,
+    };
+    c->up_start_ns = clock_mono_ns();
+    c->up = upstream_send(c->w->up, &o);
+    if (!c->up) {
+        free(c->up_body);
+        c->up_body = NULL;
+        pl_fail(c, 502, "upstream_error", "upstream_unavailable", NULL,
+                "Could not start a request to model target '%s'.", t->name);
+    }
+}

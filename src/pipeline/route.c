@@ -1,0 +1,226 @@
+/* route.c — route matching and backend selection (RoundRobin, Weighted). */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "pipeline/route.h"
+
+bool route_prefix_match(const cfg_gateway *gw, str path, size_t *prefix_len, str *suffix)
+{
+    size_t best = 0;
+    bool found = false;
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const cfg_route *rt = &gw->routes[i];
+        size_t n = rt->path_prefix_len;
+        if (path.n < n || memcmp(path.p, rt->path_prefix, n) != 0) continue;
+        if (path.n > n && path.p[n] != '/') continue;
+        if (!found || n > best) {
+            best = n;
+            found = true;
+        }
+    }
+    if (!found) return false;
+    *prefix_len = best;
+    *suffix = (str){path.p + best, path.n - best};
+    return true;
+}
+
+static bool headers_match(const cfg_route *rt, const http_request *r)
+{
+    for (size_t i = 0; i < rt->n_match_headers; i++) {
+        str v = http_request_header(r, rt->match_headers[i].name);
+        if (!v.p || !str_eq_c(v, rt->match_headers[i].value)) return false;
+    }
+    return true;
+}
+
+static bool target_named(const cfg_target *t, const char *name)
+{
+    if (strcmp(t->name, name) == 0) return true;
+    for (size_t i = 0; i < t->n_aliases; i++)
+        if (strcmp(t->aliases[i], name) == 0) return true;
+    return false;
+}
+
+static bool model_listed(const cfg_route *rt, const char *model)
+{
+    for (size_t i = 0; i < rt->n_match_models; i++)
+        if (strcmp(rt->match_models[i], model) == 0) return true;
+    return false;
+}
+
+const cfg_route *route_select(const cfg_gateway *gw, str path, size_t prefix_len,
+                              const http_request *r, const char *model)
+{
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const cfg_route *rt = &gw->routes[i];
+        if (rt->path_prefix_len != prefix_len || memcmp(path.p, rt->path_prefix, prefix_len) != 0)
+            continue;
+        if (!headers_match(rt, r)) continue;
+        if (model && rt->n_match_models && !model_listed(rt, model)) continue;
+        return rt;
+    }
+    return NULL;
+}
+
+bool route_key_allows(const cfg_api_key *key, const cfg_target *t)
+{
+    if (!key || key->n_models == 0) return true;
+    for (size_t i = 0; i < key->n_models; i++)
+        if (target_named(t, key->models[i])) return true;
+    return false;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* weight-proportional draw; weight 0 is never drawn */
+static const cfg_target *pick_weighted(const cfg_backend *const *ok, size_t n, uint64_t *rng)
+{
+    long total = 0;
+    for (size_t i = 0; i < n; i++) total += ok[i]->weight;
+    if (total <= 0) return NULL;
+    long pick = (long)(xorshift(rng) % (uint64_t)total);
+    for (size_t i = 0; i < n; i++) {
+        pick -= ok[i]->weight;
+        if (pick < 0) return ok[i]->target;
+    }
+    return ok[n - 1]->target;
+}
+
+/* The candidate with the smallest score; ties go to the one whose turn it is, so equal
+ * candidates share the load instead of the first one taking everything. */
+typedef uint64_t (*score_fn)(const cfg_target *t, const route_pick_ctx *ctx);
+
+static const cfg_target *pick_min(const cfg_backend *const *ok, size_t n, route_pick_ctx *ctx,
+                                  score_fn score)
+{
+    unsigned long turn = atomic_fetch_add_explicit(ctx->rr, 1, memory_order_relaxed);
+    const cfg_target *best = NULL;
+    uint64_t best_score = UINT64_MAX;
+    for (size_t k = 0; k < n; k++) {
+        const cfg_target *t = ok[(turn + k) % n]->target;
+        uint64_t s = score(t, ctx);
+        if (!best || s < best_score) {
+            best = t;
+            best_score = s;
+        }
+    }
+    return best;
+}
+
+static uint64_t score_in_flight(const cfg_target *t, const route_pick_ctx *ctx)
+{
+    long v = ctx->stats ? atomic_load_explicit(&ctx->stats[t->index].in_flight,
+                                               memory_order_relaxed)
+                        : 0;
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+static uint64_t score_latency(const cfg_target *t, const route_pick_ctx *ctx)
+{
+    /* an unmeasured target scores 0: it is tried first so that it gets measured */
+    return ctx->stats ? atomic_load_explicit(&ctx->stats[t->index].ewma_ttfb_us,
+                                             memory_order_relaxed)
+                      : 0;
+}
+
+static uint64_t score_cost(const cfg_target *t, const route_pick_ctx *ctx)
+{
+    /* price of a typical exchange: input and output per million tokens, in micro-dollars;
+     * a target without pricing is taken as the most expensive */
+    if (!t->has_pricing) return UINT64_MAX - 1;
+    return (uint64_t)((t->input_per_million + t->output_per_million) * 1e6);
+}
+
+static const cfg_target *pick_header(const cfg_route *rt, const cfg_api_key *key,
+                                     const route_pick_ctx *ctx)
+{
+    if (!rt->header_name || !ctx->r) return NULL;
+    str v = http_request_header(ctx->r, rt->header_name);
+    if (!v.p) return NULL;
+    for (size_t i = 0; i < rt->n_header_values; i++) {
+        if (str_eq_c(v, rt->header_values[i].value) &&
+            route_key_allows(key, rt->header_values[i].target))
+            return rt->header_values[i].target;
+    }
+    return NULL;
+}
+
+const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cfg_api_key *key,
+                                route_pick_ctx *ctx, bool *forbidden)
+{
+    *forbidden = false;
+    for (size_t i = 0; i < rt->n_backends; i++) {
+        const cfg_target *t = rt->backends[i].target;
+        if (!target_named(t, model)) continue;
+        if (!route_key_allows(key, t)) {
+            *forbidden = true;
+            return NULL;
+        }
+        return t;
+    }
+    if (!model_listed(rt, model)) return NULL;
+
+    /* a virtual model name: balance over the backends this caller may use */
+    if (rt->strategy == STRATEGY_HEADER_BASED) {
+        const cfg_target *t = pick_header(rt, key, ctx);
+        if (t) return t;
+    }
+    const cfg_backend *ok[64];
+    size_t n = 0;
+    for (size_t i = 0; i < rt->n_backends && n < 64; i++)
+        if (route_key_allows(key, rt->backends[i].target)) ok[n++] = &rt->backends[i];
+    if (n == 0) {
+        *forbidden = true;
+        return NULL;
+    }
+    const cfg_target *t = NULL;
+    switch (rt->strategy) {
+    case STRATEGY_WEIGHTED: t = pick_weighted(ok, n, ctx->rng); break;
+    case STRATEGY_LEAST_CONNECTIONS: t = pick_min(ok, n, ctx, score_in_flight); break;
+    case STRATEGY_LATENCY_BASED: t = pick_min(ok, n, ctx, score_latency); break;
+    case STRATEGY_COST_BASED: t = pick_min(ok, n, ctx, score_cost); break;
+    case STRATEGY_ROUND_ROBIN:
+    case STRATEGY_HEADER_BASED: /* no or unknown header value: take turns */
+        break;
+    }
+    if (t) return t;
+    if (rt->strategy == STRATEGY_WEIGHTED) {
+        *forbidden = true; /* every permitted backend has weight 0 */
+        return NULL;
+    }
+    unsigned long turn = atomic_fetch_add_explicit(ctx->rr, 1, memory_order_relaxed);
+    return ok[turn % n]->target;
+}
+
+void route_stats_observe(route_target_stats *s, uint64_t ttfb_us)
+{
+    /* EWMA with alpha 1/8, like TCP's SRTT; races between workers lose an update, never corrupt */
+    uint64_t old = atomic_load_explicit(&s->ewma_ttfb_us, memory_order_relaxed);
+    uint64_t next = old == 0 ? ttfb_us : old - old / 8 + ttfb_us / 8;
+    atomic_store_explicit(&s->ewma_ttfb_us, next ? next : 1, memory_order_relaxed);
+}
+
+void route_known_models(const cfg_route *rt, buf *out)
+{
+    size_t start = out->len;
+    for (size_t i = 0; i < rt->n_match_models; i++) {
+        if (out->len > start) buf_puts(out, ", ");
+        buf_puts(out, rt->match_models[i]);
+    }
+    for (size_t i = 0; i < rt->n_backends; i++) {
+        const cfg_target *t = rt->backends[i].target;
+        if (out->len > start) buf_puts(out, ", ");
+        buf_puts(out, t->name);
+        for (size_t a = 0; a < t->n_aliases; a++) {
+            buf_puts(out, ", ");
+            buf_puts(out, t->aliases[a]);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/* route.h — which route serves a request path, and which backend a model resolves to. */
+#ifndef CTXGATE_PIPELINE_ROUTE_H
+#define CTXGATE_PIPELINE_ROUTE_H
+
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "http/server.h"
+
+/* Finds the longest pathPrefix that prefixes path at a '/' boundary ("" = the root prefix).
+ * False when none; else *prefix_len and *suffix (the rest, e.g. "/chat/completions"). */
+bool route_prefix_match(const cfg_gateway *gw, str path, size_t *prefix_len, str *suffix);
+
+/* The first route with exactly that prefix length whose filters accept the request
+ * (header filters; model filter when model is non-NULL). NULL when none. */
+const cfg_route *route_select(const cfg_gateway *gw, str path, size_t prefix_len,
+                              const http_request *r, const char *model);
+
+/* True when key (NULL = no auth) may use target t. */
+bool route_key_allows(const cfg_api_key *key, const cfg_target *t);
+
+/* Live per-target figures the strategies read; one per cfg_target (by index), per runtime. */
+typedef struct route_target_stats {
+    _Atomic long in_flight;       /* attempts running now (LeastConnections) */
+    _Atomic uint64_t ewma_ttfb_us; /* smoothed time to first byte; 0 = not measured (LatencyBased) */
+} route_target_stats;
+
+/* Everything a strategy may consult besides the route itself. */
+typedef struct route_pick_ctx {
+    _Atomic unsigned long *rr;  /* this route's turn counter (RoundRobin and tie-breaks) */
+    uint64_t *rng;              /* the worker's generator (Weighted) */
+    route_target_stats *stats;  /* indexed by cfg_target.index; NULL = no figures */
+    const http_request *r;      /* the request (HeaderBased); may be NULL */
+} route_pick_ctx;
+
+/* Resolves model on route: a backend target by name/alias, or a match.models name picked by the
+ * route's strategy among the backends key may use. Returns the target or NULL;
+ * *forbidden is set when targets exist but key may use none of them. */
+const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cfg_api_key *key,
+                                route_pick_ctx *ctx, bool *forbidden);
+
+/* Folds one measured time to first byte into the target's moving average. */
+void route_stats_observe(route_target_stats *s, uint64_t ttfb_us);
+
+/* Appends the model names this route answers to, comma-separated, for messages. */
+void route_known_models(const cfg_route *rt, buf *out);
+
+#endif

@@ -1,0 +1,148 @@
+/* mock.c — the Mock model target: answers from the gateway itself, deterministically, in the
+ * exact OpenAI wire format (whole or as an SSE stream), with token usage. For demos, tests and
+ * benchmarks; documented in docs/providers.md. */
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "providers/provider.h"
+
+/* The text of a message's content: a string, or the concatenated text parts of an array. */
+static void content_text(json_t *content, buf *out)
+{
+    if (json_is_string(content)) {
+        buf_append(out, json_string_value(content), json_string_length(content));
+        return;
+    }
+    if (!json_is_array(content)) return;
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part)
+    {
+        json_t *text = json_object_get(part, "text");
+        if (json_is_string(text)) buf_append(out, json_string_value(text), json_string_length(text));
+    }
+}
+
+const char *mock_answer_text(const cfg_target *t, json_t *messages, arena *pool)
+{
+    if (t->mock.text) return t->mock.text;
+    for (size_t i = json_array_size(messages); i-- > 0;) {
+        json_t *m = json_array_get(messages, i);
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role) || strcmp(json_string_value(role), "user") != 0) continue;
+        buf b = BUF_INIT;
+        content_text(json_object_get(m, "content"), &b);
+        const char *s = arena_strndup(pool, b.data ? b.data : "", b.len);
+        buf_free(&b);
+        return s;
+    }
+    return "";
+}
+
+uint64_t mock_count_tokens(const char *text)
+{
+    size_t n = strlen(text);
+    return (n + 3) / 4;
+}
+
+uint64_t mock_count_prompt_tokens(json_t *messages)
+{
+    uint64_t total = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        buf b = BUF_INIT;
+        content_text(json_object_get(m, "content"), &b);
+        total += (b.len + 3) / 4 + 3; /* OpenAI's documented per-message overhead */
+        buf_free(&b);
+    }
+    return total + 3;
+}
+
+static json_t *usage_json(uint64_t p, uint64_t c)
+{
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)p, "completion_tokens",
+                     (json_int_t)c, "total_tokens", (json_int_t)(p + c));
+}
+
+char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
+                           uint64_t prompt_tokens, uint64_t completion_tokens)
+{
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s, s:n}, s:n, s:s}], s:o, s:n}", "id", id,
+        "object", "chat.completion", "created", (json_int_t)time(NULL), "model", t->model_name,
+        "choices", "index", 0, "message", "role", "assistant", "content", text, "refusal",
+        "logprobs", "finish_reason", "stop", "usage", usage_json(prompt_tokens, completion_tokens),
+        "system_fingerprint");
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return s;
+}
+
+static void emit_chunk(json_t *chunk, void (*emit)(void *, const char *, size_t), void *ctx)
+{
+    char *s = json_dumps(chunk, JSON_COMPACT);
+    buf b = BUF_INIT;
+    buf_puts(&b, "data: ");
+    buf_puts(&b, s);
+    buf_puts(&b, "\n\n");
+    emit(ctx, b.data, b.len);
+    buf_free(&b);
+    free(s);
+    json_decref(chunk);
+}
+
+static json_t *chunk_base(const cfg_target *t, const char *id, time_t created)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:n}", "id", id, "object", "chat.completion.chunk",
+                     "created", (json_int_t)created, "model", t->model_name, "system_fingerprint");
+}
+
+/* Splits text into n pieces at UTF-8 character boundaries, as even as the bytes allow. */
+static size_t piece_end(const char *text, size_t len, size_t start, size_t want)
+{
+    size_t end = start + want;
+    if (end >= len) return len;
+    while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80) end++;
+    return end;
+}
+
+void mock_stream_events(const cfg_target *t, const char *id, const char *text,
+                        uint64_t prompt_tokens, uint64_t completion_tokens, bool include_usage,
+                        void (*emit)(void *ctx, const char *event, size_t len), void *ctx)
+{
+    time_t created = time(NULL);
+    size_t len = strlen(text);
+    size_t n = t->mock.chunks > 0 ? (size_t)t->mock.chunks : 1;
+    size_t per = (len + n - 1) / n;
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t end = (i == n - 1) ? len : piece_end(text, len, pos, per);
+        json_t *delta = json_object();
+        if (i == 0) json_object_set_new(delta, "role", json_string("assistant"));
+        json_object_set_new(delta, "content", json_stringn(text + pos, end - pos));
+        json_t *c = chunk_base(t, id, created);
+        json_object_set_new(c, "choices",
+                            json_pack("[{s:i, s:o, s:n, s:n}]", "index", 0, "delta", delta,
+                                      "logprobs", "finish_reason"));
+        if (include_usage) json_object_set_new(c, "usage", json_null());
+        emit_chunk(c, emit, ctx);
+        pos = end;
+    }
+    json_t *fin = chunk_base(t, id, created);
+    json_object_set_new(fin, "choices",
+                        json_pack("[{s:i, s:{}, s:n, s:s}]", "index", 0, "delta", "logprobs",
+                                  "finish_reason", "stop"));
+    if (include_usage) json_object_set_new(fin, "usage", json_null());
+    emit_chunk(fin, emit, ctx);
+    if (include_usage) {
+        json_t *u = chunk_base(t, id, created);
+        json_object_set_new(u, "choices", json_array());
+        json_object_set_new(u, "usage", usage_json(prompt_tokens, completion_tokens));
+        emit_chunk(u, emit, ctx);
+    }
+    static const char done[] = "data: [DONE]\n\n";
+    emit(ctx, done, sizeof done - 1);
+}

@@ -1,0 +1,114 @@
+/* openai.c — the OpenAI-family adapter (types OpenAI, OpenAICompatible, HuggingFaceEndpoint,
+ * CustomLocalModel): the canonical body is already OpenAI's, so building the upstream request
+ * is replacing `model`, merging configured parameters under the request, and adding the key. */
+#include <stdio.h>
+#include <string.h>
+
+#include "providers/provider.h"
+
+bool provider_is_local(const cfg_target *t)
+{
+    return t->type == TARGET_MOCK;
+}
+
+static bool is_openai_family(cfg_target_type type)
+{
+    return type == TARGET_OPENAI || type == TARGET_OPENAI_COMPATIBLE ||
+           type == TARGET_HUGGINGFACE || type == TARGET_CUSTOM_LOCAL;
+}
+
+static const char *type_name(cfg_target_type type)
+{
+    switch (type) {
+    case TARGET_OPENAI: return "OpenAI";
+    case TARGET_AZURE_OPENAI: return "AzureOpenAI";
+    case TARGET_ANTHROPIC: return "Anthropic";
+    case TARGET_GEMINI: return "Gemini";
+    case TARGET_HUGGINGFACE: return "HuggingFaceEndpoint";
+    case TARGET_OPENAI_COMPATIBLE: return "OpenAICompatible";
+    case TARGET_CUSTOM_LOCAL: return "CustomLocalModel";
+    case TARGET_MOCK: return "Mock";
+    }
+    return "?";
+}
+
+int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                        provider_request *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!is_openai_family(t->type)) {
+        snprintf(err, errlen, "model target '%s' has type %s, which this gateway version cannot call yet",
+                 t->name, type_name(t->type));
+        return -1;
+    }
+    json_object_set_new(body, "model", json_string(t->model_name));
+    if (t->parameters) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(t->parameters, k, v)
+        {
+            if (!json_object_get(body, k)) json_object_set(body, k, v);
+        }
+    }
+    out->url = arena_printf(pool, "%s/chat/completions", t->endpoint);
+    size_t n = 0;
+    out->headers[n++] = (upstream_header){"Content-Type", "application/json"};
+    if (t->api_key)
+        out->headers[n++] =
+            (upstream_header){"Authorization", arena_printf(pool, "Bearer %s", t->api_key)};
+    if (request_id && *request_id)
+        out->headers[n++] = (upstream_header){"X-Request-Id", request_id};
+    out->n_headers = n;
+    out->body = json_dumps(body, JSON_COMPACT);
+    if (!out->body) {
+        snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
+        return -1;
+    }
+    out->body_len = strlen(out->body);
+    return 0;
+}
+
+static void usage_from_json(json_t *usage, provider_usage *u)
+{
+    if (!json_is_object(usage)) return;
+    json_t *p = json_object_get(usage, "prompt_tokens");
+    json_t *c = json_object_get(usage, "completion_tokens");
+    if (!json_is_integer(p) && !json_is_integer(c)) return;
+    u->present = true;
+    u->prompt_tokens = json_is_integer(p) ? (uint64_t)json_integer_value(p) : 0;
+    u->completion_tokens = json_is_integer(c) ? (uint64_t)json_integer_value(c) : 0;
+}
+
+void provider_parse_usage(const char *body, size_t len, provider_usage *u)
+{
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    if (!doc) return;
+    usage_from_json(json_object_get(doc, "usage"), u);
+    json_decref(doc);
+}
+
+void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u)
+{
+    /* only events that mention usage with a value are parsed: the hot path is the other ones */
+    if (!memmem(data, len, "\"usage\":{", 9) && !memmem(data, len, "\"usage\": {", 10)) return;
+    provider_parse_usage(data, len, u);
+}
+
+void provider_error_message(const char *body, size_t len, char *out, size_t outlen)
+{
+    out[0] = 0;
+    if (!body || !len) return;
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    if (doc) {
+        json_t *e = json_object_get(doc, "error");
+        json_t *m = json_is_object(e) ? json_object_get(e, "message") : NULL;
+        if (!m && json_is_string(e)) m = e;
+        if (!m) m = json_object_get(doc, "message");
+        if (json_is_string(m)) snprintf(out, outlen, "%s", json_string_value(m));
+        json_decref(doc);
+        if (out[0]) return;
+    }
+    size_t n = len < outlen - 1 ? len : outlen - 1;
+    for (size_t i = 0; i < n; i++) out[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
+    out[n] = 0;
+}

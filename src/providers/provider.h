@@ -1,0 +1,70 @@
+/* provider.h — the adapter interface between the gateway's internal request (an OpenAI Chat
+ * Completions body, our canonical message representation) and one provider's wire format.
+ *
+ * An adapter turns the canonical body into an upstream HTTP request, and turns the provider's
+ * answer (whole or one SSE event at a time) back. Adapters never do I/O: the pipeline owns the
+ * upstream call, retries and timing. Issue 2 ships OpenAI-family adapters and Mock. */
+#ifndef CTXGATE_PROVIDERS_PROVIDER_H
+#define CTXGATE_PROVIDERS_PROVIDER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/arena.h"
+#include "upstream/client.h"
+
+enum { PROVIDER_MAX_HEADERS = 8 };
+
+typedef struct provider_request {
+    const char *url;
+    upstream_header headers[PROVIDER_MAX_HEADERS];
+    size_t n_headers;
+    char *body; /* malloc'd by the adapter (json_dumps); freed by the caller */
+    size_t body_len;
+} provider_request;
+
+typedef struct provider_usage {
+    bool present;
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+} provider_usage;
+
+/* Builds the upstream chat request for target t from the canonical body. body is modified in
+ * place (model replaced, parameters merged under it). request_id is forwarded as X-Request-Id.
+ * Returns 0, or -1 with a sentence in err when the target type has no adapter yet. */
+int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                        provider_request *out, char *err, size_t errlen);
+
+/* True when the target type answers from the gateway itself (Mock). */
+bool provider_is_local(const cfg_target *t);
+
+/* Reads `usage` from a complete non-streamed answer. */
+void provider_parse_usage(const char *body, size_t len, provider_usage *u);
+
+/* Reads usage from one SSE event's data payload if it carries a non-null usage object. */
+void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u);
+
+/* Extracts a human-readable message from a provider error body ({"error":{"message":..}} or
+ * text); writes at most outlen-1 bytes. */
+void provider_error_message(const char *body, size_t len, char *out, size_t outlen);
+
+/* ---- Mock: the gateway answers itself (deterministic, for demos and tests) ---- */
+
+/* The answer text: config.mock.text, else the last user message's text. Arena-allocated. */
+const char *mock_answer_text(const cfg_target *t, json_t *messages, arena *pool);
+/* Approximate token count used by Mock usage until the BPE tokenizer is wired: ceil(bytes/4). */
+uint64_t mock_count_tokens(const char *text);
+uint64_t mock_count_prompt_tokens(json_t *messages);
+/* A complete chat.completion JSON (malloc'd). */
+char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
+                           uint64_t prompt_tokens, uint64_t completion_tokens);
+/* The SSE bytes of the whole streamed answer, event by event: calls emit(ctx, event, len) once
+ * per `data: ...\n\n` event, ending with `data: [DONE]`. */
+void mock_stream_events(const cfg_target *t, const char *id, const char *text,
+                        uint64_t prompt_tokens, uint64_t completion_tokens, bool include_usage,
+                        void (*emit)(void *ctx, const char *event, size_t len), void *ctx);
+
+#endif
