@@ -38,7 +38,11 @@ typedef struct cfg_target {
     const char **aliases;       /* further names clients may send */
     size_t n_aliases;
     cfg_target_type type;
-    const char *endpoint;       /* base URL, type default applied, no trailing '/' */
+    const char *endpoint;       /* base URL, no trailing '/'; type default: OpenAI, OpenAICompatible,
+                                 * HuggingFaceEndpoint, CustomLocalModel https://api.openai.com/v1;
+                                 * Anthropic https://api.anthropic.com; Gemini
+                                 * https://generativelanguage.googleapis.com; AzureOpenAI: required;
+                                 * Mock: NULL */
     const char *model_name;     /* provider's model id; defaults to name */
     const char *api_key;        /* resolved Secret value, NULL when none */
     const char *api_version;    /* AzureOpenAI api-version / Anthropic version header */
@@ -147,7 +151,7 @@ typedef struct cfg_gateway {
     cfg_listener listener;
     cfg_target *targets;
     size_t n_targets;
-    cfg_route *routes;
+    cfg_route *routes; /* no routes in the spec: one route "default" at /v1 over every target */
     size_t n_routes;
     unsigned auth_types; /* cfg_auth_type bits; 0 = None */
     cfg_api_key *api_keys;

@@ -30,6 +30,18 @@ typedef struct cfg_diags {
  * with refs == 1; on any error returns -1, *out untouched. Warnings are collected either way. */
 int cfg_load_paths(const char *const *paths, size_t n_paths, cfg_snapshot **out, cfg_diags *diags);
 
+/* What a load read, for `ctxgate validate`'s per-file and summary lines. */
+typedef struct cfg_load_report {
+    char **files; /* every file read, in load order (directories expanded) */
+    size_t n_files;
+    size_t n_gateways, n_mcps, n_secrets; /* documents of each kind, valid or not */
+} cfg_load_report;
+
+/* cfg_load_paths, also filling *report (free with cfg_load_report_free); report may be NULL. */
+int cfg_load_paths_report(const char *const *paths, size_t n_paths, cfg_snapshot **out,
+                          cfg_diags *diags, cfg_load_report *report);
+void cfg_load_report_free(cfg_load_report *r);
+
 /* "file:line: path: message" per diagnostic, errors and warnings ("warning: " prefix). */
 void cfg_diags_print(FILE *f, const cfg_diags *d);
 void cfg_diags_free(cfg_diags *d);
@@ -37,5 +49,8 @@ void cfg_diags_free(cfg_diags *d);
 /* Writes the apiextensions.k8s.io/v1 CustomResourceDefinitions (YAML, '---' separated)
  * generated from the schema. Returns 0, or -1 on a write error. */
 int cfg_crds_write(FILE *f);
+
+/* Writes the Markdown field reference (docs/reference.md) generated from the schema. */
+int cfg_schema_doc_write(FILE *f);
 
 #endif

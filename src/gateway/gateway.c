@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "pipeline/pipeline.h"
+#include "providers/provider.h"
 
 typedef struct worker {
     uv_thread_t tid;
@@ -172,6 +173,7 @@ static pl_runtime *load_runtime(bool initial)
     char err[256];
     pl_runtime *rt = pl_runtime_new(snap, g.opts.gateway_name, err, sizeof err);
     cfg_snapshot_unref(snap);
+    if (rt) provider_prepare(rt->gw);
     if (!rt) {
         if (initial)
             fprintf(stderr, "ctxgate: %s\n", err);
@@ -204,10 +206,21 @@ static void on_debounce(uv_timer_t *t)
     reload("files changed");
 }
 
+/* The loader reads *.yaml, *.yml and *.json from a directory: only those can change the config. */
+static bool is_manifest_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 ||
+                   strcmp(dot, ".json") == 0);
+}
+
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     const char *want = h->data;
     if (want && filename && strcmp(filename, want) != 0) return;
+    /* kubelet's ConfigMap volumes swap a "..data" symlink: accept it as well as manifests */
+    if (!want && filename && !is_manifest_name(filename) && strcmp(filename, "..data") != 0)
+        return;
     /* editors write in several steps; wait for the burst to end */
     uv_timer_start(&g.debounce, on_debounce, 150, 0);
 }

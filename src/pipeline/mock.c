@@ -27,8 +27,8 @@ static void mock_answer(pl_call *c)
     char id[64];
     snprintf(id, sizeof id, "chatcmpl-%s", c->request_id);
     c->usage.present = true;
-    c->usage.prompt_tokens = mock_count_prompt_tokens(messages);
-    c->usage.completion_tokens = mock_count_tokens(text);
+    c->usage.prompt_tokens = mock_count_prompt_tokens(t, messages);
+    c->usage.completion_tokens = mock_count_tokens(t, text);
     c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
     pl_attempt_end(c, true, c->ttft_us);
     if (!c->stream) {

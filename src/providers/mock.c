@@ -4,8 +4,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdatomic.h>
+
 #include "core/buf.h"
+#include "core/log.h"
 #include "providers/provider.h"
+#include "tokens/tokens.h"
 
 /* The text of a message's content: a string, or the concatenated text parts of an array. */
 static void content_text(json_t *content, buf *out)
@@ -40,14 +44,33 @@ const char *mock_answer_text(const cfg_target *t, json_t *messages, arena *pool)
     return "";
 }
 
-uint64_t mock_count_tokens(const char *text)
+static const tok_encoding *mock_encoding(const cfg_target *t)
 {
-    size_t n = strlen(text);
-    return (n + 3) / 4;
+    static _Atomic int warned;
+    char err[512];
+    const tok_encoding *enc = tok_load(tok_encoding_for_model(t->model_name), err, sizeof err);
+    if (!enc && !atomic_exchange(&warned, 1))
+        log_warn("Mock usage figures are approximate (ceil(bytes/4) per text): %s", err);
+    return enc;
 }
 
-uint64_t mock_count_prompt_tokens(json_t *messages)
+void provider_prepare(const cfg_gateway *gw)
 {
+    for (size_t i = 0; i < gw->n_targets; i++)
+        if (gw->targets[i].type == TARGET_MOCK) (void)mock_encoding(&gw->targets[i]);
+}
+
+uint64_t mock_count_tokens(const cfg_target *t, const char *text)
+{
+    const tok_encoding *enc = mock_encoding(t);
+    if (enc) return tok_count(enc, text, strlen(text));
+    return (strlen(text) + 3) / 4;
+}
+
+uint64_t mock_count_prompt_tokens(const cfg_target *t, json_t *messages)
+{
+    const tok_encoding *enc = mock_encoding(t);
+    if (enc) return tok_count_chat(enc, messages);
     uint64_t total = 0;
     size_t i;
     json_t *m;

@@ -38,6 +38,10 @@ typedef struct provider_usage {
 int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                         provider_request *out, char *err, size_t errlen);
 
+/* Loads what the gateway's targets need before they serve (the tokenizer encodings Mock targets
+ * count with), so no request pays for it. Call off the loops, at start and on reload. */
+void provider_prepare(const cfg_gateway *gw);
+
 /* True when the target type answers from the gateway itself (Mock). */
 bool provider_is_local(const cfg_target *t);
 
@@ -55,9 +59,11 @@ void provider_error_message(const char *body, size_t len, char *out, size_t outl
 
 /* The answer text: config.mock.text, else the last user message's text. Arena-allocated. */
 const char *mock_answer_text(const cfg_target *t, json_t *messages, arena *pool);
-/* Approximate token count used by Mock usage until the BPE tokenizer is wired: ceil(bytes/4). */
-uint64_t mock_count_tokens(const char *text);
-uint64_t mock_count_prompt_tokens(json_t *messages);
+/* Token counts for Mock usage: exact, with the BPE encoding OpenAI uses for t's modelName
+ * (src/tokens/). When the tokenizer data cannot be loaded the counts fall back to ceil(bytes/4)
+ * per text plus OpenAI's per-message overhead, and a warning saying why is logged once. */
+uint64_t mock_count_tokens(const cfg_target *t, const char *text);
+uint64_t mock_count_prompt_tokens(const cfg_target *t, json_t *messages);
 /* A complete chat.completion JSON (malloc'd). */
 char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
                            uint64_t prompt_tokens, uint64_t completion_tokens);

@@ -1,0 +1,376 @@
+/* check.c — rules that need more than one field or more than one document: references between
+ * objects (Secrets, ModelContextProtocols, targets, routes, templates), type-dependent
+ * requirements, and routes that can never be reached. Reference fields are found through the
+ * schema's `ref` markers, so a new reference field is checked by declaring it. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/load_internal.h"
+#include "core/buf.h"
+
+typedef struct chk {
+    cfg_doc *docs;
+    size_t n;
+    cfg_diags *d;
+    cfg_doc *doc;
+    json_t *targets;   /* name or alias -> index */
+    json_t *routes;    /* name -> true */
+    json_t *templates; /* name -> true */
+    buf path;
+} chk;
+
+static void err(chk *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err(chk *c, const char *path, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cfg_diag_add(c->d, c->doc->file, cfg_doc_line(c->doc, path), false, path, "%s", msg);
+}
+
+const cfg_doc *cfg_find_doc(const cfg_doc *docs, size_t n, sch_kind_id kind, const char *ns,
+                            const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (docs[i].kind && docs[i].kind->id == kind && docs[i].name &&
+            !strcmp(docs[i].name, name) && !strcmp(docs[i].ns, ns))
+            return &docs[i];
+    return NULL;
+}
+
+const json_t *cfg_secret_value(const cfg_doc *docs, size_t n, const char *ns, const char *name,
+                               const char *key)
+{
+    const cfg_doc *s = cfg_find_doc(docs, n, SCH_KIND_SECRET, ns, name);
+    return s ? json_object_get(s->secret, key) : NULL;
+}
+
+static void keys_of(const json_t *obj, char *out, size_t len)
+{
+    size_t o = 0;
+    const char *k;
+    const json_t *v;
+    out[0] = 0;
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        if (o >= len) break;
+        o += (size_t)snprintf(out + o, len - o, "%s%s", o ? ", " : "", k);
+    }
+    if (!o) snprintf(out, len, "none");
+}
+
+static const cfg_doc *need_secret(chk *c, const char *path, const char *name)
+{
+    const cfg_doc *s = cfg_find_doc(c->docs, c->n, SCH_KIND_SECRET, c->doc->ns, name);
+    if (!s)
+        err(c, path, "Secret \"%s\" not found in namespace \"%s\" (add a kind: Secret document)",
+            name, c->doc->ns);
+    return s;
+}
+
+static const json_t *need_key(chk *c, const char *path, const cfg_doc *s, const char *key)
+{
+    const json_t *v = json_object_get(s->secret, key);
+    if (!v) {
+        char keys[512];
+        keys_of(s->secret, keys, sizeof keys);
+        err(c, path, "Secret \"%s\" has no key \"%s\" (its keys: %s)", s->name, key, keys);
+    }
+    return v;
+}
+
+static void known_list(const json_t *set, char *out, size_t len)
+{
+    keys_of(set, out, len);
+}
+
+static void check_ref(chk *c, json_t *v, const sch_field *f)
+{
+    const char *path = c->path.data ? c->path.data : "";
+    const char *name =
+        json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "name"));
+    const char *key = json_string_value(json_object_get(v, "key"));
+    char known[1024];
+    if (!name) return; /* a missing name was reported by the schema */
+    switch (f->ref) {
+    case REF_SECRET: {
+        const cfg_doc *s = need_secret(c, path, name);
+        if (s && key) need_key(c, path, s, key);
+        break;
+    }
+    case REF_SECRET_TLS: {
+        const cfg_doc *s = need_secret(c, path, name);
+        if (s && need_key(c, path, s, "tls.crt")) need_key(c, path, s, "tls.key");
+        break;
+    }
+    case REF_SECRET_AES256: {
+        const cfg_doc *s = need_secret(c, path, name);
+        const json_t *k = s && key ? need_key(c, path, s, key) : NULL;
+        if (k && json_string_length(k) != 32)
+            err(c, path,
+                "Secret \"%s\" key \"%s\" holds %zu bytes; an AES-256 key must be exactly 32 bytes "
+                "(data: base64 of 32 random bytes, e.g. `openssl rand -base64 32`)",
+                name, key, json_string_length(k));
+        break;
+    }
+    case REF_MCP:
+    case REF_MCP_REDIS: {
+        const cfg_doc *m = cfg_find_doc(c->docs, c->n, SCH_KIND_MCP, c->doc->ns, name);
+        if (!m) {
+            err(c, path, "ModelContextProtocol \"%s\" not found in namespace \"%s\"", name,
+                c->doc->ns);
+            break;
+        }
+        const char *type = json_string_value(
+            json_object_get(json_object_get(json_object_get(m->json, "spec"), "storage"), "type"));
+        if (f->ref == REF_MCP_REDIS && (!type || strcmp(type, "Redis")))
+            err(c, path,
+                "ModelContextProtocol \"%s\" has storage.type %s; a shared store must be type "
+                "Redis",
+                name, type ? type : "Memory");
+        break;
+    }
+    case REF_TARGET:
+        if (!json_object_get(c->targets, name)) {
+            known_list(c->targets, known, sizeof known);
+            err(c, path, "\"%s\" is not a modelTargets name or alias (known: %s)", name, known);
+        }
+        break;
+    case REF_ROUTE:
+        if (!json_object_get(c->routes, name)) {
+            known_list(c->routes, known, sizeof known);
+            err(c, path, "\"%s\" is not a routes name (known: %s)", name, known);
+        }
+        break;
+    case REF_TEMPLATE:
+        if (!json_object_get(c->templates, name)) {
+            known_list(c->templates, known, sizeof known);
+            err(c, path, "\"%s\" is not a transformation.requestTemplates name (known: %s)", name,
+                known);
+        }
+        break;
+    case REF_NONE:
+        break;
+    }
+}
+
+static void walk(chk *c, json_t *v, const sch_field *f)
+{
+    if (f->ref != REF_NONE && f->kind != SCH_STRMAP) check_ref(c, v, f);
+    size_t old = c->path.len;
+    if (f->kind == SCH_OBJECT && json_is_object(v)) {
+        for (const sch_field *m = f->fields; m->name; m++) {
+            json_t *mv = json_object_get(v, m->name);
+            if (!mv) continue;
+            if (old) buf_puts(&c->path, ".");
+            buf_puts(&c->path, m->name);
+            walk(c, mv, m);
+            c->path.len = old;
+            c->path.data[old] = 0;
+        }
+    } else if (f->kind == SCH_ARRAY && json_is_array(v)) {
+        size_t i;
+        json_t *it;
+        json_array_foreach(v, i, it)
+        {
+            buf_printf(&c->path, "[%zu]", i);
+            walk(c, it, f->items);
+            c->path.len = old;
+            c->path.data[old] = 0;
+        }
+    } else if (f->kind == SCH_STRMAP && f->ref != REF_NONE && json_is_object(v)) {
+        const char *k;
+        json_t *it;
+        json_object_foreach(v, k, it)
+        {
+            buf_printf(&c->path, ".%s", k);
+            check_ref(c, it, f);
+            c->path.len = old;
+            c->path.data[old] = 0;
+        }
+    }
+}
+
+static json_t *at(json_t *o, const char *a, const char *b)
+{
+    json_t *v = json_object_get(o, a);
+    return b ? json_object_get(v, b) : v;
+}
+
+static void name_set(json_t *set, json_t *arr)
+{
+    size_t i;
+    json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        const char *n = json_string_value(json_object_get(it, "name"));
+        if (n) json_object_set_new(set, n, json_true());
+    }
+}
+
+static void path_of(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void path_of(char *out, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, len, fmt, ap);
+    va_end(ap);
+}
+
+static size_t prefix_len(const char *p)
+{
+    size_t n = strlen(p);
+    while (n > 0 && p[n - 1] == '/')
+        n--;
+    return n;
+}
+
+static bool has_match(json_t *route)
+{
+    json_t *m = json_object_get(route, "match");
+    return json_array_size(json_object_get(m, "models")) ||
+           json_array_size(json_object_get(m, "headers"));
+}
+
+static void check_gateway(chk *c)
+{
+    json_t *spec = json_object_get(c->doc->json, "spec");
+    char p[256];
+    size_t i, j;
+    json_t *t, *r;
+
+    /* names and aliases share one namespace: the request's "model" must pick one target */
+    json_array_foreach(json_object_get(spec, "modelTargets"), i, t)
+    {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        if (n) json_object_set_new(c->targets, n, json_integer((json_int_t)i));
+    }
+    json_array_foreach(json_object_get(spec, "modelTargets"), i, t)
+    {
+        json_t *a;
+        json_array_foreach(json_object_get(t, "aliases"), j, a)
+        {
+            const char *n = json_string_value(a);
+            json_t *prev = json_object_get(c->targets, n);
+            path_of(p, sizeof p, "spec.modelTargets[%zu].aliases[%zu]", i, j);
+            if (prev)
+                err(c, p, "\"%s\" is already the name or an alias of spec.modelTargets[%lld]", n,
+                    (long long)json_integer_value(prev));
+            else
+                json_object_set_new(c->targets, n, json_integer((json_int_t)i));
+        }
+        const char *type = json_string_value(json_object_get(t, "type"));
+        if (type && !strcmp(type, "AzureOpenAI") &&
+            !at(json_object_get(t, "config"), "endpoint", NULL)) {
+            path_of(p, sizeof p, "spec.modelTargets[%zu].config.endpoint", i);
+            err(c, p, "required for type AzureOpenAI (https://{resource}.openai.azure.com)");
+        }
+    }
+    name_set(c->routes, json_object_get(spec, "routes"));
+    name_set(c->templates, at(spec, "transformation", "requestTemplates"));
+
+    json_array_foreach(json_object_get(spec, "routes"), i, r)
+    {
+        const char *strategy = json_string_value(json_object_get(r, "strategy"));
+        if (strategy && !strcmp(strategy, "HeaderBased") && !json_object_get(r, "headerBased")) {
+            path_of(p, sizeof p, "spec.routes[%zu].headerBased", i);
+            err(c, p, "required for strategy HeaderBased");
+        }
+        if (strategy && !strcmp(strategy, "Weighted")) {
+            json_int_t total = 0;
+            json_t *b;
+            json_array_foreach(json_object_get(r, "backends"), j, b) total +=
+                json_integer_value(json_object_get(b, "weight"));
+            if (total <= 0 && json_array_size(json_object_get(r, "backends"))) {
+                path_of(p, sizeof p, "spec.routes[%zu].backends", i);
+                err(c, p, "strategy Weighted needs at least one backend with weight > 0");
+            }
+        }
+        const char *pi = json_string_value(json_object_get(r, "pathPrefix"));
+        if (!pi || has_match(r)) continue;
+        json_t *q;
+        json_array_foreach(json_object_get(spec, "routes"), j, q)
+        {
+            if (j >= i) break;
+            const char *pj = json_string_value(json_object_get(q, "pathPrefix"));
+            if (!pj || has_match(q) || prefix_len(pi) != prefix_len(pj) ||
+                strncmp(pi, pj, prefix_len(pi)))
+                continue;
+            path_of(p, sizeof p, "spec.routes[%zu].pathPrefix", i);
+            err(c, p,
+                "route \"%s\" is unreachable: route \"%s\" has the same pathPrefix \"%s\" and "
+                "neither has match "
+                "filters (add match.models or match.headers, or change the pathPrefix)",
+                json_string_value(json_object_get(r, "name")),
+                json_string_value(json_object_get(q, "name")), pj);
+            break;
+        }
+    }
+    json_t *auth = json_object_get(spec, "authentication");
+    const char *atype = json_string_value(json_object_get(auth, "type"));
+    if (atype && !strcmp(atype, "APIKey") && !json_array_size(json_object_get(auth, "apiKeys")))
+        err(c, "spec.authentication.apiKeys", "type APIKey needs at least one key");
+    json_array_foreach(at(spec, "transformation", "responseParsers"), i, r)
+    {
+        const char *type = json_string_value(json_object_get(r, "type"));
+        if (type && !strcmp(type, "Regex") && !json_object_get(r, "pattern")) {
+            path_of(p, sizeof p, "spec.transformation.responseParsers[%zu].pattern", i);
+            err(c, p, "required for type Regex");
+        }
+    }
+}
+
+static void check_mcp(chk *c)
+{
+    json_t *storage = at(json_object_get(c->doc->json, "spec"), "storage", NULL);
+    const char *type = json_string_value(json_object_get(storage, "type"));
+    json_t *config = json_object_get(storage, "config");
+    static const struct {
+        const char *type, *field;
+    } needs[] = {{"File", "path"}, {"Redis", "url"}, {"PostgreSQL", "dsn"}};
+    char p[128];
+    for (size_t i = 0; type && i < sizeof needs / sizeof needs[0]; i++) {
+        if (strcmp(type, needs[i].type) || json_object_get(config, needs[i].field)) continue;
+        path_of(p, sizeof p, "spec.storage.config.%s", needs[i].field);
+        err(c, p, "required for storage.type %s", type);
+    }
+    json_t *enc = json_object_get(storage, "encryption");
+    if (json_is_true(json_object_get(enc, "enabled")) && !json_object_get(enc, "keyRef"))
+        err(c, "spec.storage.encryption.keyRef", "required when encryption is enabled");
+}
+
+void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d)
+{
+    chk c = {.docs = docs, .n = n, .d = d, .path = BUF_INIT};
+    for (size_t i = 0; i < n; i++) {
+        cfg_doc *doc = &docs[i];
+        if (!doc->kind || !doc->name) continue;
+        c.doc = doc;
+        const cfg_doc *first = cfg_find_doc(docs, n, doc->kind->id, doc->ns, doc->name);
+        if (first != doc) {
+            err(&c, "metadata.name",
+                "duplicate %s \"%s\" in namespace \"%s\" (first defined at %s:%d)", doc->kind->kind,
+                doc->name, doc->ns, first->file, first->line);
+            continue;
+        }
+        if (!doc->ok)
+            continue; /* its own errors come first; references from it would only add noise */
+        c.targets = json_object();
+        c.routes = json_object();
+        c.templates = json_object();
+        if (doc->kind->id == SCH_KIND_GATEWAY) check_gateway(&c);
+        if (doc->kind->id == SCH_KIND_MCP) check_mcp(&c);
+        buf_reset(&c.path);
+        buf_puts(&c.path, "");
+        walk(&c, doc->json, doc->kind->root);
+        json_decref(c.targets);
+        json_decref(c.routes);
+        json_decref(c.templates);
+    }
+    buf_free(&c.path);
+}
