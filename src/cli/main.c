@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "obs/metrics.h"
 
 #ifndef CTXGATE_VERSION
 #define CTXGATE_VERSION "0.1.0"
@@ -29,6 +30,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    obs_set_build_info(CTXGATE_VERSION);
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "validate") == 0) return cmd_validate(argc - 1, argv + 1);
     if (strcmp(cmd, "crds") == 0) return cmd_crds(argc - 1, argv + 1);

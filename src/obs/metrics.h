@@ -11,7 +11,10 @@
 
 typedef struct obs_shard obs_shard;
 
-/* One shard per worker, created before workers start. */
+/* One shard per worker, created before workers start (later is fine too). A shard has one writer:
+ * only its worker thread may record into it. Shards live for the process. NULL, wherever a shard
+ * is taken, means a process-wide shard whose writers are serialised by a mutex (for threads that
+ * are not workers, and tests). */
 obs_shard *obs_shard_new(void);
 
 /* A finished proxied request (route/model may be "" when unknown). durations in microseconds;
@@ -36,5 +39,12 @@ void obs_upstream_error(obs_shard *s, const char *target, const char *kind);
 
 /* Appends the Prometheus text exposition (version 0.0.4) of every shard. */
 void obs_render(buf *out);
+
+/* The version reported by ctxgate_build_info{version} (default CTXGATE_VERSION or "0.1.0");
+ * call once at start, before the first scrape. */
+void obs_set_build_info(const char *version);
+
+/* Content-Type of obs_render's output. */
+#define OBS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 #endif

@@ -20,8 +20,7 @@ static void serve_metrics(http_request *r)
 {
     buf out = BUF_INIT;
     obs_render(&out);
-    static const http_header ct = {STR_LIT("Content-Type"),
-                                   STR_LIT("text/plain; version=0.0.4; charset=utf-8")};
+    static const http_header ct = {STR_LIT("Content-Type"), STR_LIT(OBS_CONTENT_TYPE)};
     http_respond(r, 200, &ct, 1, out.data ? out.data : "", out.len);
     buf_free(&out);
 }

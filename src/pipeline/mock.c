@@ -29,8 +29,9 @@ static void mock_answer(pl_call *c)
     c->usage.present = true;
     c->usage.prompt_tokens = mock_count_prompt_tokens(t, messages);
     c->usage.completion_tokens = mock_count_tokens(t, text);
-    c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
-    pl_attempt_end(c, true, c->ttft_us);
+    uint64_t first_byte_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    if (c->stream) c->ttft_us = first_byte_us;
+    pl_attempt_end(c, true, first_byte_us);
     if (!c->stream) {
         char *body = mock_completion_json(t, id, text, c->usage.prompt_tokens,
                                           c->usage.completion_tokens);

@@ -64,13 +64,13 @@ static void relay_events(pl_call *c)
 static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
 {
     pl_call *c = udata;
-    if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
     bool ok_status = c->up_status >= 200 && c->up_status < 300;
     if (!c->stream || !ok_status) {
         buf_append(&c->resp, data, len);
         return true;
     }
     if (c->client_blocked) return false; /* not consumed: delivered again after resume */
+    if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
     buf_append(&c->resp, data, len);
     relay_events(c);
     return true;
@@ -238,10 +238,16 @@ void pl_proxy_start(pl_call *c)
     const cfg_target *t = c->target;
     char err[256];
     provider_request pr;
-    /* each attempt starts from the client's body: a shallow copy keeps the original intact */
-    json_t *body = json_copy(c->body);
+    /* each attempt starts from the client's body: a shallow copy keeps the original intact;
+     * when nothing would change, the client's own bytes go upstream and nothing is re-encoded */
+    bool passthrough = provider_body_unchanged(t, c->model);
+    json_t *body = passthrough ? NULL : json_copy(c->body);
     int rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
     json_decref(body);
+    if (rc == 0 && passthrough) {
+        pr.body = NULL;
+        pr.body_len = c->r->body.n;
+    }
     if (rc != 0) {
         pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);
         return;
@@ -252,7 +258,7 @@ void pl_proxy_start(pl_call *c)
         .url = pr.url,
         .headers = pr.headers,
         .n_headers = pr.n_headers,
-        .body = pr.body,
+        .body = pr.body ? pr.body : c->r->body.p,
         .body_len = pr.body_len,
         .body_borrowed = true,
         .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,

@@ -32,6 +32,13 @@ static const char *type_name(cfg_target_type type)
     return "?";
 }
 
+bool provider_body_unchanged(const cfg_target *t, const char *model)
+{
+    return (t->type == TARGET_OPENAI || t->type == TARGET_OPENAI_COMPATIBLE ||
+            t->type == TARGET_HUGGINGFACE || t->type == TARGET_CUSTOM_LOCAL) &&
+           !t->parameters && strcmp(t->model_name, model) == 0;
+}
+
 int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                         provider_request *out, char *err, size_t errlen)
 {
@@ -41,8 +48,8 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
                  t->name, type_name(t->type));
         return -1;
     }
-    json_object_set_new(body, "model", json_string(t->model_name));
-    if (t->parameters) {
+    if (body) json_object_set_new(body, "model", json_string(t->model_name));
+    if (body && t->parameters) {
         const char *k;
         json_t *v;
         json_object_foreach(t->parameters, k, v)
@@ -59,6 +66,7 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
     if (request_id && *request_id)
         out->headers[n++] = (upstream_header){"X-Request-Id", request_id};
     out->n_headers = n;
+    if (!body) return 0; /* the caller sends the client's own bytes */
     out->body = json_dumps(body, JSON_COMPACT);
     if (!out->body) {
         snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
@@ -79,8 +87,34 @@ static void usage_from_json(json_t *usage, provider_usage *u)
     u->completion_tokens = json_is_integer(c) ? (uint64_t)json_integer_value(c) : 0;
 }
 
+/* The last `"usage":` key of the answer, parsed on its own: OpenAI-family answers put the
+ * top-level usage object last, and parsing ~60 bytes instead of the whole answer is what keeps
+ * usage accounting off the profile. A key inside a string cannot match: its quotes would be
+ * escaped. Falls back to a full parse when the object found is not a usage object. */
 void provider_parse_usage(const char *body, size_t len, provider_usage *u)
 {
+    static const char key[] = "\"usage\"";
+    const char *found = NULL;
+    for (const char *p = body; p && (size_t)(p - body) < len;) {
+        const char *hit = memmem(p, len - (size_t)(p - body), key, sizeof key - 1);
+        if (!hit) break;
+        found = hit;
+        p = hit + 1;
+    }
+    if (found) {
+        const char *v = found + sizeof key - 1;
+        const char *end = body + len;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+        if (v < end && *v == ':') {
+            v++;
+            json_t *obj = json_loadb(v, (size_t)(end - v), JSON_DISABLE_EOF_CHECK, NULL);
+            if (obj) {
+                usage_from_json(obj, u);
+                json_decref(obj);
+                if (u->present) return;
+            }
+        }
+    }
     json_t *doc = json_loadb(body, len, 0, NULL);
     if (!doc) return;
     usage_from_json(json_object_get(doc, "usage"), u);
@@ -89,9 +123,13 @@ void provider_parse_usage(const char *body, size_t len, provider_usage *u)
 
 void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u)
 {
-    /* only events that mention usage with a value are parsed: the hot path is the other ones */
+    /* only events that mention usage with a value are worth a parse */
     if (!memmem(data, len, "\"usage\":{", 9) && !memmem(data, len, "\"usage\": {", 10)) return;
-    provider_parse_usage(data, len, u);
+    const char *json = memmem(data, len, "{", 1);
+    if (!json) return;
+    size_t n = len - (size_t)(json - data);
+    while (n && (json[n - 1] == '\n' || json[n - 1] == '\r')) n--;
+    provider_parse_usage(json, n, u);
 }
 
 void provider_error_message(const char *body, size_t len, char *out, size_t outlen)

@@ -32,8 +32,14 @@ typedef struct provider_usage {
     uint64_t completion_tokens;
 } provider_usage;
 
+/* True when the client's body can go upstream byte for byte: an OpenAI-family target whose
+ * modelName is the model the client sent and which has no parameters to merge. */
+bool provider_body_unchanged(const cfg_target *t, const char *model);
+
 /* Builds the upstream chat request for target t from the canonical body. body is modified in
- * place (model replaced, parameters merged under it). request_id is forwarded as X-Request-Id.
+ * place (model replaced, parameters merged under it). body NULL: only URL and headers are built
+ * (out->body stays NULL) because the caller forwards the client's bytes unchanged.
+ * request_id is forwarded as X-Request-Id.
  * Returns 0, or -1 with a sentence in err when the target type has no adapter yet. */
 int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                         provider_request *out, char *err, size_t errlen);
