@@ -57,6 +57,35 @@ void buf_printf(buf *b, const char *fmt, ...)
     va_end(ap2);
 }
 
+void buf_put_u64(buf *b, unsigned long long v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+void buf_put_i64(buf *b, long long v)
+{
+    if (v < 0) {
+        buf_append(b, "-", 1);
+        buf_put_u64(b, 0ull - (unsigned long long)v);
+        return;
+    }
+    buf_put_u64(b, (unsigned long long)v);
+}
+
+void buf_put_frac3(buf *b, unsigned long long milli)
+{
+    buf_put_u64(b, milli / 1000);
+    unsigned r = (unsigned)(milli % 1000);
+    char frac[4] = {'.', (char)('0' + r / 100), (char)('0' + r / 10 % 10), (char)('0' + r % 10)};
+    buf_append(b, frac, 4);
+}
+
 void buf_consume(buf *b, size_t n)
 {
     if (n >= b->len) {

@@ -56,7 +56,11 @@ static void put_timestamp(buf *out)
         strftime(tl_ts_prefix, sizeof tl_ts_prefix, "%Y-%m-%dT%H:%M:%S", &tm);
         tl_ts_sec = ts.tv_sec;
     }
-    buf_printf(out, "%s.%03dZ", tl_ts_prefix, (int)(ts.tv_nsec / 1000000));
+    int ms = (int)(ts.tv_nsec / 1000000);
+    buf_puts(out, tl_ts_prefix);
+    char frac[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                    'Z'};
+    buf_append(out, frac, 5);
 }
 
 /* The body of a JSON string (no quotes): valid JSON for any input bytes. */
@@ -106,7 +110,9 @@ static void put_json_chars(buf *out, const char *s)
 
 static void json_key(buf *out, const char *key)
 {
-    buf_printf(out, ",\"%s\":", key);
+    buf_append(out, ",\"", 2);
+    buf_puts(out, key);
+    buf_append(out, "\":", 2);
 }
 
 static void json_str(buf *out, const char *key, const char *v)
@@ -120,8 +126,7 @@ static void json_str(buf *out, const char *key, const char *v)
 
 static void put_ms(buf *out, uint64_t us)
 {
-    buf_printf(out, "%llu.%03llu", (unsigned long long)(us / 1000),
-               (unsigned long long)(us % 1000));
+    buf_put_frac3(out, (unsigned long long)us);
 }
 
 static void json_ms(buf *out, const char *key, uint64_t us)
@@ -139,7 +144,8 @@ static void format_json(buf *out, const accesslog_entry *e)
     json_str(out, "remote_addr", e->remote_addr);
     json_str(out, "method", e->method);
     json_str(out, "path", e->path);
-    buf_printf(out, ",\"status\":%d", e->status);
+    buf_puts(out, ",\"status\":");
+    buf_put_i64(out, e->status);
     json_ms(out, "duration_ms", e->duration_us);
     if (e->upstream_us) json_ms(out, "upstream_ms", e->upstream_us);
     if (e->ttft_us) json_ms(out, "ttft_ms", e->ttft_us);
@@ -150,9 +156,12 @@ static void format_json(buf *out, const accesslog_entry *e)
     json_str(out, "user", e->user);
     json_str(out, "app", e->app);
     json_str(out, "tenant", e->tenant);
-    buf_printf(out, ",\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"attempts\":%d",
-               (unsigned long long)e->prompt_tokens, (unsigned long long)e->completion_tokens,
-               e->attempts);
+    buf_puts(out, ",\"prompt_tokens\":");
+    buf_put_u64(out, e->prompt_tokens);
+    buf_puts(out, ",\"completion_tokens\":");
+    buf_put_u64(out, e->completion_tokens);
+    buf_puts(out, ",\"attempts\":");
+    buf_put_i64(out, e->attempts);
     buf_puts(out, e->stream ? ",\"stream\":true" : ",\"stream\":false");
     json_str(out, "error", e->error);
     json_str(out, "request_body", e->req_body);
@@ -165,7 +174,9 @@ static void format_json(buf *out, const accesslog_entry *e)
 static void text_str(buf *out, const char *key, const char *v)
 {
     if (!v) return;
-    buf_printf(out, " %s=", key);
+    buf_append(out, " ", 1);
+    buf_puts(out, key);
+    buf_append(out, "=", 1);
     bool plain = *v != 0;
     for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
         plain = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '=' && *p != '\\';
@@ -186,7 +197,9 @@ static void format_text(buf *out, const accesslog_entry *e)
     text_str(out, "remote_addr", e->remote_addr);
     text_str(out, "method", e->method);
     text_str(out, "path", e->path);
-    buf_printf(out, " status=%d duration_ms=", e->status);
+    buf_puts(out, " status=");
+    buf_put_i64(out, e->status);
+    buf_puts(out, " duration_ms=");
     put_ms(out, e->duration_us);
     if (e->upstream_us) {
         buf_puts(out, " upstream_ms=");
@@ -203,9 +216,13 @@ static void format_text(buf *out, const accesslog_entry *e)
     text_str(out, "user", e->user);
     text_str(out, "app", e->app);
     text_str(out, "tenant", e->tenant);
-    buf_printf(out, " prompt_tokens=%llu completion_tokens=%llu attempts=%d stream=%s",
-               (unsigned long long)e->prompt_tokens, (unsigned long long)e->completion_tokens,
-               e->attempts, e->stream ? "true" : "false");
+    buf_puts(out, " prompt_tokens=");
+    buf_put_u64(out, e->prompt_tokens);
+    buf_puts(out, " completion_tokens=");
+    buf_put_u64(out, e->completion_tokens);
+    buf_puts(out, " attempts=");
+    buf_put_i64(out, e->attempts);
+    buf_puts(out, e->stream ? " stream=true" : " stream=false");
     text_str(out, "error", e->error);
     text_str(out, "request_body", e->req_body);
     text_str(out, "response_body", e->resp_body);
