@@ -30,23 +30,23 @@ typedef struct http_header {
 } http_header;
 
 struct http_request {
-    arena *pool;         /* request-scoped memory, freed when the request finishes */
-    int method;          /* enum http_method from http_parser.h */
-    str method_name;     /* "GET", "POST", ... */
-    str target;          /* raw request-target */
-    str path;            /* target without the query, percent-decoding NOT applied */
-    str query;           /* after '?', without it; empty when none */
+    arena *pool;     /* request-scoped memory, freed when the request finishes */
+    int method;      /* enum http_method from http_parser.h */
+    str method_name; /* "GET", "POST", ... */
+    str target;      /* raw request-target */
+    str path;        /* target without the query, percent-decoding NOT applied */
+    str query;       /* after '?', without it; empty when none */
     http_header *headers;
     size_t n_headers;
-    str body;            /* complete body (de-chunked), NUL-terminated; empty when none */
-    bool keep_alive;     /* connection will stay open after this response */
+    str body;             /* complete body (de-chunked), NUL-terminated; empty when none */
+    bool keep_alive;      /* connection will stay open after this response */
     char remote_addr[64]; /* peer IP as text */
-    uint64_t start_ns;   /* clock_mono_ns() when the first byte of the request arrived */
-    char request_id[40]; /* X-Request-Id: the client's (if sane, <= 39 chars) or generated */
+    uint64_t start_ns;    /* clock_mono_ns() when the first byte of the request arrived */
+    char request_id[40];  /* X-Request-Id: the client's (if sane, <= 39 chars) or generated */
 
-    void *udata;                             /* the handler's */
-    void (*on_abort)(http_request *r);       /* client disconnected before the end; may be NULL */
-    void (*on_drain)(http_request *r);       /* stream writable again (below low watermark) */
+    void *udata;                       /* the handler's */
+    void (*on_abort)(http_request *r); /* client disconnected before the end; may be NULL */
+    void (*on_drain)(http_request *r); /* stream writable again (below low watermark) */
 
     http_conn *conn; /* private to the server */
 };
@@ -54,19 +54,19 @@ struct http_request {
 typedef void (*http_handler_fn)(http_request *r, void *handler_ctx);
 
 typedef struct http_limits {
-    size_t max_header_bytes;   /* request line + headers; 431 beyond. default 32 KiB */
-    size_t max_body_bytes;     /* 413 beyond. default 1 MiB (the gateway sets it per config) */
-    unsigned header_timeout_ms; /* first byte to end of headers; 408. default 10 s */
-    unsigned body_timeout_ms;   /* end of headers to end of body; 408. default 60 s */
-    unsigned idle_timeout_ms;   /* keep-alive idle; closed silently. default 60 s */
+    size_t max_header_bytes;     /* request line + headers; 431 beyond. default 32 KiB */
+    size_t max_body_bytes;       /* 413 beyond. default 1 MiB (the gateway sets it per config) */
+    unsigned header_timeout_ms;  /* first byte to end of headers; 408. default 10 s */
+    unsigned body_timeout_ms;    /* end of headers to end of body; 408. default 60 s */
+    unsigned idle_timeout_ms;    /* keep-alive idle; closed silently. default 60 s */
     size_t write_high_watermark; /* stream writes above this report "pause". default 256 KiB */
     size_t write_low_watermark;  /* on_drain below this. default 64 KiB */
 } http_limits;
 
-void http_limits_default(http_limits *l);
+void http_limits_default(http_limits *l); /* a zero field passed to the server means default */
 
 typedef struct http_server_opts {
-    const char *host;     /* default "0.0.0.0" */
+    const char *host; /* default "0.0.0.0" */
     int port;
     http_limits limits;
     const char *tls_cert_pem; /* NULL = plain HTTP */
@@ -76,7 +76,8 @@ typedef struct http_server_opts {
 } http_server_opts;
 
 /* Binds with SO_REUSEPORT and starts accepting on loop. Returns 0 or a negative errno-style code
- * (uv error), with a sentence in err. */
+ * (uv error), with a sentence in err. host must be an IPv4/IPv6 literal. tls_*_pem are PEM text
+ * (not paths); the key must be unencrypted. */
 int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **out, char *err,
                       size_t errlen);
 /* Live-updates limits (new connections and requests use them). */
@@ -86,6 +87,8 @@ void http_server_set_limits(http_server *s, const http_limits *l);
 void http_server_drain(http_server *s, void (*done)(void *ctx), void *ctx);
 void http_server_free(http_server *s); /* after drain completed */
 size_t http_server_active_requests(const http_server *s);
+/* The bound port: the one asked for, or the kernel's pick when opts.port was 0. */
+int http_server_port(const http_server *s);
 
 /* Request helpers */
 str http_request_header(const http_request *r, const char *lower_name); /* STR_NULL if absent */
@@ -100,7 +103,9 @@ void http_respond(http_request *r, int status, const http_header *hdrs, size_t n
 void http_stream_begin(http_request *r, int status, const http_header *hdrs, size_t n_hdrs);
 /* Queues data (copied). Returns true while the connection's write queue is below the high
  * watermark; false means "stop producing until on_drain". Writing after false is allowed
- * (it is queued) but unbounded memory is the caller's fault. */
+ * (it is queued) but unbounded memory is the caller's fault. Once the client is gone writes are
+ * dropped and report true, since no on_drain can follow. HTTP/1.0 clients get the raw body and
+ * Connection: close instead of chunked coding. */
 bool http_stream_write(http_request *r, const char *data, size_t len);
 void http_stream_end(http_request *r); /* finishes the request */
 

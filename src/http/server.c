@@ -1,0 +1,1304 @@
+/* server.c — the HTTP/1.1 front door (see server.h). http_parser does the byte-level parsing;
+ * everything about connections is ours: keep-alive, strictly ordered pipelining, chunked request
+ * bodies, Expect: 100-continue, size limits, timeouts, lingering close, streaming with write-queue
+ * backpressure, and TLS through memory BIOs on the same loop.
+ *
+ * Mallocs per request on the hot path (keep-alive connection, no TLS):
+ *   2  arena_new(4096): the arena header and its first block; it holds the http_request, the
+ *      target, header names/values and the body. A request larger than ~4 KiB adds blocks.
+ *   0  reading: one 64 KiB read buffer per server is handed to every read; a connection copies
+ *      bytes only when they must outlive the read (pipelined requests behind one in flight).
+ *   0  parsing scratch: the URL and header pieces collect in per-connection buffers that keep
+ *      their capacity across requests.
+ *   0 or 1 per response (and per stream chunk): uv_try_write sends head+body straight from the
+ *      caller's memory; only what the kernel did not take is copied into one block holding the
+ *      uv_write_t and the bytes.
+ * Per connection (not per request): the http_conn itself, and for TLS the SSL object and BIOs.
+ *
+ * Lifetime rules that make use-after-free impossible:
+ *   - a connection is freed only when both its uv handles have closed AND no request it
+ *     dispatched is still owned by a handler (conn_maybe_free);
+ *   - handle closes are always asynchronous, so no handler callback can free the connection
+ *     under the code that called it;
+ *   - on_abort runs from the TCP handle's close callback with that handle still counted open,
+ *     so a handler that finishes the request inside on_abort cannot free the connection early. */
+#include "http/server.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "http/tls.h"
+
+enum {
+    HTTP_LISTEN_BACKLOG = 1024,
+    HTTP_READ_BUF_SIZE = 64 * 1024,
+    HTTP_TLS_BUF_SIZE = 64 * 1024,
+    /* pipelined bytes held behind a request in flight before we stop reading the socket */
+    HTTP_PENDING_MAX = 64 * 1024,
+    /* after our FIN, how long we keep reading (and discarding) so the peer sees our last
+     * response instead of a reset caused by its unread bytes */
+    HTTP_LINGER_MS = 2000,
+    HTTP_FIRST_HEADERS = 16,
+};
+
+typedef enum {
+    CONN_OPEN,   /* reading and answering */
+    CONN_LINGER, /* last response queued, FIN after it, discarding input until EOF or timeout */
+    CONN_CLOSED  /* uv_close issued on both handles */
+} conn_state;
+
+typedef enum {
+    PHASE_IDLE,      /* waiting for the first byte of a request; idle timeout */
+    PHASE_HEADERS,   /* request line and headers arriving; header timeout */
+    PHASE_BODY,      /* body arriving; body timeout */
+    PHASE_IN_FLIGHT, /* dispatched; the handler owns the request; no timer */
+} conn_phase;
+
+typedef struct http_write_req {
+    uv_write_t req;
+    http_conn *conn;
+    char data[]; /* the bytes the kernel did not take at once */
+} http_write_req;
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    int port;
+    http_limits limits;
+    http_handler_fn handler;
+    void *handler_ctx;
+    SSL_CTX *tls_ctx; /* NULL: plain HTTP */
+
+    http_conn *conns; /* doubly linked list of every open connection */
+    size_t n_conns;
+    size_t active; /* requests dispatched and not finished */
+
+    bool draining, listener_closed, drain_done_called;
+    void (*drain_done)(void *ctx);
+    void *drain_ctx;
+
+    char *read_buf; /* shared by every connection: reads are processed before the next one */
+    char *tls_in;   /* plaintext out of SSL_read, parsed in place like read_buf */
+    char *tls_out;  /* ciphertext out of the write BIO on its way to the socket */
+    buf head;       /* response head scratch, copied by conn_send when it must outlive a call */
+
+    time_t date_sec;
+    char date_line[48]; /* "Date: ...\r\n", rebuilt once per second */
+
+    uint64_t id_seed, id_counter;
+};
+
+struct http_conn {
+    http_server *srv;
+    http_conn *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    http_parser parser;
+    conn_state state;
+    conn_phase phase;
+    int handles_open;
+    bool pumping;      /* inside the parse loop: nested pumps return at once */
+    bool read_stopped; /* too many pipelined bytes held */
+    bool broken;       /* a write failed: later writes are dropped */
+    bool abort_sent;
+    bool want_drain; /* a stream write reported "pause"; on_drain is owed */
+    bool resp_keep;  /* the response under way keeps the connection */
+    bool resp_chunked;
+    bool resp_no_body; /* HEAD, 1xx, 204, 304 */
+    bool http10;       /* request under way is HTTP/1.0 */
+
+    http_request *cur;      /* being parsed */
+    http_request *ready;    /* parsed completely, about to be dispatched */
+    http_request *inflight; /* dispatched, owned by the handler */
+
+    /* parsing scratch reused across requests */
+    buf url, hfield, hval;
+    int hstate; /* 0 none, 1 in a header name, 2 in a header value */
+    size_t hcap;
+    size_t head_bytes; /* request line + headers so far, counted by us (see check_header_size) */
+    char *body;
+    size_t body_len, body_cap;
+
+    buf pend; /* unparsed bytes that must survive the read that brought them */
+    size_t pend_off;
+
+    int err_status;
+    const char *err_code;
+    char err_msg[200];
+
+    http_tls_session *tls;
+    char remote_addr[64];
+};
+
+static void conn_close(http_conn *c);
+static void conn_close_graceful(http_conn *c);
+static void conn_pump(http_conn *c);
+static void conn_send(http_conn *c, const uv_buf_t *bufs, unsigned n);
+
+/* ---------- small pieces ---------- */
+
+void http_limits_default(http_limits *l)
+{
+    l->max_header_bytes = 32 * 1024;
+    l->max_body_bytes = 1024 * 1024;
+    l->header_timeout_ms = 10000;
+    l->body_timeout_ms = 60000;
+    l->idle_timeout_ms = 60000;
+    l->write_high_watermark = 256 * 1024;
+    l->write_low_watermark = 64 * 1024;
+}
+
+/* A zero field means "not set" and takes its default. */
+static void limits_fill(http_limits *dst, const http_limits *src)
+{
+    http_limits d;
+    http_limits_default(&d);
+    *dst = *src;
+    if (!dst->max_header_bytes) dst->max_header_bytes = d.max_header_bytes;
+    if (!dst->max_body_bytes) dst->max_body_bytes = d.max_body_bytes;
+    if (!dst->header_timeout_ms) dst->header_timeout_ms = d.header_timeout_ms;
+    if (!dst->body_timeout_ms) dst->body_timeout_ms = d.body_timeout_ms;
+    if (!dst->idle_timeout_ms) dst->idle_timeout_ms = d.idle_timeout_ms;
+    if (!dst->write_high_watermark) dst->write_high_watermark = d.write_high_watermark;
+    if (!dst->write_low_watermark) dst->write_low_watermark = d.write_low_watermark;
+    if (dst->write_low_watermark > dst->write_high_watermark)
+        dst->write_low_watermark = dst->write_high_watermark;
+}
+
+static const char *server_date_line(http_server *s)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != s->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(s->date_line, sizeof s->date_line, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                 days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec);
+        s->date_sec = now;
+    }
+    return s->date_line;
+}
+
+/* 16 hex digits: splitmix64's finaliser over seed + counter * odd constant. Both steps are
+ * bijections of 64-bit values, so ids never repeat within a server; the random seed keeps
+ * servers (worker threads, processes) apart. */
+static void server_new_request_id(http_server *s, char out[40])
+{
+    uint64_t x = s->id_seed + (++s->id_counter) * 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    snprintf(out, 40, "%016llx", (unsigned long long)x);
+}
+
+static bool request_id_acceptable(str v)
+{
+    if (v.n == 0 || v.n > 39) return false;
+    for (size_t i = 0; i < v.n; i++)
+        if ((unsigned char)v.p[i] <= 0x20 || (unsigned char)v.p[i] >= 0x7f) return false;
+    return true;
+}
+
+static const char *status_reason(int status)
+{
+    const char *r = http_status_str((enum http_status)status);
+    return (r && r[0] != '<') ? r : "Unknown";
+}
+
+static size_t conn_queued(http_conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+/* ---------- writing ---------- */
+
+static void on_write_done(uv_write_t *req, int status)
+{
+    http_write_req *w = (http_write_req *)req;
+    http_conn *c = w->conn;
+    free(w);
+    if (c->state == CONN_CLOSED) return;
+    if (status < 0) {
+        log_debug("http: write to %s failed: %s", c->remote_addr, uv_strerror(status));
+        c->broken = true;
+        conn_close(c);
+        return;
+    }
+    if (c->want_drain && c->inflight && conn_queued(c) < c->srv->limits.write_low_watermark) {
+        c->want_drain = false;
+        http_request *r = c->inflight;
+        if (r->on_drain) r->on_drain(r); /* may finish r; c stays valid (closes are async) */
+    }
+}
+
+/* Sends bytes to the socket: straight from the callers' memory when the kernel takes them,
+ * otherwise one block holding the uv_write_t and the rest. */
+static void conn_send_raw(http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == CONN_CLOSED || c->broken) return;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0) return;
+    size_t done = 0;
+    if (conn_queued(c) == 0) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (w >= 0) {
+            done = (size_t)w;
+        } else if (w != UV_EAGAIN) {
+            log_debug("http: write to %s failed: %s", c->remote_addr, uv_strerror(w));
+            c->broken = true;
+            conn_close(c);
+            return;
+        }
+    }
+    if (done == total) return;
+    size_t rest = total - done;
+    http_write_req *w = malloc(sizeof *w + rest);
+    if (!w) {
+        log_error("http: out of memory queueing %zu bytes for %s; closing it", rest,
+                  c->remote_addr);
+        c->broken = true;
+        conn_close(c);
+        return;
+    }
+    w->conn = c;
+    size_t skip = done, at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(w->data + at, bufs[i].base + skip, len - skip);
+        at += len - skip;
+        skip = 0;
+    }
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write_done);
+    if (rc < 0) {
+        free(w);
+        log_debug("http: write to %s failed: %s", c->remote_addr, uv_strerror(rc));
+        c->broken = true;
+        conn_close(c);
+    }
+}
+
+static void conn_flush_tls(http_conn *c)
+{
+    char *out = c->srv->tls_out;
+    size_t n;
+    while ((n = http_tls_output(c->tls, out, HTTP_TLS_BUF_SIZE)) > 0) {
+        uv_buf_t b = uv_buf_init(out, (unsigned)n);
+        conn_send_raw(c, &b, 1);
+    }
+}
+
+static void conn_send(http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == CONN_CLOSED || c->broken) return;
+    if (!c->tls) {
+        conn_send_raw(c, bufs, n);
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (!http_tls_write(c->tls, bufs[i].base, bufs[i].len)) {
+            log_debug("http: TLS write to %s failed", c->remote_addr);
+            c->broken = true;
+            conn_close(c);
+            return;
+        }
+    }
+    conn_flush_tls(c);
+}
+
+/* Server-generated error (parse errors, limits, timeouts): OpenAI error JSON, then close. */
+static void conn_fail(http_conn *c)
+{
+    http_server *s = c->srv;
+    int status = c->err_status ? c->err_status : 400;
+    char id[40];
+    if (c->cur && c->cur->request_id[0])
+        memcpy(id, c->cur->request_id, sizeof id);
+    else
+        server_new_request_id(s, id);
+
+    json_t *o =
+        json_pack("{s:{s:s, s:s, s:s, s:n}}", "error", "message", c->err_msg, "type",
+                  "invalid_request_error", "code", c->err_code ? c->err_code : "bad_request", "param");
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    const char *b = body ? body : "{\"error\":{\"message\":\"bad request\"}}";
+    size_t blen = strlen(b);
+
+    buf *h = &s->head;
+    buf_reset(h);
+    buf_printf(h, "HTTP/1.1 %d %s\r\n", status, status_reason(status));
+    buf_puts(h, server_date_line(s));
+    buf_printf(h,
+               "X-Request-Id: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+               "Connection: close\r\n\r\n",
+               id, blen);
+    uv_buf_t bufs[2] = {uv_buf_init(h->data, (unsigned)h->len),
+                        uv_buf_init((char *)b, (unsigned)blen)};
+    log_debug("http: %d to %s: %s", status, c->remote_addr, c->err_msg);
+    conn_send(c, bufs, 2);
+    free(body);
+    conn_close_graceful(c);
+}
+
+/* Records an error found inside a parser callback; the callback pauses the parser and the
+ * code that called http_parser_execute sends the response. */
+static int conn_fail_later(http_conn *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int conn_fail_later(http_conn *c, int status, const char *code, const char *fmt, ...)
+{
+    if (!c->err_status) {
+        c->err_status = status;
+        c->err_code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err_msg, sizeof c->err_msg, fmt, ap);
+        va_end(ap);
+    }
+    /* pausing is only legal from a clean state (http_parser asserts it) */
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK) http_parser_pause(&c->parser, 1);
+    return 0;
+}
+
+/* ---------- closing ---------- */
+
+static void server_check_drained(http_server *s)
+{
+    if (s->draining && s->listener_closed && s->n_conns == 0 && !s->drain_done_called) {
+        s->drain_done_called = true;
+        if (s->drain_done) s->drain_done(s->drain_ctx); /* may free s */
+    }
+}
+
+static void conn_free(http_conn *c)
+{
+    http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    if (c->cur) arena_free(c->cur->pool);
+    if (c->ready) arena_free(c->ready->pool);
+    buf_free(&c->url);
+    buf_free(&c->hfield);
+    buf_free(&c->hval);
+    buf_free(&c->pend);
+    http_tls_session_free(c->tls);
+    free(c);
+    server_check_drained(s);
+}
+
+static void conn_maybe_free(http_conn *c)
+{
+    if (c->handles_open == 0 && !c->inflight) conn_free(c);
+}
+
+static void on_conn_tcp_closed(uv_handle_t *h)
+{
+    http_conn *c = h->data;
+    http_request *r = c->inflight;
+    if (r && !c->abort_sent) {
+        c->abort_sent = true;
+        if (r->on_abort) r->on_abort(r); /* may finish r; handles_open still counts us */
+    }
+    c->handles_open--;
+    conn_maybe_free(c);
+}
+
+static void on_conn_timer_closed(uv_handle_t *h)
+{
+    http_conn *c = h->data;
+    c->handles_open--;
+    conn_maybe_free(c);
+}
+
+static void conn_close(http_conn *c)
+{
+    if (c->state == CONN_CLOSED) return;
+    c->state = CONN_CLOSED;
+    c->want_drain = false;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_tcp_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_conn_shutdown(uv_shutdown_t *req, int status)
+{
+    http_conn *c = req->data;
+    if (c->state != CONN_LINGER) return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    /* everything we wrote is out; give the peer a moment to read it and close its side */
+    uv_timer_start(&c->timer, on_linger_timeout, HTTP_LINGER_MS, 0);
+}
+
+static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+
+/* Close after the queued response: FIN once it is written, read and discard until the peer
+ * closes or HTTP_LINGER_MS passes. The idle timeout bounds the wait for a peer that stops
+ * reading our response. */
+static void conn_close_graceful(http_conn *c)
+{
+    if (c->state != CONN_OPEN) return;
+    c->state = CONN_LINGER;
+    if (c->cur) {
+        arena_free(c->cur->pool);
+        c->cur = NULL;
+    }
+    buf_free(&c->pend);
+    c->pend_off = 0;
+    if (c->tls) {
+        http_tls_shutdown(c->tls);
+        conn_flush_tls(c);
+        if (c->state == CONN_CLOSED) return;
+    }
+    uv_timer_start(&c->timer, on_linger_timeout, c->srv->limits.idle_timeout_ms, 0);
+    if (c->read_stopped) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read);
+    }
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_conn_shutdown) < 0) conn_close(c);
+}
+
+/* ---------- parser callbacks ---------- */
+
+/* http_parser 2.9.4 keeps its byte count in a local and stores parser->nread only when
+ * http_parser_execute returns, so callbacks count the bytes they are handed themselves (plus
+ * the fixed framing of each line); the caller of http_parser_execute also checks parser->nread,
+ * which catches whitespace padding the callbacks never see. */
+static int check_header_size(http_conn *c)
+{
+    size_t max = c->srv->limits.max_header_bytes;
+    if (c->phase == PHASE_HEADERS && (c->head_bytes > max || c->parser.nread > max))
+        return conn_fail_later(c, 431, "request_header_fields_too_large",
+                               "request line and headers exceed the %zu-byte limit; send fewer "
+                               "or shorter headers",
+                               max);
+    return 0;
+}
+
+static void on_conn_timer(uv_timer_t *t);
+
+static int on_message_begin(http_parser *p)
+{
+    http_conn *c = p->data;
+    arena *a = arena_new(4096);
+    if (!a)
+        return conn_fail_later(c, 503, "server_overloaded",
+                               "the server is out of memory; retry later");
+    http_request *r = arena_calloc(a, 1, sizeof *r);
+    r->pool = a;
+    r->conn = c;
+    r->start_ns = clock_mono_ns();
+    r->body = (str){"", 0};
+    memcpy(r->remote_addr, c->remote_addr, sizeof r->remote_addr);
+    c->cur = r;
+    buf_reset(&c->url);
+    buf_reset(&c->hfield);
+    buf_reset(&c->hval);
+    c->hstate = 0;
+    c->hcap = 0;
+    c->head_bytes = 16; /* method, spaces, "HTTP/1.1", CRLF */
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+    c->phase = PHASE_HEADERS;
+    uv_timer_start(&c->timer, on_conn_timer, c->srv->limits.header_timeout_ms, 0);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+    buf_append(&c->url, at, len);
+    c->head_bytes += len;
+    return check_header_size(c);
+}
+
+static void commit_header(http_conn *c)
+{
+    http_request *r = c->cur;
+    if (r->n_headers == c->hcap) {
+        size_t ncap = c->hcap ? c->hcap * 2 : HTTP_FIRST_HEADERS;
+        http_header *nh = arena_alloc(r->pool, ncap * sizeof *nh);
+        if (r->n_headers) memcpy(nh, r->headers, r->n_headers * sizeof *nh);
+        r->headers = nh;
+        c->hcap = ncap;
+    }
+    char *name = arena_alloc(r->pool, c->hfield.len + 1);
+    for (size_t i = 0; i < c->hfield.len; i++) {
+        char ch = c->hfield.data[i];
+        name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    name[c->hfield.len] = 0;
+    size_t vlen = c->hval.len;
+    while (vlen && (c->hval.data[vlen - 1] == ' ' || c->hval.data[vlen - 1] == '\t'))
+        vlen--;
+    const char *value = vlen ? arena_strndup(r->pool, c->hval.data, vlen) : "";
+    r->headers[r->n_headers++] = (http_header){{name, c->hfield.len}, {value, vlen}};
+    buf_reset(&c->hfield);
+    buf_reset(&c->hval);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+    if (c->phase != PHASE_HEADERS) return 0; /* chunked trailers: ignored */
+    if (c->hstate == 2) commit_header(c);
+    if (c->hstate != 1) c->head_bytes += 4; /* ": " and CRLF */
+    c->hstate = 1;
+    c->head_bytes += len;
+    buf_append(&c->hfield, at, len);
+    return check_header_size(c);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+    if (c->phase != PHASE_HEADERS) return 0;
+    c->hstate = 2;
+    c->head_bytes += len;
+    buf_append(&c->hval, at, len);
+    return check_header_size(c);
+}
+
+static void request_split_target(http_request *r, const char *t, size_t n)
+{
+    r->target = (str){t, n};
+    r->path = r->target;
+    r->query = (str){"", 0};
+    if (n && t[0] != '/') {
+        /* absolute-form ("http://host/p?q") from proxies; "*" stays as it is */
+        struct http_parser_url u;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(t, n, 0, &u) == 0) {
+            if (u.field_set & (1 << UF_PATH))
+                r->path = (str){t + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len};
+            else
+                r->path = STR_LIT("/");
+            if (u.field_set & (1 << UF_QUERY))
+                r->query = (str){t + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len};
+        }
+        return;
+    }
+    const char *q = memchr(t, '?', n);
+    const char *h = memchr(t, '#', n);
+    const char *end = t + n;
+    if (h && (!q || h < q)) q = NULL;
+    if (h) end = h;
+    if (q) {
+        r->path = (str){t, (size_t)(q - t)};
+        r->query = (str){q + 1, (size_t)(end - q - 1)};
+    } else {
+        r->path = (str){t, (size_t)(end - t)};
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    http_server *s = c->srv;
+    http_request *r = c->cur;
+    if (c->hstate == 2) commit_header(c);
+    c->hstate = 0;
+    if (check_header_size(c) || c->err_status) return 0;
+
+    r->method = p->method;
+    r->method_name = str_c(http_method_str((enum http_method)p->method));
+    request_split_target(r, arena_strndup(r->pool, c->url.data ? c->url.data : "", c->url.len),
+                         c->url.len);
+    str rid = http_request_header(r, "x-request-id");
+    if (request_id_acceptable(rid)) {
+        memcpy(r->request_id, rid.p, rid.n);
+        r->request_id[rid.n] = 0;
+    } else {
+        server_new_request_id(s, r->request_id);
+    }
+
+    if (p->method == HTTP_CONNECT)
+        return conn_fail_later(c, 405, "method_not_allowed",
+                               "CONNECT is not supported; this is not a forward proxy");
+    p->upgrade = 0; /* protocol upgrades are not offered: treat as an ordinary request */
+
+    bool chunked = (p->flags & F_CHUNKED) != 0;
+    bool has_len = !chunked && p->content_length != ULLONG_MAX && p->content_length > 0;
+    size_t max_body = s->limits.max_body_bytes;
+    if (has_len && p->content_length > max_body)
+        return conn_fail_later(c, 413, "request_too_large",
+                               "request body of %llu bytes exceeds the %zu-byte limit",
+                               (unsigned long long)p->content_length, max_body);
+
+    str expect = http_request_header(r, "expect");
+    if (expect.p) {
+        if (!str_case_eq_c(expect, "100-continue"))
+            return conn_fail_later(c, 417, "expectation_failed",
+                                   "only \"Expect: 100-continue\" is supported");
+        if ((chunked || has_len) && p->http_major == 1 && p->http_minor >= 1) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+            conn_send(c, &b, 1);
+        }
+    }
+
+    if (has_len) {
+        c->body_cap = (size_t)p->content_length;
+        c->body = arena_alloc(r->pool, c->body_cap + 1);
+    }
+    c->phase = PHASE_BODY;
+    if (chunked || has_len)
+        uv_timer_start(&c->timer, on_conn_timer, s->limits.body_timeout_ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+    http_request *r = c->cur;
+    size_t max = c->srv->limits.max_body_bytes;
+    if (len > max - c->body_len)
+        return conn_fail_later(c, 413, "request_too_large",
+                               "request body exceeds the %zu-byte limit", max);
+    if (c->body_len + len > c->body_cap) {
+        /* chunked: grow by doubling inside the arena; at most 2x the body is wasted, and it
+         * goes with the arena */
+        size_t ncap = c->body_cap ? c->body_cap * 2 : 1024;
+        if (ncap < c->body_len + len) ncap = c->body_len + len;
+        if (ncap > max) ncap = max;
+        char *nb = arena_alloc(r->pool, ncap + 1);
+        if (c->body_len) memcpy(nb, c->body, c->body_len);
+        c->body = nb;
+        c->body_cap = ncap;
+    }
+    memcpy(c->body + c->body_len, at, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    http_request *r = c->cur;
+    if (c->body) {
+        c->body[c->body_len] = 0;
+        r->body = (str){c->body, c->body_len};
+    }
+    r->keep_alive = http_should_keep_alive(p) != 0;
+    c->http10 = p->http_major == 1 && p->http_minor == 0;
+    c->cur = NULL;
+    c->ready = r;
+    uv_timer_stop(&c->timer);
+    /* one request at a time: later pipelined bytes wait until this one is answered */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---------- the parse loop ---------- */
+
+static void conn_dispatch(http_conn *c, http_request *r)
+{
+    http_server *s = c->srv;
+    c->inflight = r;
+    c->phase = PHASE_IN_FLIGHT;
+    c->want_drain = c->resp_chunked = c->resp_no_body = false;
+    c->resp_keep = false;
+    if (s->draining) r->keep_alive = false;
+    s->active++;
+    s->handler(r, s->handler_ctx);
+}
+
+/* Runs the parser over data; returns the bytes consumed. Errors are answered and close the
+ * connection; a completed request is dispatched (its handler may finish it at once). */
+static size_t conn_execute(http_conn *c, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->state != CONN_OPEN) {
+        if (c->ready) {
+            arena_free(c->ready->pool);
+            c->ready = NULL;
+        }
+        return len;
+    }
+    if (!c->err_status && e == HPE_OK) check_header_size(c);
+    if (c->err_status) {
+        conn_fail(c);
+        return len;
+    }
+    if (e == HPE_PAUSED) {
+        http_request *r = c->ready;
+        if (r) {
+            c->ready = NULL;
+            conn_dispatch(c, r);
+        }
+        return n;
+    }
+    if (e != HPE_OK) {
+        if (e == HPE_HEADER_OVERFLOW)
+            conn_fail_later(c, 431, "request_header_fields_too_large",
+                            "request line and headers are too large");
+        else
+            conn_fail_later(c, 400, "bad_request", "malformed HTTP request: %s",
+                            http_errno_description(e));
+        conn_fail(c);
+        return len;
+    }
+    return n;
+}
+
+/* Parses held (pipelined) bytes while no request is in flight. */
+static void conn_pump(http_conn *c)
+{
+    if (c->pumping) return;
+    c->pumping = true;
+    while (c->state == CONN_OPEN && !c->inflight && c->pend_off < c->pend.len) {
+        size_t n = conn_execute(c, c->pend.data + c->pend_off, c->pend.len - c->pend_off);
+        if (n == 0 && !c->inflight) break; /* no progress: the parser is stuck, do not spin */
+        c->pend_off += n;
+    }
+    if (c->pend_off >= c->pend.len) {
+        c->pend_off = 0;
+        if (c->pend.cap > 16 * 1024)
+            buf_free(&c->pend);
+        else
+            buf_reset(&c->pend);
+    }
+    c->pumping = false;
+    if (c->read_stopped && c->state == CONN_OPEN && c->pend.len - c->pend_off < HTTP_PENDING_MAX) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read);
+    }
+}
+
+/* New plaintext from the peer. Parsed in place when nothing is held; bytes that must wait for
+ * the request in flight are copied into c->pend. */
+static void conn_feed(http_conn *c, const char *data, size_t len)
+{
+    if (c->state != CONN_OPEN) return;
+    if (c->pend_off == c->pend.len && !c->inflight && !c->pumping) {
+        c->pumping = true;
+        while (len && c->state == CONN_OPEN && !c->inflight) {
+            size_t n = conn_execute(c, data, len);
+            if (n == 0) break;
+            data += n;
+            len -= n;
+        }
+        c->pumping = false;
+    }
+    if (len && c->state == CONN_OPEN) buf_append(&c->pend, data, len);
+    conn_pump(c);
+    if (c->state == CONN_OPEN && !c->read_stopped &&
+        c->pend.len - c->pend_off >= HTTP_PENDING_MAX) {
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* ---------- connection events ---------- */
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    http_conn *c = t->data;
+    if (c->state != CONN_OPEN) {
+        conn_close(c);
+        return;
+    }
+    switch (c->phase) {
+    case PHASE_IDLE:
+        if (conn_queued(c) > 0)
+            conn_close_graceful(c); /* still sending the last response: let it finish */
+        else
+            conn_close(c);
+        break;
+    case PHASE_HEADERS:
+        conn_fail_later(c, 408, "request_timeout", "request headers did not arrive within %u ms",
+                        c->srv->limits.header_timeout_ms);
+        conn_fail(c);
+        break;
+    case PHASE_BODY:
+        conn_fail_later(c, 408, "request_timeout", "request body did not arrive within %u ms",
+                        c->srv->limits.body_timeout_ms);
+        conn_fail(c);
+        break;
+    case PHASE_IN_FLIGHT:
+        break;
+    }
+}
+
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    http_conn *c = h->data;
+    *b = uv_buf_init(c->srv->read_buf, HTTP_READ_BUF_SIZE);
+}
+
+static void conn_on_tls_data(http_conn *c, const char *data, size_t len)
+{
+    char err[300];
+    bool was_ready = http_tls_ready(c->tls);
+    if (http_tls_feed(c->tls, data, len, err, sizeof err) < 0) {
+        log_debug("http: %s from %s; closing the connection", err, c->remote_addr);
+        conn_flush_tls(c); /* the alert, if OpenSSL produced one */
+        conn_close(c);
+        return;
+    }
+    conn_flush_tls(c);
+    if (!http_tls_ready(c->tls)) return;
+    if (!was_ready && c->phase == PHASE_IDLE && c->state == CONN_OPEN)
+        uv_timer_start(&c->timer, on_conn_timer, c->srv->limits.idle_timeout_ms, 0);
+    char *plain = c->srv->tls_in;
+    while (c->state == CONN_OPEN) {
+        int n = http_tls_read(c->tls, plain, HTTP_TLS_BUF_SIZE);
+        if (n == 0) break;
+        if (n < 0) {
+            conn_close(c); /* close_notify or a broken record: the peer is gone */
+            return;
+        }
+        conn_feed(c, plain, (size_t)n);
+    }
+    if (c->state != CONN_CLOSED) conn_flush_tls(c);
+}
+
+static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    http_conn *c = st->data;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("http: read from %s failed: %s", c->remote_addr, uv_strerror((int)nread));
+        conn_close(c); /* a request in flight hears about it through on_abort */
+        return;
+    }
+    if (nread == 0 || c->state != CONN_OPEN) return; /* lingering: discard */
+    if (c->tls)
+        conn_on_tls_data(c, b->base, (size_t)nread);
+    else
+        conn_feed(c, b->base, (size_t)nread);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    http_server *s = ls->data;
+    if (status < 0) {
+        log_warn("http: accept on port %d failed: %s", s->port, uv_strerror(status));
+        return;
+    }
+    http_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_error("http: out of memory accepting a connection on port %d", s->port);
+        return;
+    }
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->phase = PHASE_IDLE;
+    snprintf(c->remote_addr, sizeof c->remote_addr, "unknown");
+
+    int rc = uv_accept(ls, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
+        log_debug("http: accept failed: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote_addr, sizeof c->remote_addr);
+        else
+            uv_ip4_name((struct sockaddr_in *)&ss, c->remote_addr, sizeof c->remote_addr);
+    }
+    if (s->tls_ctx) {
+        c->tls = http_tls_session_new(s->tls_ctx);
+        if (!c->tls) {
+            log_error("http: out of memory starting TLS for %s", c->remote_addr);
+            conn_close(c);
+            return;
+        }
+    }
+    /* a new connection gets the header timeout to send something (idle after that) */
+    uv_timer_start(&c->timer, on_conn_timer,
+                   s->tls_ctx ? s->limits.header_timeout_ms : s->limits.idle_timeout_ms, 0);
+    rc = uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read);
+    if (rc < 0) conn_close(c);
+}
+
+/* ---------- finishing requests and responses ---------- */
+
+static void request_finish(http_request *r)
+{
+    http_conn *c = r->conn;
+    http_server *s = c->srv;
+    bool keep = c->resp_keep;
+    c->inflight = NULL;
+    c->want_drain = false;
+    s->active--;
+    arena_free(r->pool);
+    if (c->state == CONN_CLOSED) {
+        conn_maybe_free(c); /* frees only once the handles' close callbacks have run */
+        return;
+    }
+    if (c->state != CONN_OPEN) return;
+    if (!keep || c->broken) {
+        conn_close_graceful(c);
+        return;
+    }
+    c->phase = PHASE_IDLE;
+    http_parser_pause(&c->parser, 0);
+    uv_timer_start(&c->timer, on_conn_timer, s->limits.idle_timeout_ms, 0);
+    conn_pump(c);
+    if (s->draining && c->state == CONN_OPEN && !c->inflight && c->phase == PHASE_IDLE)
+        conn_close_graceful(c);
+}
+
+static bool conn_can_write(const http_conn *c)
+{
+    return c->state == CONN_OPEN && !c->broken;
+}
+
+static bool status_has_no_body(int status)
+{
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+/* Builds the response head in the server's scratch buffer. content_length < 0: streamed. */
+static void build_head(http_conn *c, http_request *r, int status, const http_header *hdrs,
+                       size_t n_hdrs, long long content_length)
+{
+    http_server *s = c->srv;
+    c->resp_keep = r->keep_alive && !s->draining && c->state == CONN_OPEN;
+    buf *h = &s->head;
+    buf_reset(h);
+    buf_printf(h, "HTTP/1.1 %d %s\r\n", status, status_reason(status));
+    buf_puts(h, server_date_line(s));
+    buf_puts(h, "X-Request-Id: ");
+    buf_puts(h, r->request_id);
+    buf_puts(h, "\r\n");
+    for (size_t i = 0; i < n_hdrs; i++) {
+        str n = hdrs[i].name, v = hdrs[i].value;
+        if (!n.n || memchr(n.p, '\n', n.n) || memchr(n.p, '\r', n.n) ||
+            (v.n && (memchr(v.p, '\n', v.n) || memchr(v.p, '\r', v.n)))) {
+            log_warn("http: dropped response header %.*s: it is empty or contains CR/LF",
+                     (int)(n.n > 64 ? 64 : n.n), n.p ? n.p : "");
+            continue;
+        }
+        buf_append(h, n.p, n.n);
+        buf_append(h, ": ", 2);
+        if (v.n) buf_append(h, v.p, v.n);
+        buf_append(h, "\r\n", 2);
+    }
+    if (!status_has_no_body(status)) {
+        if (content_length >= 0)
+            buf_printf(h, "Content-Length: %lld\r\n", content_length);
+        else if (c->resp_chunked)
+            buf_puts(h, "Transfer-Encoding: chunked\r\n");
+    }
+    if (!c->resp_keep)
+        buf_puts(h, "Connection: close\r\n");
+    else if (c->http10)
+        buf_puts(h, "Connection: keep-alive\r\n");
+    buf_puts(h, "\r\n");
+}
+
+void http_respond(http_request *r, int status, const http_header *hdrs, size_t n_hdrs,
+                  const char *body, size_t len)
+{
+    http_conn *c = r->conn;
+    if (conn_can_write(c)) {
+        build_head(c, r, status, hdrs, n_hdrs, (long long)len);
+        bool no_body = r->method == HTTP_HEAD || status_has_no_body(status) || len == 0;
+        uv_buf_t bufs[2] = {uv_buf_init(c->srv->head.data, (unsigned)c->srv->head.len),
+                            uv_buf_init((char *)body, (unsigned)len)};
+        conn_send(c, bufs, no_body ? 1 : 2);
+    }
+    request_finish(r);
+}
+
+void http_stream_begin(http_request *r, int status, const http_header *hdrs, size_t n_hdrs)
+{
+    http_conn *c = r->conn;
+    c->resp_no_body = r->method == HTTP_HEAD || status_has_no_body(status);
+    /* HTTP/1.0 has no chunked coding: the body ends when the connection does */
+    c->resp_chunked = !c->http10;
+    if (c->http10) r->keep_alive = false;
+    if (!conn_can_write(c)) return;
+    build_head(c, r, status, hdrs, n_hdrs, -1);
+    uv_buf_t b = uv_buf_init(c->srv->head.data, (unsigned)c->srv->head.len);
+    conn_send(c, &b, 1);
+}
+
+bool http_stream_write(http_request *r, const char *data, size_t len)
+{
+    http_conn *c = r->conn;
+    /* dropped writes report "go on": no on_drain can come for a connection that is gone */
+    if (!conn_can_write(c) || c->resp_no_body) return true;
+    if (len) {
+        if (c->resp_chunked) {
+            char sz[24];
+            int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+            uv_buf_t bufs[3] = {uv_buf_init(sz, (unsigned)n),
+                                uv_buf_init((char *)data, (unsigned)len),
+                                uv_buf_init((char *)"\r\n", 2)};
+            conn_send(c, bufs, 3);
+        } else {
+            uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+            conn_send(c, &b, 1);
+        }
+    }
+    if (!conn_can_write(c)) return true;
+    if (conn_queued(c) >= c->srv->limits.write_high_watermark) {
+        c->want_drain = true;
+        return false;
+    }
+    return true;
+}
+
+void http_stream_end(http_request *r)
+{
+    http_conn *c = r->conn;
+    if (conn_can_write(c) && c->resp_chunked && !c->resp_no_body) {
+        uv_buf_t b = uv_buf_init((char *)"0\r\n\r\n", 5);
+        conn_send(c, &b, 1);
+    }
+    request_finish(r);
+}
+
+str http_request_header(const http_request *r, const char *lower_name)
+{
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (str_case_eq_c(r->headers[i].name, lower_name)) return r->headers[i].value;
+    return STR_NULL;
+}
+
+bool http_request_client_gone(const http_request *r)
+{
+    return !conn_can_write(r->conn);
+}
+
+/* ---------- the server ---------- */
+
+static int listen_socket(const char *host, int port, int *fd_out, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        snprintf(err, errlen, "listener host \"%s\" is not an IPv4 or IPv6 address", host);
+        return UV_EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "cannot create a socket for %s:%d: %s", host, port, uv_strerror(rc));
+        return rc;
+    }
+    int one = 1;
+    /* SO_REUSEPORT: every worker loop binds the same port and the kernel spreads connections */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
+        int rc = -errno;
+        close(fd);
+        snprintf(err, errlen, "cannot set socket options for %s:%d: %s", host, port,
+                 uv_strerror(rc));
+        return rc;
+    }
+    socklen_t sl =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, HTTP_LISTEN_BACKLOG) < 0) {
+        int rc = -errno;
+        close(fd);
+        snprintf(err, errlen,
+                 "cannot listen on %s:%d: %s (is another program using the port without "
+                 "SO_REUSEPORT, or is the port below 1024 without privileges?)",
+                 host, port, uv_strerror(rc));
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+static void on_listener_closed_after_failure(uv_handle_t *h)
+{
+    http_server_free(h->data);
+}
+
+int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **out, char *err,
+                      size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = 0;
+    *out = NULL;
+    if (!o->handler) {
+        snprintf(err, errlen, "http server needs a request handler");
+        return UV_EINVAL;
+    }
+    if (o->port < 0 || o->port > 65535) {
+        snprintf(err, errlen, "listener port %d is outside 0..65535", o->port);
+        return UV_EINVAL;
+    }
+    if (!o->tls_cert_pem != !o->tls_key_pem) {
+        snprintf(err, errlen, "TLS needs both a certificate (tls.crt) and a key (tls.key)");
+        return UV_EINVAL;
+    }
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory starting the http server");
+        return UV_ENOMEM;
+    }
+    s->loop = loop;
+    limits_fill(&s->limits, &o->limits);
+    s->handler = o->handler;
+    s->handler_ctx = o->handler_ctx;
+    s->read_buf = malloc(HTTP_READ_BUF_SIZE);
+    if (!s->read_buf) {
+        free(s);
+        snprintf(err, errlen, "out of memory starting the http server");
+        return UV_ENOMEM;
+    }
+    if (o->tls_cert_pem) {
+        s->tls_in = malloc(HTTP_TLS_BUF_SIZE);
+        s->tls_out = malloc(HTTP_TLS_BUF_SIZE);
+        if (!s->tls_in || !s->tls_out ||
+            http_tls_ctx_new(o->tls_cert_pem, o->tls_key_pem, &s->tls_ctx, err, errlen) < 0) {
+            if (!s->tls_in || !s->tls_out)
+                snprintf(err, errlen, "out of memory starting the http server");
+            http_server_free(s);
+            return UV_EINVAL;
+        }
+    }
+    if (getrandom(&s->id_seed, sizeof s->id_seed, 0) != (ssize_t)sizeof s->id_seed)
+        s->id_seed = clock_mono_ns() ^ (uint64_t)(uintptr_t)s;
+
+    const char *host = o->host ? o->host : "0.0.0.0";
+    int fd = -1;
+    int rc = listen_socket(host, o->port, &fd, err, errlen);
+    if (rc < 0) {
+        http_server_free(s);
+        return rc;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    rc = uv_tcp_open(&s->listener, fd);
+    if (rc < 0) close(fd); /* the handle owns the socket only once uv_tcp_open succeeded */
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, HTTP_LISTEN_BACKLOG, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, uv_strerror(rc));
+        /* the handle is registered with the loop: s is freed by its close callback */
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed_after_failure);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int http_server_port(const http_server *s)
+{
+    return s->port;
+}
+
+void http_server_set_limits(http_server *s, const http_limits *l)
+{
+    limits_fill(&s->limits, l);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    http_server *s = h->data;
+    s->listener_closed = true;
+    server_check_drained(s);
+}
+
+void http_server_drain(http_server *s, void (*done)(void *ctx), void *ctx)
+{
+    if (s->draining) return;
+    s->draining = true;
+    s->drain_done = done;
+    s->drain_ctx = ctx;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    http_conn *next;
+    for (http_conn *c = s->conns; c; c = next) {
+        next = c->next; /* closes below never free synchronously, but do not rely on c->next */
+        if (c->inflight)
+            c->inflight->keep_alive = false;
+        else if (c->state == CONN_OPEN && c->phase == PHASE_IDLE)
+            conn_close_graceful(c);
+        /* requests still arriving are answered with Connection: close */
+    }
+}
+
+void http_server_free(http_server *s)
+{
+    if (!s) return;
+    http_tls_ctx_free(s->tls_ctx);
+    buf_free(&s->head);
+    free(s->read_buf);
+    free(s->tls_in);
+    free(s->tls_out);
+    free(s);
+}
+
+size_t http_server_active_requests(const http_server *s)
+{
+    return s->active;
+}
