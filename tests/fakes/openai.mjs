@@ -1,0 +1,388 @@
+// openai.mjs — a fake OpenAI API server for integration tests: speaks the Chat Completions wire
+// format (JSON and SSE) as api.openai.com sends it, records every request, and can be told per
+// request to fail, stall, cut a stream or drop the connection.
+//
+//   const fake = await startFakeOpenAI();          // listens on 127.0.0.1, a free port
+//   fake.baseURL                                   // "http://127.0.0.1:PORT/v1"
+//   fake.next({ status: 500 })                     // the next request gets this behaviour
+//   fake.setDefault({ text: 'hi' })                // every request without a queued behaviour
+//   fake.requests                                  // [{method, path, headers, body, raw, ...}]
+//   await fake.close()
+//
+// Behaviour fields (all optional):
+//   status, body, headers   answer with this status/body (object → JSON, string → as is);
+//                           a status >= 400 without body gets OpenAI's error JSON for it
+//   delayMs                 wait before sending the response head
+//   chunkDelayMs            wait between SSE events
+//   cutAfterChunks: N       stream: send N content events, then destroy the socket
+//   destroy: true           destroy the socket as soon as the request arrived
+//   hang: true              never answer (until the client goes away)
+//   text                    answer text (default: `reply to: <last user message>`)
+//   chunks: N               stream the text in N content events (default: one per word)
+import http from 'node:http';
+
+let idCounter = 0;
+
+// The deterministic token count this fake reports: one token per started 4 bytes of text.
+export function fakeTokens(text) {
+  return Math.ceil(Buffer.byteLength(String(text ?? ''), 'utf8') / 4);
+}
+
+function contentText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .filter((p) => p && p.type === 'text' && typeof p.text === 'string')
+      .map((p) => p.text)
+      .join('');
+  }
+  return '';
+}
+
+export function lastUserText(body) {
+  const msgs = Array.isArray(body?.messages) ? body.messages : [];
+  for (let i = msgs.length - 1; i >= 0; i--) {
+    if (msgs[i] && msgs[i].role === 'user') return contentText(msgs[i].content);
+  }
+  return '';
+}
+
+function promptTokens(body) {
+  const msgs = Array.isArray(body?.messages) ? body.messages : [];
+  return msgs.reduce((n, m) => n + fakeTokens(contentText(m?.content)), 0);
+}
+
+// Splits text into n roughly equal pieces (n >= 1); by default one piece per word (keeping the
+// separating spaces), so that joining the pieces gives the text back exactly.
+function splitText(text, n) {
+  if (!n) {
+    const parts = text.match(/\s*\S+|\s+$/g);
+    return parts && parts.length ? parts : [text];
+  }
+  const out = [];
+  const size = Math.ceil(text.length / n) || 1;
+  for (let i = 0; i < n; i++) out.push(text.slice(i * size, (i + 1) * size));
+  return out;
+}
+
+const ERROR_DEFAULTS = {
+  400: { type: 'invalid_request_error', code: null, message: 'Bad request.' },
+  401: {
+    type: 'invalid_request_error',
+    code: 'invalid_api_key',
+    message: 'Incorrect API key provided.',
+  },
+  403: { type: 'invalid_request_error', code: 'unsupported_country_region_territory', message: 'Forbidden.' },
+  404: { type: 'invalid_request_error', code: 'model_not_found', message: 'The model does not exist.' },
+  429: {
+    type: 'requests',
+    code: 'rate_limit_exceeded',
+    message: 'Rate limit reached for requests. Please try again in 1s.',
+  },
+  500: {
+    type: 'server_error',
+    code: null,
+    message: 'The server had an error while processing your request. Sorry about that!',
+  },
+  503: { type: 'server_error', code: null, message: 'The engine is currently overloaded.' },
+};
+
+export function openaiErrorBody(status, message) {
+  const d = ERROR_DEFAULTS[status] || { type: 'server_error', code: null, message: `HTTP ${status}` };
+  return { error: { message: message ?? d.message, type: d.type, param: null, code: d.code } };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function startFakeOpenAI(options = {}) {
+  const queue = [];
+  let defaultBehaviour = { ...(options.default || {}) };
+  const requests = [];
+  const waiters = [];
+  const sockets = new Set();
+
+  function notify() {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (requests.length >= waiters[i].n) {
+        waiters[i].resolve();
+        waiters.splice(i, 1);
+      }
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body = null;
+      try {
+        body = raw ? JSON.parse(raw) : null;
+      } catch {
+        body = undefined; // not JSON
+      }
+      const rec = {
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers },
+        raw,
+        body,
+        behaviour: null,
+        responseStatus: null,
+        responseText: null,
+        responseUsage: null,
+        responseBody: null, // the JSON object sent (non-stream answers)
+        sentChunks: 0,
+        finished: false, // the whole response was written
+        clientClosedEarly: false, // the peer closed before the response was complete
+      };
+      let closedResolve;
+      rec.closed = new Promise((r) => (closedResolve = r));
+      res.on('close', () => {
+        if (!rec.finished) rec.clientClosedEarly = true;
+        closedResolve(rec);
+      });
+      requests.push(rec);
+      notify();
+      const behaviour = queue.length ? queue.shift() : defaultBehaviour;
+      rec.behaviour = behaviour;
+      handle(req, res, rec, behaviour).catch((err) => {
+        if (!res.headersSent) {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+        }
+        res.end(String(err && err.stack));
+      });
+    });
+  });
+  server.keepAliveTimeout = 5000;
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+
+  async function handle(req, res, rec, b) {
+    if (b.destroy) {
+      req.socket.destroy();
+      return;
+    }
+    if (b.hang) return; // the client (or close()) ends it
+    if (b.delayMs) {
+      await sleep(b.delayMs);
+      if (res.destroyed || res.writableEnded) return;
+    }
+    const url = new URL(req.url, 'http://x');
+    const common = {
+      'x-request-id': `req_fake_${++idCounter}`,
+      'openai-processing-ms': '1',
+      'openai-version': '2020-10-01',
+    };
+
+    if (b.status !== undefined && b.status !== 200) {
+      const body = b.body !== undefined ? b.body : openaiErrorBody(b.status);
+      const isText = typeof body === 'string';
+      const payload = isText ? body : JSON.stringify(body);
+      rec.responseStatus = b.status;
+      res.writeHead(b.status, {
+        ...common,
+        'content-type': isText ? 'text/plain; charset=utf-8' : 'application/json',
+        'content-length': Buffer.byteLength(payload),
+        ...(b.headers || {}),
+      });
+      res.end(payload, () => (rec.finished = true));
+      return;
+    }
+
+    if (req.method === 'GET' && url.pathname === '/v1/models') {
+      const body = b.body || {
+        object: 'list',
+        data: (options.models || ['gpt-4o-mini', 'gpt-4o']).map((id) => ({
+          id,
+          object: 'model',
+          created: 1715367049,
+          owned_by: 'system',
+        })),
+      };
+      sendJSON(res, rec, 200, body, common, b.headers);
+      return;
+    }
+
+    if (req.method !== 'POST' || url.pathname !== '/v1/chat/completions') {
+      sendJSON(
+        res,
+        rec,
+        404,
+        {
+          error: {
+            message: `Invalid URL (${req.method} ${url.pathname})`,
+            type: 'invalid_request_error',
+            param: null,
+            code: null,
+          },
+        },
+        common
+      );
+      return;
+    }
+    if (rec.body === undefined || rec.body === null || typeof rec.body !== 'object') {
+      sendJSON(res, rec, 400, openaiErrorBody(400, 'We could not parse the JSON body of your request.'), common);
+      return;
+    }
+    if (options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+      sendJSON(res, rec, 401, openaiErrorBody(401), common);
+      return;
+    }
+    if (b.body !== undefined) {
+      sendJSON(res, rec, 200, b.body, common, b.headers);
+      return;
+    }
+
+    const body = rec.body;
+    const text = b.text !== undefined ? b.text : `reply to: ${lastUserText(body)}`;
+    const model = typeof body.model === 'string' ? body.model : 'unknown';
+    const id = `chatcmpl-fake${++idCounter}`;
+    const created = Math.floor(Date.now() / 1000);
+    const pt = promptTokens(body);
+    const ct = fakeTokens(text);
+    const usage = {
+      prompt_tokens: pt,
+      completion_tokens: ct,
+      total_tokens: pt + ct,
+      prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+      completion_tokens_details: {
+        reasoning_tokens: 0,
+        audio_tokens: 0,
+        accepted_prediction_tokens: 0,
+        rejected_prediction_tokens: 0,
+      },
+    };
+    rec.responseText = text;
+    rec.responseUsage = usage;
+
+    if (body.stream !== true) {
+      sendJSON(
+        res,
+        rec,
+        200,
+        {
+          id,
+          object: 'chat.completion',
+          created,
+          model,
+          choices: [
+            {
+              index: 0,
+              message: { role: 'assistant', content: text, refusal: null, annotations: [] },
+              logprobs: null,
+              finish_reason: 'stop',
+            },
+          ],
+          usage,
+          service_tier: 'default',
+          system_fingerprint: 'fp_fake0001',
+        },
+        common,
+        b.headers
+      );
+      return;
+    }
+
+    // Streamed: the events api.openai.com sends, in its order.
+    const includeUsage = body.stream_options && body.stream_options.include_usage === true;
+    const base = { id, object: 'chat.completion.chunk', created, model, service_tier: 'default', system_fingerprint: 'fp_fake0001' };
+    const withUsage = (o) => (includeUsage ? { ...o, usage: null } : o);
+    const events = [];
+    events.push(
+      withUsage({
+        ...base,
+        choices: [{ index: 0, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }],
+      })
+    );
+    for (const piece of splitText(text, b.chunks)) {
+      events.push(withUsage({ ...base, choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }] }));
+    }
+    events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }] }));
+    if (includeUsage) events.push({ ...base, choices: [], usage });
+
+    rec.responseStatus = 200;
+    res.writeHead(200, {
+      ...common,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      ...(b.headers || {}),
+    });
+    res.flushHeaders();
+    let contentSent = 0;
+    for (let i = 0; i < events.length; i++) {
+      if (res.destroyed) return;
+      const isContent = i > 0 && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
+      if (b.cutAfterChunks !== undefined && isContent && contentSent >= b.cutAfterChunks) {
+        // let what was written reach the peer first: the cut is meant to come after it
+        await sleep(50);
+        req.socket.destroy();
+        return;
+      }
+      await new Promise((resolve) => res.write(`data: ${JSON.stringify(events[i])}\n\n`, () => resolve()));
+      rec.sentChunks++;
+      if (isContent) contentSent++;
+      if (b.chunkDelayMs) await sleep(b.chunkDelayMs);
+    }
+    if (res.destroyed) return;
+    res.end('data: [DONE]\n\n', () => (rec.finished = true));
+  }
+
+  function sendJSON(res, rec, status, obj, common, extra) {
+    const payload = JSON.stringify(obj);
+    rec.responseStatus = status;
+    rec.responseBody = obj;
+    res.writeHead(status, {
+      ...common,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(payload),
+      ...(extra || {}),
+    });
+    res.end(payload, () => (rec.finished = true));
+  }
+
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const port = server.address().port;
+
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    requests,
+    /** Queue a behaviour for the next request (consumed in order, one per request). */
+    next(...behaviours) {
+      queue.push(...behaviours);
+      return this;
+    },
+    /** The behaviour of every request that finds the queue empty. */
+    setDefault(behaviour) {
+      defaultBehaviour = { ...(behaviour || {}) };
+      return this;
+    },
+    /** Forget recorded requests and queued behaviours; the default goes back to plain answers. */
+    reset() {
+      requests.length = 0;
+      queue.length = 0;
+      defaultBehaviour = { ...(options.default || {}) };
+      return this;
+    },
+    /** Chat-completion requests only (what most assertions look at). */
+    chatRequests() {
+      return requests.filter((r) => r.path.startsWith('/v1/chat/completions'));
+    },
+    /** Resolves once at least n requests have arrived. */
+    waitForRequests(n) {
+      if (requests.length >= n) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ n, resolve }));
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(() => r()));
+    },
+  };
+}
