@@ -8,13 +8,13 @@
 
 typedef struct arena arena;
 
-arena *arena_new(size_t first_block);          /* NULL on out-of-memory */
-void arena_free(arena *a);                     /* frees every allocation at once; NULL ok */
-void *arena_alloc(arena *a, size_t n);         /* 16-byte aligned; aborts on OOM */
+arena *arena_new(size_t first_block);  /* NULL on out-of-memory */
+void arena_free(arena *a);             /* frees every allocation at once; NULL ok */
+void *arena_alloc(arena *a, size_t n); /* 16-byte aligned; aborts on OOM */
 void *arena_calloc(arena *a, size_t n, size_t size);
-char *arena_strdup(arena *a, const char *s);   /* NULL in, NULL out */
+char *arena_strdup(arena *a, const char *s); /* NULL in, NULL out */
 char *arena_strndup(arena *a, const char *s, size_t n);
 char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-size_t arena_used(const arena *a);             /* bytes handed out, for metrics and tests */
+size_t arena_used(const arena *a); /* bytes handed out, for metrics and tests */
 
 #endif

@@ -10,17 +10,20 @@ typedef struct buf {
     size_t cap; /* bytes allocated */
 } buf;
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void buf_reserve(buf *b, size_t extra); /* aborts on OOM */
 void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void buf_put_u64(buf *b, unsigned long long v);      /* decimal, no printf on the hot path */
+void buf_put_u64(buf *b, unsigned long long v); /* decimal, no printf on the hot path */
 void buf_put_i64(buf *b, long long v);
 void buf_put_frac3(buf *b, unsigned long long milli); /* milli/1000 as "N.mmm" */
-void buf_consume(buf *b, size_t n); /* drop the first n bytes */
-void buf_reset(buf *b);             /* len = 0, keeps capacity */
+void buf_consume(buf *b, size_t n);                   /* drop the first n bytes */
+void buf_reset(buf *b);                               /* len = 0, keeps capacity */
 void buf_free(buf *b);
 char *buf_steal(buf *b); /* hands data to the caller (free()), leaves b empty */
 

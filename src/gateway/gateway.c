@@ -104,8 +104,8 @@ static void worker_main(void *arg)
     w->wake.data = w;
     w->srv_opts.handler = pl_handle;
     w->srv_opts.handler_ctx = &w->pl;
-    w->start_rc = http_server_start(&w->loop, &w->srv_opts, &w->srv, w->start_err,
-                                    sizeof w->start_err);
+    w->start_rc =
+        http_server_start(&w->loop, &w->srv_opts, &w->srv, w->start_err, sizeof w->start_err);
     uv_sem_post(&w->started);
     if (w->start_rc != 0) {
         uv_close((uv_handle_t *)&w->wake, NULL);
@@ -123,7 +123,8 @@ static void worker_main(void *arg)
     pl_runtime_unref(w->pending);
     w->pending = NULL;
     uv_mutex_unlock(&w->lock);
-    if (uv_loop_close(&w->loop) != 0) log_warn("worker %u: loop closed with handles open", w->pl.id);
+    if (uv_loop_close(&w->loop) != 0)
+        log_warn("worker %u: loop closed with handles open", w->pl.id);
 }
 
 static void publish(pl_runtime *rt)
@@ -193,7 +194,8 @@ static void reload(const char *why)
     }
     if (rt->gw->listener.port != g.port)
         log_warn("listener.port changed from %d to %d: a port change needs a restart; still "
-                 "listening on %d", g.port, rt->gw->listener.port, g.port);
+                 "listening on %d",
+                 g.port, rt->gw->listener.port, g.port);
     apply_logging(rt->gw);
     publish(rt);
     obs_reload_record(1);
@@ -210,8 +212,8 @@ static void on_debounce(uv_timer_t *t)
 static bool is_manifest_name(const char *name)
 {
     const char *dot = strrchr(name, '.');
-    return dot && (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 ||
-                   strcmp(dot, ".json") == 0);
+    return dot &&
+           (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 || strcmp(dot, ".json") == 0);
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -219,8 +221,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
     const char *want = h->data;
     if (want && filename && strcmp(filename, want) != 0) return;
     /* kubelet's ConfigMap volumes swap a "..data" symlink: accept it as well as manifests */
-    if (!want && filename && !is_manifest_name(filename) && strcmp(filename, "..data") != 0)
-        return;
+    if (!want && filename && !is_manifest_name(filename) && strcmp(filename, "..data") != 0) return;
     /* editors write in several steps; wait for the burst to end */
     uv_timer_start(&g.debounce, on_debounce, 150, 0);
 }
@@ -365,7 +366,8 @@ int gateway_run(const gateway_opts *o)
     uv_run(g.loop, UV_RUN_DEFAULT);
     join_workers();
     pl_runtime_unref(g.rt);
-    for (size_t i = 0; i < g.n_watches; i++) free(g.watch_names[i]);
+    for (size_t i = 0; i < g.n_watches; i++)
+        free(g.watch_names[i]);
     free(g.watch_names);
     free(g.watches);
     for (int i = 0; i < g.n_workers; i++) {

@@ -13,7 +13,8 @@ static str presented_key(const http_request *r)
     if (v.p) {
         if (v.n > 7 && strncasecmp(v.p, "Bearer ", 7) == 0) {
             str k = {v.p + 7, v.n - 7};
-            while (k.n && k.p[0] == ' ') k.p++, k.n--;
+            while (k.n && k.p[0] == ' ')
+                k.p++, k.n--;
             return k;
         }
         return STR_NULL;

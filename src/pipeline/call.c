@@ -33,11 +33,18 @@ static void call_account(pl_call *c, const char *method, const char *path)
     double cost = 0;
     if (c->target && c->target->has_pricing && c->usage.present)
         cost = ((double)c->usage.prompt_tokens * c->target->input_per_million +
-                (double)c->usage.completion_tokens * c->target->output_per_million) / 1e6;
+                (double)c->usage.completion_tokens * c->target->output_per_million) /
+               1e6;
     obs_request m = {
-        .gateway = gw->name, .route = route, .model = model, .status = c->status,
-        .duration_us = dur_us, .upstream_us = c->upstream_us, .ttft_us = c->ttft_us,
-        .prompt_tokens = c->usage.prompt_tokens, .completion_tokens = c->usage.completion_tokens,
+        .gateway = gw->name,
+        .route = route,
+        .model = model,
+        .status = c->status,
+        .duration_us = dur_us,
+        .upstream_us = c->upstream_us,
+        .ttft_us = c->ttft_us,
+        .prompt_tokens = c->usage.prompt_tokens,
+        .completion_tokens = c->usage.completion_tokens,
         .cost_usd = cost,
     };
     obs_record_request(c->w->obs, &m);
@@ -138,7 +145,8 @@ static void vfail(pl_call *c, int status, const http_header *extra, size_t n_ext
     http_header hdrs[8];
     size_t n = 0;
     hdrs[n++] = json_ct;
-    for (size_t i = 0; i < n_extra && n < 8; i++) hdrs[n++] = extra[i];
+    for (size_t i = 0; i < n_extra && n < 8; i++)
+        hdrs[n++] = extra[i];
     pl_finish(c, status, hdrs, n, body, strlen(body));
     free(body);
 }

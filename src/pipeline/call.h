@@ -15,9 +15,9 @@
 enum { PL_MAX_ATTEMPTS = 16 };
 
 typedef struct pl_call {
-    http_request *r;        /* NULL once the response is finished */
+    http_request *r; /* NULL once the response is finished */
     pl_worker *w;
-    pl_runtime *rt;         /* reference held */
+    pl_runtime *rt; /* reference held */
     const cfg_route *route;
     size_t prefix_len;      /* of the matched pathPrefix */
     const cfg_api_key *key; /* NULL when authentication is None */
@@ -31,20 +31,20 @@ typedef struct pl_call {
     bool target_counted;      /* target's in_flight includes this call */
 
     upstream_req *up;
-    char *up_body;          /* request body sent upstream (borrowed by the upstream request) */
+    char *up_body; /* request body sent upstream (borrowed by the upstream request) */
     int up_status;
-    buf resp;               /* non-stream: the upstream body; stream: a partial SSE event */
-    bool stream_started;    /* the client has received the status line */
-    bool client_blocked;    /* client write queue above the watermark: upstream paused */
-    bool done_seen;         /* stream: data: [DONE] forwarded */
-    bool aborted;           /* the client went away */
+    buf resp;            /* non-stream: the upstream body; stream: a partial SSE event */
+    bool stream_started; /* the client has received the status line */
+    bool client_blocked; /* client write queue above the watermark: upstream paused */
+    bool done_seen;      /* stream: data: [DONE] forwarded */
+    bool aborted;        /* the client went away */
     bool timer_init;
-    uv_timer_t timer;       /* Mock latency and failover backoff */
+    uv_timer_t timer; /* Mock latency and failover backoff */
     provider_usage usage;
     uint64_t up_start_ns, upstream_us, ttft_us;
 
-    int status;             /* what the client got */
-    char *error;            /* message sent to the client on failure (malloc'd) */
+    int status;  /* what the client got */
+    char *error; /* message sent to the client on failure (malloc'd) */
     char request_id[40];
     uint64_t start_ns;
 } pl_call;

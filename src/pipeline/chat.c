@@ -91,7 +91,8 @@ void pl_chat(pl_call *c)
         if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
             pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
                     "Invalid 'messages[%zu]': each message must be an object with a string "
-                    "'role'.", i);
+                    "'role'.",
+                    i);
             return;
         }
     }
@@ -129,8 +130,8 @@ void pl_chat(pl_call *c)
         return;
     }
     bool forbidden = false;
-    route_pick_ctx pick = {.rr = &c->rt->rr[c->route->index], .rng = &c->w->rng,
-                           .stats = c->rt->stats, .r = r};
+    route_pick_ctx pick = {
+        .rr = &c->rt->rr[c->route->index], .rng = &c->w->rng, .stats = c->rt->stats, .r = r};
     const cfg_target *t = route_resolve(c->route, c->model, c->key, &pick, &forbidden);
     if (!t) {
         if (forbidden) {

@@ -52,12 +52,14 @@ static void list_models(pl_call *c)
 {
     const cfg_route *rt = c->route;
     json_t *data = json_array(), *seen = json_object();
-    for (size_t i = 0; i < rt->n_match_models; i++) add_model(data, seen, rt->match_models[i]);
+    for (size_t i = 0; i < rt->n_match_models; i++)
+        add_model(data, seen, rt->match_models[i]);
     for (size_t i = 0; i < rt->n_backends; i++) {
         const cfg_target *t = rt->backends[i].target;
         if (!route_key_allows(c->key, t)) continue;
         add_model(data, seen, t->name);
-        for (size_t a = 0; a < t->n_aliases; a++) add_model(data, seen, t->aliases[a]);
+        for (size_t a = 0; a < t->n_aliases; a++)
+            add_model(data, seen, t->aliases[a]);
     }
     json_t *doc = json_pack("{s:s, s:o}", "object", "list", "data", data);
     char *body = json_dumps(doc, JSON_COMPACT);
@@ -118,17 +120,17 @@ void pl_handle(http_request *r, void *ctx)
         chat = true;
         if (!str_eq_c(r->method_name, "POST")) {
             static const http_header allow = {STR_LIT("Allow"), STR_LIT("POST")};
-            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed",
-                            NULL, "Method %.*s is not allowed on %.*s; use POST.",
-                            (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed", NULL,
+                            "Method %.*s is not allowed on %.*s; use POST.", (int)r->method_name.n,
+                            r->method_name.p, (int)r->path.n, r->path.p);
             return;
         }
     } else if (str_eq_c(suffix, "/models")) {
         if (!str_eq_c(r->method_name, "GET")) {
             static const http_header allow = {STR_LIT("Allow"), STR_LIT("GET")};
-            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed",
-                            NULL, "Method %.*s is not allowed on %.*s; use GET.",
-                            (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed", NULL,
+                            "Method %.*s is not allowed on %.*s; use GET.", (int)r->method_name.n,
+                            r->method_name.p, (int)r->path.n, r->path.p);
             return;
         }
     } else {
@@ -139,7 +141,8 @@ void pl_handle(http_request *r, void *ctx)
     }
 
     switch (auth_check(gw, r, &c->key)) {
-    case AUTH_OK: break;
+    case AUTH_OK:
+        break;
     case AUTH_MISSING:
         pl_fail(c, 401, "authentication_error", "missing_api_key", NULL,
                 "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key: <key>' "

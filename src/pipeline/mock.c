@@ -33,8 +33,8 @@ static void mock_answer(pl_call *c)
     if (c->stream) c->ttft_us = first_byte_us;
     pl_attempt_end(c, true, first_byte_us);
     if (!c->stream) {
-        char *body = mock_completion_json(t, id, text, c->usage.prompt_tokens,
-                                          c->usage.completion_tokens);
+        char *body =
+            mock_completion_json(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens);
         pl_finish(c, 200, &json_ct, 1, body, strlen(body));
         free(body);
         return;

@@ -18,9 +18,9 @@
 
 typedef struct pl_runtime {
     _Atomic long refs;
-    cfg_snapshot *snap;          /* one reference held */
-    const cfg_gateway *gw;       /* the gateway this process serves, inside snap */
-    _Atomic unsigned long *rr;   /* per-route round-robin counters (gw->n_routes) */
+    cfg_snapshot *snap;               /* one reference held */
+    const cfg_gateway *gw;            /* the gateway this process serves, inside snap */
+    _Atomic unsigned long *rr;        /* per-route round-robin counters (gw->n_routes) */
     struct route_target_stats *stats; /* per-target live figures (gw->n_targets) */
 } pl_runtime;
 
@@ -34,9 +34,9 @@ typedef struct pl_worker {
     uv_loop_t *loop;
     upstream_client *up;
     obs_shard *obs;
-    pl_runtime *rt;               /* current configuration; only this worker's loop swaps it */
-    const _Atomic int *draining;  /* process-wide: /readyz answers 503 when set */
-    uint64_t rng;                 /* xorshift state for Weighted picks */
+    pl_runtime *rt;              /* current configuration; only this worker's loop swaps it */
+    const _Atomic int *draining; /* process-wide: /readyz answers 503 when set */
+    uint64_t rng;                /* xorshift state for Weighted picks */
     unsigned id;
 } pl_worker;
 

@@ -50,7 +50,8 @@ static void relay_events(pl_call *c)
         size_t ev_end = (size_t)(sep - d) + seplen;
         const char *ev = d + pos;
         size_t ev_len = ev_end - pos;
-        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) c->done_seen = true;
+        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0)
+            c->done_seen = true;
         else if (c->include_usage || !c->usage.present)
             provider_parse_stream_usage(ev, ev_len, &c->usage);
         pos = end = ev_end;
@@ -89,12 +90,18 @@ static bool retryable(const pl_call *c, upstream_result res, int status)
     if (res == UPSTREAM_TIMEOUT) return on & RETRY_ON_TIMEOUT;
     if (res != UPSTREAM_OK) return false;
     switch (status) {
-    case 429: return on & RETRY_ON_429;
-    case 500: return on & RETRY_ON_500;
-    case 502: return on & RETRY_ON_502;
-    case 503: return on & RETRY_ON_503;
-    case 504: return on & RETRY_ON_504;
-    default: return false;
+    case 429:
+        return on & RETRY_ON_429;
+    case 500:
+        return on & RETRY_ON_500;
+    case 502:
+        return on & RETRY_ON_502;
+    case 503:
+        return on & RETRY_ON_503;
+    case 504:
+        return on & RETRY_ON_504;
+    default:
+        return false;
     }
 }
 
@@ -121,8 +128,8 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
         return;
     }
     if (res != UPSTREAM_OK) {
-        pl_fail(c, 502, "upstream_error", "upstream_error", NULL,
-                "Model target '%s' failed: %s", tn, errmsg);
+        pl_fail(c, 502, "upstream_error", "upstream_error", NULL, "Model target '%s' failed: %s",
+                tn, errmsg);
         return;
     }
     char pmsg[512];
@@ -130,17 +137,19 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
     if (status == 429) {
         http_header h[8];
         size_t n = 0;
-        const char *names[] = {"retry-after", "x-ratelimit-limit-requests",
-                               "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-                               "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+        const char *names[] = {"retry-after",
+                               "x-ratelimit-limit-requests",
+                               "x-ratelimit-remaining-requests",
+                               "x-ratelimit-reset-requests",
+                               "x-ratelimit-limit-tokens",
+                               "x-ratelimit-remaining-tokens",
                                "x-ratelimit-reset-tokens"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             const char *v = upstream_header_get(u, names[i]);
             if (v) h[n++] = (http_header){str_c(names[i]), str_c(v)};
         }
         pl_fail_headers(c, 429, h, n, "rate_limit_error", "rate_limit_exceeded", NULL,
-                        "Model target '%s' is rate limited: %s", tn,
-                        pmsg[0] ? pmsg : "HTTP 429");
+                        "Model target '%s' is rate limited: %s", tn, pmsg[0] ? pmsg : "HTTP 429");
         return;
     }
     if (status >= 400 && status < 500) {
@@ -159,14 +168,14 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
                 pmsg[0] ? pmsg : "no details");
         return;
     }
-    pl_fail(c, 502, "upstream_error", "upstream_error", NULL,
-            "upstream '%s' returned HTTP %d: %s", tn, status, pmsg[0] ? pmsg : "no details");
+    pl_fail(c, 502, "upstream_error", "upstream_error", NULL, "upstream '%s' returned HTTP %d: %s",
+            tn, status, pmsg[0] ? pmsg : "no details");
 }
 
 static void stream_fail(pl_call *c, const char *code, const char *msg)
 {
-    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type",
-                          "upstream_error", "code", code);
+    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", "upstream_error",
+                          "code", code);
     char *s = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     buf ev = BUF_INIT;

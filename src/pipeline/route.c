@@ -83,7 +83,8 @@ static uint64_t xorshift(uint64_t *s)
 static const cfg_target *pick_weighted(const cfg_backend *const *ok, size_t n, uint64_t *rng)
 {
     long total = 0;
-    for (size_t i = 0; i < n; i++) total += ok[i]->weight;
+    for (size_t i = 0; i < n; i++)
+        total += ok[i]->weight;
     if (total <= 0) return NULL;
     long pick = (long)(xorshift(rng) % (uint64_t)total);
     for (size_t i = 0; i < n; i++) {
@@ -116,18 +117,18 @@ static const cfg_target *pick_min(const cfg_backend *const *ok, size_t n, route_
 
 static uint64_t score_in_flight(const cfg_target *t, const route_pick_ctx *ctx)
 {
-    long v = ctx->stats ? atomic_load_explicit(&ctx->stats[t->index].in_flight,
-                                               memory_order_relaxed)
-                        : 0;
+    long v = ctx->stats
+                 ? atomic_load_explicit(&ctx->stats[t->index].in_flight, memory_order_relaxed)
+                 : 0;
     return v > 0 ? (uint64_t)v : 0;
 }
 
 static uint64_t score_latency(const cfg_target *t, const route_pick_ctx *ctx)
 {
     /* an unmeasured target scores 0: it is tried first so that it gets measured */
-    return ctx->stats ? atomic_load_explicit(&ctx->stats[t->index].ewma_ttfb_us,
-                                             memory_order_relaxed)
-                      : 0;
+    return ctx->stats
+               ? atomic_load_explicit(&ctx->stats[t->index].ewma_ttfb_us, memory_order_relaxed)
+               : 0;
 }
 
 static uint64_t score_cost(const cfg_target *t, const route_pick_ctx *ctx)
@@ -182,10 +183,18 @@ const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cf
     }
     const cfg_target *t = NULL;
     switch (rt->strategy) {
-    case STRATEGY_WEIGHTED: t = pick_weighted(ok, n, ctx->rng); break;
-    case STRATEGY_LEAST_CONNECTIONS: t = pick_min(ok, n, ctx, score_in_flight); break;
-    case STRATEGY_LATENCY_BASED: t = pick_min(ok, n, ctx, score_latency); break;
-    case STRATEGY_COST_BASED: t = pick_min(ok, n, ctx, score_cost); break;
+    case STRATEGY_WEIGHTED:
+        t = pick_weighted(ok, n, ctx->rng);
+        break;
+    case STRATEGY_LEAST_CONNECTIONS:
+        t = pick_min(ok, n, ctx, score_in_flight);
+        break;
+    case STRATEGY_LATENCY_BASED:
+        t = pick_min(ok, n, ctx, score_latency);
+        break;
+    case STRATEGY_COST_BASED:
+        t = pick_min(ok, n, ctx, score_cost);
+        break;
     case STRATEGY_ROUND_ROBIN:
     case STRATEGY_HEADER_BASED: /* no or unknown header value: take turns */
         break;

@@ -22,16 +22,17 @@ bool route_key_allows(const cfg_api_key *key, const cfg_target *t);
 
 /* Live per-target figures the strategies read; one per cfg_target (by index), per runtime. */
 typedef struct route_target_stats {
-    _Atomic long in_flight;       /* attempts running now (LeastConnections) */
-    _Atomic uint64_t ewma_ttfb_us; /* smoothed time to first byte; 0 = not measured (LatencyBased) */
+    _Atomic long in_flight; /* attempts running now (LeastConnections) */
+    _Atomic uint64_t
+        ewma_ttfb_us; /* smoothed time to first byte; 0 = not measured (LatencyBased) */
 } route_target_stats;
 
 /* Everything a strategy may consult besides the route itself. */
 typedef struct route_pick_ctx {
-    _Atomic unsigned long *rr;  /* this route's turn counter (RoundRobin and tie-breaks) */
-    uint64_t *rng;              /* the worker's generator (Weighted) */
-    route_target_stats *stats;  /* indexed by cfg_target.index; NULL = no figures */
-    const http_request *r;      /* the request (HeaderBased); may be NULL */
+    _Atomic unsigned long *rr; /* this route's turn counter (RoundRobin and tie-breaks) */
+    uint64_t *rng;             /* the worker's generator (Weighted) */
+    route_target_stats *stats; /* indexed by cfg_target.index; NULL = no figures */
+    const http_request *r;     /* the request (HeaderBased); may be NULL */
 } route_pick_ctx;
 
 /* Resolves model on route: a backend target by name/alias, or a match.models name picked by the

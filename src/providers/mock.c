@@ -24,7 +24,8 @@ static void content_text(json_t *content, buf *out)
     json_array_foreach(content, i, part)
     {
         json_t *text = json_object_get(part, "text");
-        if (json_is_string(text)) buf_append(out, json_string_value(text), json_string_length(text));
+        if (json_is_string(text))
+            buf_append(out, json_string_value(text), json_string_length(text));
     }
 }
 
@@ -93,12 +94,12 @@ static json_t *usage_json(uint64_t p, uint64_t c)
 char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
                            uint64_t prompt_tokens, uint64_t completion_tokens)
 {
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s, s:n}, s:n, s:s}], s:o, s:n}", "id", id,
-        "object", "chat.completion", "created", (json_int_t)time(NULL), "model", t->model_name,
-        "choices", "index", 0, "message", "role", "assistant", "content", text, "refusal",
-        "logprobs", "finish_reason", "stop", "usage", usage_json(prompt_tokens, completion_tokens),
-        "system_fingerprint");
+    json_t *doc =
+        json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s, s:n}, s:n, s:s}], s:o, s:n}", "id",
+                  id, "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
+                  t->model_name, "choices", "index", 0, "message", "role", "assistant", "content",
+                  text, "refusal", "logprobs", "finish_reason", "stop", "usage",
+                  usage_json(prompt_tokens, completion_tokens), "system_fingerprint");
     char *s = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     return s;
@@ -128,7 +129,8 @@ static size_t piece_end(const char *text, size_t len, size_t start, size_t want)
 {
     size_t end = start + want;
     if (end >= len) return len;
-    while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80) end++;
+    while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80)
+        end++;
     return end;
 }
 

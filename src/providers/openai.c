@@ -20,14 +20,22 @@ static bool is_openai_family(cfg_target_type type)
 static const char *type_name(cfg_target_type type)
 {
     switch (type) {
-    case TARGET_OPENAI: return "OpenAI";
-    case TARGET_AZURE_OPENAI: return "AzureOpenAI";
-    case TARGET_ANTHROPIC: return "Anthropic";
-    case TARGET_GEMINI: return "Gemini";
-    case TARGET_HUGGINGFACE: return "HuggingFaceEndpoint";
-    case TARGET_OPENAI_COMPATIBLE: return "OpenAICompatible";
-    case TARGET_CUSTOM_LOCAL: return "CustomLocalModel";
-    case TARGET_MOCK: return "Mock";
+    case TARGET_OPENAI:
+        return "OpenAI";
+    case TARGET_AZURE_OPENAI:
+        return "AzureOpenAI";
+    case TARGET_ANTHROPIC:
+        return "Anthropic";
+    case TARGET_GEMINI:
+        return "Gemini";
+    case TARGET_HUGGINGFACE:
+        return "HuggingFaceEndpoint";
+    case TARGET_OPENAI_COMPATIBLE:
+        return "OpenAICompatible";
+    case TARGET_CUSTOM_LOCAL:
+        return "CustomLocalModel";
+    case TARGET_MOCK:
+        return "Mock";
     }
     return "?";
 }
@@ -44,7 +52,8 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
 {
     memset(out, 0, sizeof *out);
     if (!is_openai_family(t->type)) {
-        snprintf(err, errlen, "model target '%s' has type %s, which this gateway version cannot call yet",
+        snprintf(err, errlen,
+                 "model target '%s' has type %s, which this gateway version cannot call yet",
                  t->name, type_name(t->type));
         return -1;
     }
@@ -104,7 +113,8 @@ void provider_parse_usage(const char *body, size_t len, provider_usage *u)
     if (found) {
         const char *v = found + sizeof key - 1;
         const char *end = body + len;
-        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+            v++;
         if (v < end && *v == ':') {
             v++;
             json_t *obj = json_loadb(v, (size_t)(end - v), JSON_DISABLE_EOF_CHECK, NULL);
@@ -128,7 +138,8 @@ void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u
     const char *json = memmem(data, len, "{", 1);
     if (!json) return;
     size_t n = len - (size_t)(json - data);
-    while (n && (json[n - 1] == '\n' || json[n - 1] == '\r')) n--;
+    while (n && (json[n - 1] == '\n' || json[n - 1] == '\r'))
+        n--;
     provider_parse_usage(json, n, u);
 }
 
@@ -147,6 +158,7 @@ void provider_error_message(const char *body, size_t len, char *out, size_t outl
         if (out[0]) return;
     }
     size_t n = len < outlen - 1 ? len : outlen - 1;
-    for (size_t i = 0; i < n; i++) out[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
+    for (size_t i = 0; i < n; i++)
+        out[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
     out[n] = 0;
 }

@@ -39,8 +39,8 @@ static void frac3_formats_milliseconds(void **state)
     struct {
         unsigned long long v;
         const char *want;
-    } cases[] = {{0, "0.000"}, {5, "0.005"}, {42, "0.042"}, {999, "0.999"},
-                 {1000, "1.000"}, {1234567, "1234.567"}};
+    } cases[] = {{0, "0.000"},   {5, "0.005"},    {42, "0.042"},
+                 {999, "0.999"}, {1000, "1.000"}, {1234567, "1234.567"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf b = BUF_INIT;
         buf_put_frac3(&b, cases[i].v);
@@ -52,7 +52,8 @@ static void frac3_formats_milliseconds(void **state)
 static void append_grow_consume_steal(void **state)
 {
     buf b = BUF_INIT;
-    for (int i = 0; i < 1000; i++) buf_puts(&b, "abc");
+    for (int i = 0; i < 1000; i++)
+        buf_puts(&b, "abc");
     assert_int_equal(b.len, 3000);
     assert_int_equal(b.data[3000], 0);
     buf_consume(&b, 2998);
@@ -88,7 +89,8 @@ static void arena_alignment_and_big_blocks(void **state)
     assert_string_equal(arena_printf(a, "%s-%d", "n", 7), "n-7");
     assert_null(arena_strdup(a, NULL));
     int *z = arena_calloc(a, 10, sizeof(int));
-    for (int i = 0; i < 10; i++) assert_int_equal(z[i], 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(z[i], 0);
     assert_true(arena_used(a) >= 100000);
     arena_free(a);
     arena_free(NULL);

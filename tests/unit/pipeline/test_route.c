@@ -27,20 +27,33 @@ static int setup(void **state)
     be_ab[1] = (cfg_backend){&targets[1], 1};
     be_c[0] = (cfg_backend){&targets[2], 1};
     /* /v1 with filters: only requests with x-team: billing and model "support" */
-    routes[0] = (cfg_route){.name = "support", .path_prefix = "/v1", .path_prefix_len = 3,
-                            .match_models = support_models, .n_match_models = 1,
-                            .match_headers = &billing, .n_match_headers = 1,
-                            .backends = be_ab, .n_backends = 2, .strategy = STRATEGY_WEIGHTED,
+    routes[0] = (cfg_route){.name = "support",
+                            .path_prefix = "/v1",
+                            .path_prefix_len = 3,
+                            .match_models = support_models,
+                            .n_match_models = 1,
+                            .match_headers = &billing,
+                            .n_match_headers = 1,
+                            .backends = be_ab,
+                            .n_backends = 2,
+                            .strategy = STRATEGY_WEIGHTED,
                             .index = 0};
     /* /v1 catch-all */
-    routes[1] = (cfg_route){.name = "default", .path_prefix = "/v1", .path_prefix_len = 3,
-                            .backends = be_ab, .n_backends = 2,
-                            .strategy = STRATEGY_ROUND_ROBIN, .index = 1};
-    routes[2] = (cfg_route){.name = "deep", .path_prefix = "/v1/llm/support",
-                            .path_prefix_len = strlen("/v1/llm/support"), .backends = be_c,
-                            .n_backends = 1, .index = 2};
-    gw = (cfg_gateway){.name = "g", .targets = targets, .n_targets = 3, .routes = routes,
-                       .n_routes = 3};
+    routes[1] = (cfg_route){.name = "default",
+                            .path_prefix = "/v1",
+                            .path_prefix_len = 3,
+                            .backends = be_ab,
+                            .n_backends = 2,
+                            .strategy = STRATEGY_ROUND_ROBIN,
+                            .index = 1};
+    routes[2] = (cfg_route){.name = "deep",
+                            .path_prefix = "/v1/llm/support",
+                            .path_prefix_len = strlen("/v1/llm/support"),
+                            .backends = be_c,
+                            .n_backends = 1,
+                            .index = 2};
+    gw = (cfg_gateway){
+        .name = "g", .targets = targets, .n_targets = 3, .routes = routes, .n_routes = 3};
     return 0;
 }
 
@@ -50,7 +63,8 @@ static void prefix_longest_wins(void **state)
 {
     size_t len;
     str suffix;
-    assert_true(route_prefix_match(&gw, STR_LIT("/v1/llm/support/chat/completions"), &len, &suffix));
+    assert_true(
+        route_prefix_match(&gw, STR_LIT("/v1/llm/support/chat/completions"), &len, &suffix));
     assert_int_equal(len, strlen("/v1/llm/support"));
     assert_true(str_eq_c(suffix, "/chat/completions"));
     assert_true(route_prefix_match(&gw, STR_LIT("/v1/chat/completions"), &len, &suffix));
@@ -153,8 +167,7 @@ static void key_models_restrict(void **state)
     assert_ptr_equal(route_resolve(&routes[1], "b", &key, &ctx, &forbidden), &targets[1]);
     /* virtual model: balancing only over permitted backends */
     for (int i = 0; i < 20; i++)
-        assert_ptr_equal(route_resolve(&routes[0], "support", &key, &ctx, &forbidden),
-                         &targets[1]);
+        assert_ptr_equal(route_resolve(&routes[0], "support", &key, &ctx, &forbidden), &targets[1]);
     /* alias in the key's list permits the target */
     static const char *by_alias[] = {"gpt-4o"};
     cfg_api_key k2 = {.name = "k2", .models = by_alias, .n_models = 1};
@@ -248,7 +261,8 @@ static void latency_based_prefers_fast_and_explores(void **state)
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(route_resolve(&r, "pool", NULL, &ctx, &forbidden), &targets[0]);
     /* the average moves: a turns slow */
-    for (int i = 0; i < 60; i++) route_stats_observe(&stats[0], 5000000);
+    for (int i = 0; i < 60; i++)
+        route_stats_observe(&stats[0], 5000000);
     assert_ptr_equal(route_resolve(&r, "pool", NULL, &ctx, &forbidden), &targets[1]);
 }
 
