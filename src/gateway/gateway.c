@@ -27,6 +27,7 @@ typedef struct worker {
     uv_async_t wake;
     uv_mutex_t lock;
     pl_runtime *pending; /* guarded by lock: the next runtime to swap in */
+    pl_runtime *initial; /* the first runtime, bound when the thread starts */
     bool stop;           /* guarded by lock */
     pl_worker pl;
     http_server *srv;
@@ -72,6 +73,7 @@ static void on_server_drained(void *ctx)
     uv_close((uv_handle_t *)&w->wake, NULL);
     upstream_client_free(w->pl.up);
     w->pl.up = NULL;
+    pl_worker_release(&w->pl); /* store handles close; the loop ends after them */
 }
 
 static void on_wake(uv_async_t *a)
@@ -84,12 +86,10 @@ static void on_wake(uv_async_t *a)
     w->stop = false;
     uv_mutex_unlock(&w->lock);
     if (next) {
-        pl_runtime *old = w->pl.rt;
-        w->pl.rt = next;
+        pl_worker_set_runtime(&w->pl, next);
         http_limits l;
         limits_for(next->gw, &l);
         http_server_set_limits(w->srv, &l);
-        pl_runtime_unref(old);
     }
     if (stop && w->srv) http_server_drain(w->srv, on_server_drained, w);
 }
@@ -99,6 +99,8 @@ static void worker_main(void *arg)
     worker *w = arg;
     uv_loop_init(&w->loop);
     w->pl.loop = &w->loop;
+    pl_worker_set_runtime(&w->pl, w->initial); /* stores open on this loop */
+    w->initial = NULL;
     w->pl.up = upstream_client_new(&w->loop);
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
@@ -110,6 +112,7 @@ static void worker_main(void *arg)
     if (w->start_rc != 0) {
         uv_close((uv_handle_t *)&w->wake, NULL);
         upstream_client_free(w->pl.up);
+        pl_worker_release(&w->pl);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
         return;
@@ -117,8 +120,6 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     http_server_free(w->srv);
     w->srv = NULL;
-    pl_runtime_unref(w->pl.rt);
-    w->pl.rt = NULL;
     uv_mutex_lock(&w->lock);
     pl_runtime_unref(w->pending);
     w->pending = NULL;
@@ -329,7 +330,7 @@ int gateway_run(const gateway_opts *o)
         w->pl.draining = &g.draining;
         w->pl.rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(i + 1) * 0xBF58476D1CE4E5B9ull) ^
                     (uint64_t)time(NULL);
-        w->pl.rt = g.rt;
+        w->initial = g.rt;
         pl_runtime_ref(g.rt);
         w->srv_opts.port = g.port;
         w->srv_opts.tls_cert_pem = gw->listener.tls_cert;

@@ -15,7 +15,7 @@ static void call_free(pl_call *c)
     free(c->up_body);
     buf_free(&c->resp);
     free(c->error);
-    pl_runtime_unref(c->rt);
+    pl_bound_unref(c->bound);
     free(c);
 }
 

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "pipeline/bound.h"
+#include "pipeline/bound.h"
 #include "pipeline/pipeline.h"
 #include "providers/provider.h"
 
@@ -17,7 +19,8 @@ enum { PL_MAX_ATTEMPTS = 16 };
 typedef struct pl_call {
     http_request *r; /* NULL once the response is finished */
     pl_worker *w;
-    pl_runtime *rt; /* reference held */
+    pl_bound *bound; /* reference held: the configuration and stores this call uses */
+    pl_runtime *rt;  /* bound->rt */
     const cfg_route *route;
     size_t prefix_len;      /* of the matched pathPrefix */
     const cfg_api_key *key; /* NULL when authentication is None */

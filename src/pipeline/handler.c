@@ -31,8 +31,9 @@ static pl_call *call_new(http_request *r, pl_worker *w)
     if (!c) abort();
     c->r = r;
     c->w = w;
-    c->rt = w->rt;
-    pl_runtime_ref(c->rt);
+    c->bound = w->bound;
+    pl_bound_ref(c->bound);
+    c->rt = c->bound->rt;
     c->start_ns = r->start_ns ? r->start_ns : clock_mono_ns();
     memcpy(c->request_id, r->request_id, sizeof c->request_id);
     r->udata = c;
@@ -99,7 +100,7 @@ void pl_handle(http_request *r, void *ctx)
             respond_json(r, 200, "{\"status\":\"ready\"}");
         return;
     }
-    const cfg_gateway *gw = w->rt->gw;
+    const cfg_gateway *gw = pl_worker_gateway(w);
     if (str_eq_c(r->path, gw->obs.metrics_path) && str_eq_c(r->method_name, "GET")) {
         serve_metrics(r);
         return;

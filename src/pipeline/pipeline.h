@@ -30,15 +30,26 @@ pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, s
 void pl_runtime_ref(pl_runtime *rt);
 void pl_runtime_unref(pl_runtime *rt);
 
+typedef struct pl_bound pl_bound; /* a runtime as one worker uses it (bound.h) */
+
 typedef struct pl_worker {
     uv_loop_t *loop;
     upstream_client *up;
     obs_shard *obs;
-    pl_runtime *rt;              /* current configuration; only this worker's loop swaps it */
+    pl_bound *bound;             /* current configuration; only this worker's loop swaps it */
     const _Atomic int *draining; /* process-wide: /readyz answers 503 when set */
     uint64_t rng;                /* xorshift state for Weighted picks */
     unsigned id;
 } pl_worker;
+
+/* On w's loop: makes rt the worker's configuration, taking over one reference of rt. The
+ * worker's handles for rt's context stores are opened first; the previous configuration is
+ * released once its last request finished (its store handles are then closed). */
+void pl_worker_set_runtime(pl_worker *w, pl_runtime *rt);
+/* On w's loop, at shutdown: releases the configuration; its store handles close asynchronously,
+ * so the loop must keep running until its handles are gone. */
+void pl_worker_release(pl_worker *w);
+const cfg_gateway *pl_worker_gateway(const pl_worker *w);
 
 /* http_handler_fn for http_server: ctx is the pl_worker. */
 void pl_handle(http_request *r, void *ctx);
