@@ -1,7 +1,9 @@
-/* client.h — asynchronous upstream HTTP client: libcurl multi driven by the worker's libuv loop
- * (the multi-uv pattern). One upstream_client per loop; it pools keep-alive connections, uses
- * HTTP/2 when a TLS upstream offers it, honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY, verifies
- * TLS, and reuses easy handles.
+/* client.h — asynchronous upstream HTTP client on the worker's libuv loop. One upstream_client per
+ * loop; it pools keep-alive connections. Two transports sit behind this one API (backend.h):
+ * plain http:// URLs that no proxy applies to go to a native HTTP/1.1 keep-alive client (h1.c,
+ * the in-cluster hot path); everything else goes to libcurl multi (curl.c), which uses HTTP/2
+ * when a TLS upstream offers it, honours proxies, verifies TLS and reuses easy handles.
+ * docs/decisions/0002-upstream-client.md explains the split.
  *
  * A request's callbacks run on the loop. Exactly one of: on_done is called once, or the caller
  * cancelled with upstream_cancel() (then no callback runs after that call returns). No callback
@@ -11,7 +13,9 @@
  * Proxies: libcurl reads https_proxy / HTTPS_PROXY, http_proxy (lower case only: curl ignores
  * upper-case HTTP_PROXY because of "httpoxy"), ALL_PROXY and NO_PROXY / no_proxy from the
  * environment at connect time; this client never sets CURLOPT_PROXY or CURLOPT_NOPROXY, so the
- * environment always decides. Redirects are not followed. Only http:// and https:// URLs. */
+ * environment always decides. An http:// request a proxy would apply to (judged per request,
+ * the way libcurl judges it) therefore takes the libcurl path. Redirects are not followed. Only
+ * http:// and https:// URLs. */
 #ifndef CTXGATE_UPSTREAM_CLIENT_H
 #define CTXGATE_UPSTREAM_CLIENT_H
 
@@ -65,7 +69,7 @@ void upstream_client_free(upstream_client *c);
 /* Starts a request. NULL only when o->url is NULL, the client is being freed or memory ran out
  * (then no callback runs); every other failure, including invalid headers, comes via on_done. */
 upstream_req *upstream_send(upstream_client *c, const upstream_opts *o);
-/* Stop delivering body pieces (the next piece stays with libcurl) until upstream_resume(). */
+/* Stop delivering body pieces (the next piece stays with the transport) until upstream_resume(). */
 void upstream_pause(upstream_req *u);
 /* Continue delivery; takes effect on a later loop iteration, never from inside this call. */
 void upstream_resume(upstream_req *u);

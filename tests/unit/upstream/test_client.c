@@ -8,8 +8,23 @@
  *   /delay?ms=        sleeps, then "late"
  *   /close            promises 1000 bytes, sends 10, closes
  *   /big?n=           n bytes of a position-dependent pattern
+ *   /chunked          chunked "hello world" with chunk extensions and a trailer
+ *   /chunkbig?n=      the /big pattern, chunked (1000-byte chunks with an extension)
+ *   /eofbody          HTTP/1.1 body delimited by the server closing the connection
+ *   /connclose        "Connection: close" response; the server then keeps the connection open
+ *   /http10           HTTP/1.0 response with Content-Length; the server keeps the connection open
+ *   /http10eof        HTTP/1.0 close-delimited body
+ *   /once             like /fixed on a connection's first request; on a later one the server
+ *                     reads the request and closes without answering
+ *   /noanswer         reads the request, closes without answering
+ *   /early-hints       100 Continue and 103 Early Hints before the 200, in one write
+ *   /hugeheaders?kb=  a 200 whose header block is about kb KiB
  *   anything else     404
- * and counts accepted connections. Every server is started and stopped by its test. */
+ * and counts accepted connections. Every server is started and stopped by its test.
+ *
+ * The suite runs twice: group "native" (plain http:// goes to the native HTTP/1.1 client) and
+ * group "curl" (CTXGATE_UPSTREAM_FORCE_CURL=1: everything through libcurl). Tests of the native
+ * client's own rules run in the native group only. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +32,7 @@
 #include <cmocka.h>
 
 #include "core/buf.h"
+#include "upstream/backend.h"
 #include "upstream/client.h"
 
 #include <arpa/inet.h>
@@ -60,6 +76,7 @@ typedef struct tconn {
     tsrv *s;
     int fd;
     SSL *ssl;
+    int n_req; /* requests read on this connection, this one included */
 } tconn;
 
 static bool tsrv_sleep(tsrv *s, int ms)
@@ -209,7 +226,71 @@ static bool tsrv_respond(tconn *t, const char *head, size_t head_len, const char
         }
         return true;
     }
+    if (starts_with(path, "/chunked")) {
+        return tc_printf(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5;ext=1\r\nhello\r\n6;a=b;c=\"d\"\r\n world\r\n"
+                            "0\r\nX-Trailer: t\r\n\r\n");
+    }
+    if (starts_with(path, "/chunkbig")) {
+        size_t n = (size_t)query_int(target, "n", 65536);
+        if (!tc_printf(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")) return false;
+        unsigned char chunk[1000];
+        for (size_t off = 0; off < n;) {
+            size_t k = n - off < sizeof chunk ? n - off : sizeof chunk;
+            for (size_t i = 0; i < k; i++)
+                chunk[i] = big_byte(off + i);
+            if (!tc_printf(t, "%zx;part=%zu\r\n", k, off) || !tc_write(t, chunk, k) ||
+                !tc_write(t, "\r\n", 2))
+                return false;
+            off += k;
+        }
+        return tc_printf(t, "0\r\n\r\n");
+    }
+    if (starts_with(path, "/eofbody")) {
+        tc_printf(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close\n");
+        return false;
+    }
+    if (starts_with(path, "/connclose")) {
+        return tc_printf(t, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+    }
+    if (starts_with(path, "/http10eof")) {
+        tc_printf(t, "HTTP/1.0 200 OK\r\n\r\nold style");
+        return false;
+    }
+    if (starts_with(path, "/http10")) {
+        return tc_printf(t, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    }
+    if (starts_with(path, "/once")) {
+        if (t->n_req > 1) return false;
+        return tc_printf(t, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce");
+    }
+    if (starts_with(path, "/noanswer")) return false;
+    if (starts_with(path, "/early-hints")) {
+        return tc_printf(t, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                            "Link: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
+                            "X-Final: yes\r\nContent-Length: 5\r\n\r\nfinal");
+    }
+    if (starts_with(path, "/hugeheaders")) {
+        long kb = query_int(target, "kb", 70);
+        buf h = BUF_INIT;
+        buf_puts(&h, "HTTP/1.1 200 OK\r\n");
+        for (long i = 0; (long)h.len < kb * 1024 - 40; i++)
+            buf_printf(&h, "X-Pad-%04ld: %0100d\r\n", i, 0);
+        buf_puts(&h, "X-Last: end\r\nContent-Length: 2\r\n\r\nok");
+        bool ok = tc_write(t, h.data, h.len);
+        buf_free(&h);
+        return ok;
+    }
     return tc_printf(t, "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope");
+}
+
+/* Server-side close of every connection (the client sees EOF on its pooled ones). */
+static void tsrv_drop_conns(tsrv *s)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_conns; i++)
+        shutdown(s->conn_fds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void *tsrv_conn_main(void *arg)
@@ -240,6 +321,7 @@ static void *tsrv_conn_main(void *arg)
         b[head_len] = 0; /* lets the router use string functions on the head */
         char *head = strndup(b, head_len);
         b[head_len] = saved;
+        t->n_req++;
         bool keep = tsrv_respond(t, head, head_len, b + head_len, body_len);
         free(head);
         if (!keep) break;
@@ -398,7 +480,8 @@ typedef struct treq {
     upstream_result res;
     int status;
     char msg[512];
-    char x_test[32], x_test_upper[32], x_dup[32], x_interim[32], x_final[32];
+    char x_test[32], x_test_upper[32], x_dup[32], x_interim[32], x_final[32], x_trailer[32];
+    char x_last[32], link[64];
     bool missing_is_null;
     unsigned long ttfb;
     /* behaviour knobs */
@@ -496,6 +579,9 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     copy_hdr(r->x_dup, sizeof r->x_dup, u, "X-Dup");
     copy_hdr(r->x_interim, sizeof r->x_interim, u, "x-interim");
     copy_hdr(r->x_final, sizeof r->x_final, u, "x-final");
+    copy_hdr(r->x_trailer, sizeof r->x_trailer, u, "x-trailer");
+    copy_hdr(r->x_last, sizeof r->x_last, u, "x-last");
+    copy_hdr(r->link, sizeof r->link, u, "link");
     r->missing_is_null = upstream_header_get(u, "x-not-there") == NULL;
     r->ttfb = upstream_ttfb_us(u);
     upstream_cancel(u); /* inside on_done: a no-op */
@@ -547,6 +633,39 @@ static void run_until(const int *v, int target)
     }
 }
 
+static upstream_client_stats stats_now(void)
+{
+    upstream_client_stats st;
+    upstream_client_get_stats(client, &st);
+    return st;
+}
+
+/* Which transport the current group expects plain http:// requests on. */
+static bool native_group;
+
+static void assert_transport(size_t n_plain_http)
+{
+    upstream_client_stats st = stats_now();
+    assert_int_equal(st.force_curl, !native_group);
+    assert_int_equal(st.sent_native, native_group ? n_plain_http : 0);
+    assert_int_equal(st.sent_curl, native_group ? 0 : n_plain_http);
+}
+
+static void noop_timer(uv_timer_t *t) {}
+
+/* Like run_until, for conditions that only connections the loop does not count (idle pooled
+ * ones) can change: a referenced timer keeps the loop polling meanwhile. */
+static void run_until_idle_conns(size_t n)
+{
+    uv_timer_t keep;
+    uv_timer_init(&loop, &keep);
+    uv_timer_start(&keep, noop_timer, 5, 5);
+    while (stats_now().h1.idle != n)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&keep, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 static int setup(void **state)
 {
     assert_int_equal(uv_loop_init(&loop), 0);
@@ -588,6 +707,7 @@ static void test_get_roundtrip(void **state)
     assert_true(r.missing_is_null);
     assert_true(r.ttfb > 0);
     assert_int_equal(upstream_client_in_flight(client), 0);
+    assert_transport(1);
     treq_free(&r);
     tsrv_stop(s);
 }
@@ -1068,6 +1188,8 @@ static void test_proxy_from_environment(void **state)
     assert_int_equal(r.res, UPSTREAM_OK);
     assert_non_null(r.body.data);
     assert_true(starts_with(r.body.data, "GET http://upstream.invalid/echo HTTP/1.1\r\n"));
+    assert_int_equal(stats_now().sent_curl, 1); /* a proxy applies: libcurl in both groups */
+    assert_int_equal(stats_now().sent_native, 0);
     treq_free(&r);
     tsrv_stop(s);
 }
@@ -1098,10 +1220,370 @@ static void test_tls_verification(void **state)
     tsrv_stop(s);
 }
 
+/* ------------------------------------------------------------------ native client only */
+
+static void run_one(treq *r, const tsrv *s, const char *path)
+{
+    char url[160];
+    url_of(url, sizeof url, s, path);
+    send_req(r, url);
+    run_until(&r->done, 1);
+}
+
+static void test_native_chunked_extensions_trailers(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0};
+    run_one(&a, s, "/chunked");
+    assert_int_equal(a.res, UPSTREAM_OK);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(a.body.len, 11);
+    assert_memory_equal(a.body.data, "hello world", 11); /* de-chunked, extensions dropped */
+    assert_string_equal(a.x_trailer, "t");
+    run_one(&b, s, "/chunked"); /* trailer fully consumed: the connection is reusable */
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_int_equal(b.body.len, 11);
+    assert_int_equal(atomic_load(&s->accepted), 1);
+    treq_free(&a);
+    treq_free(&b);
+    tsrv_stop(s);
+}
+
+static void test_native_close_delimited(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0};
+    run_one(&a, s, "/eofbody");
+    assert_int_equal(a.res, UPSTREAM_OK);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(a.body.len, 16);
+    assert_memory_equal(a.body.data, "until the close\n", 16);
+    run_one(&b, s, "/http10eof");
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_int_equal(b.body.len, 9);
+    assert_memory_equal(b.body.data, "old style", 9);
+    assert_int_equal(atomic_load(&s->accepted), 2);
+    treq_free(&a);
+    treq_free(&b);
+    tsrv_stop(s);
+}
+
+/* The server keeps these connections open, so only the client's rules prevent a reuse. */
+static void test_native_no_reuse_after_close_or_http10(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0}, c = {0}, d = {0};
+    run_one(&a, s, "/connclose");
+    run_one(&b, s, "/connclose");
+    assert_int_equal(a.res, UPSTREAM_OK);
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_memory_equal(b.body.data, "ok", 2);
+    assert_int_equal(atomic_load(&s->accepted), 2);
+    run_one(&c, s, "/http10");
+    run_one(&d, s, "/http10");
+    assert_int_equal(c.res, UPSTREAM_OK);
+    assert_int_equal(c.status, 200);
+    assert_int_equal(d.res, UPSTREAM_OK);
+    assert_memory_equal(d.body.data, "ok", 2);
+    assert_int_equal(atomic_load(&s->accepted), 4);
+    assert_int_equal(stats_now().h1.retries, 0);
+    treq_free(&a);
+    treq_free(&b);
+    treq_free(&c);
+    treq_free(&d);
+    tsrv_stop(s);
+}
+
+static void test_native_keepalive_100_sequential(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    for (int i = 0; i < 100; i++) {
+        treq r = {0};
+        run_one(&r, s, "/fixed");
+        assert_int_equal(r.res, UPSTREAM_OK);
+        assert_int_equal(r.body.len, 11);
+        treq_free(&r);
+    }
+    assert_int_equal(atomic_load(&s->accepted), 1);
+    assert_int_equal(stats_now().h1.connects, 1);
+    assert_int_equal(stats_now().h1.idle, 1);
+    tsrv_stop(s);
+}
+
+/* The server closes the pooled connection and the client sees it while idle. */
+static void test_native_idle_closed_by_server(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0};
+    run_one(&a, s, "/fixed");
+    assert_int_equal(stats_now().h1.idle, 1);
+    tsrv_drop_conns(s);
+    run_until_idle_conns(0); /* EOF while idle: dropped from the pool */
+    run_one(&b, s, "/fixed");
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_int_equal(b.body.len, 11);
+    assert_int_equal(atomic_load(&s->accepted), 2);
+    assert_int_equal(stats_now().h1.retries, 0);
+    treq_free(&a);
+    treq_free(&b);
+    tsrv_stop(s);
+}
+
+/* The server closes the pooled connection and the request is written before the client saw
+ * the EOF: the retry-once rule sends it again on a fresh connection. */
+static void test_native_idle_close_race_retried(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0};
+    run_one(&a, s, "/fixed");
+    tsrv_drop_conns(s);
+    run_one(&b, s, "/fixed"); /* no loop iteration in between: written on the dead connection */
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_int_equal(b.body.len, 11);
+    assert_int_equal(atomic_load(&s->accepted), 2);
+    assert_int_equal(stats_now().h1.retries, 1);
+    treq_free(&a);
+    treq_free(&b);
+    tsrv_stop(s);
+}
+
+static void test_native_retry_once_rule(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq a = {0}, b = {0}, fresh = {0};
+    run_one(&a, s, "/once");
+    assert_int_equal(a.res, UPSTREAM_OK);
+    /* Reused connection: the server reads the request and closes without a byte → retried. */
+    run_one(&b, s, "/once");
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_int_equal(b.body.len, 4);
+    assert_memory_equal(b.body.data, "once", 4);
+    assert_int_equal(atomic_load(&s->accepted), 2);
+    assert_int_equal(stats_now().h1.retries, 1);
+    /* Fresh connection: the same failure is an error, never retried. */
+    tsrv_drop_conns(s);
+    run_until_idle_conns(0);
+    run_one(&fresh, s, "/noanswer");
+    assert_int_equal(fresh.res, UPSTREAM_ERROR);
+    assert_int_equal(fresh.status, 0);
+    assert_non_null(strstr(fresh.msg, "before a response arrived"));
+    assert_int_equal(atomic_load(&s->accepted), 3);
+    assert_int_equal(stats_now().h1.retries, 1);
+    treq_free(&a);
+    treq_free(&b);
+    treq_free(&fresh);
+    tsrv_stop(s);
+}
+
+static void test_native_informational_responses(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq r = {0}, again = {0};
+    run_one(&r, s, "/early-hints");
+    assert_int_equal(r.res, UPSTREAM_OK);
+    assert_int_equal(r.n_headers, 1);
+    assert_int_equal(r.headers_status, 200);
+    assert_string_equal(r.link, "(null)"); /* the 103's header is not the response's */
+    assert_string_equal(r.x_final, "yes");
+    assert_int_equal(r.body.len, 5);
+    assert_memory_equal(r.body.data, "final", 5);
+    run_one(&again, s, "/interim");
+    assert_int_equal(again.res, UPSTREAM_OK);
+    assert_int_equal(again.body.len, 2);
+    assert_int_equal(atomic_load(&s->accepted), 1);
+    treq_free(&r);
+    treq_free(&again);
+    tsrv_stop(s);
+}
+
+static void test_native_header_limit(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    treq under = {0}, over = {0};
+    run_one(&under, s, "/hugeheaders?kb=60");
+    assert_int_equal(under.res, UPSTREAM_OK);
+    assert_string_equal(under.x_last, "end");
+    run_one(&over, s, "/hugeheaders?kb=70");
+    assert_int_equal(over.res, UPSTREAM_ERROR);
+    assert_int_equal(over.n_headers, 0);
+    assert_non_null(strstr(over.msg, "64 KiB"));
+    treq_free(&under);
+    treq_free(&over);
+    tsrv_stop(s);
+}
+
+static void test_native_pause_chunked(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    const size_t n = 300000;
+    char url[128];
+    url_of(url, sizeof url, s, "/chunkbig?n=300000");
+    treq timer_r = {0}, inline_r = {0}, early = {0};
+    timer_r.pause_mode = 1;
+    inline_r.pause_mode = 2;
+    early.pause_in_headers = true;
+    int done = 0;
+    timer_r.counter = inline_r.counter = early.counter = &done;
+    send_req(&timer_r, url);
+    send_req(&inline_r, url);
+    send_req(&early, url);
+    run_until(&done, 3);
+    check_big_body(&timer_r, n);
+    check_big_body(&inline_r, n);
+    check_big_body(&early, n);
+    assert_true(timer_r.n_refused > 1);
+    assert_true(inline_r.n_refused > 1);
+    assert_int_equal(early.data_at_resume, 0);
+    /* Every connection went back to the pool: the de-chunking ended exactly. */
+    assert_int_equal(stats_now().h1.idle, 3);
+    treq_free(&timer_r);
+    treq_free(&inline_r);
+    treq_free(&early);
+    tsrv_stop(s);
+}
+
+static void test_native_cancel_while_connecting(void **state)
+{
+    int port;
+    int lfd = listen_loopback(&port);
+    assert_int_equal(listen(lfd, 0), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fillers[4];
+    for (int i = 0; i < 4; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fillers[i], (struct sockaddr *)&a, sizeof a);
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/x", port);
+    treq r = {0};
+    send_req(&r, url);
+    uv_run(&loop, UV_RUN_NOWAIT); /* the connect is under way */
+    assert_int_equal(stats_now().h1.connects, 1);
+    upstream_cancel(r.u);
+    assert_int_equal(upstream_client_in_flight(client), 0);
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns once the socket is closed */
+    assert_int_equal(r.n_headers + r.n_data + r.done, 0);
+    for (int i = 0; i < 4; i++)
+        close(fillers[i]);
+    close(lfd);
+    treq_free(&r);
+}
+
+static void test_native_cancel_while_resolving(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    char url[128];
+    snprintf(url, sizeof url, "http://localhost:%d/fixed", s->port);
+    treq r = {0};
+    send_req(&r, url);
+    assert_int_equal(stats_now().h1.resolves, 1);
+    assert_int_equal(stats_now().h1.connects, 0);
+    upstream_cancel(r.u);
+    uv_run(&loop, UV_RUN_DEFAULT); /* the lookup finishes with nobody waiting */
+    assert_int_equal(r.n_headers + r.n_data + r.done, 0);
+    assert_int_equal(atomic_load(&s->accepted), 0);
+    /* The name resolves normally (and from the cache now). */
+    treq ok = {0};
+    send_req(&ok, url);
+    run_until(&ok.done, 1);
+    assert_int_equal(ok.res, UPSTREAM_OK);
+    assert_int_equal(ok.body.len, 11);
+    assert_int_equal(stats_now().h1.resolves, 1);
+    treq_free(&r);
+    treq_free(&ok);
+    tsrv_stop(s);
+}
+
+/* http_proxy / ALL_PROXY / NO_PROXY decide the transport as libcurl decides the proxy. */
+static void test_native_proxy_env_picks_transport(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    char proxy[64], url[128];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", s->port);
+    url_of(url, sizeof url, s, "/echo");
+    unsetenv("http_proxy");
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    unsetenv("all_proxy");
+    setenv("HTTP_PROXY", proxy, 1); /* upper case: ignored by libcurl ("httpoxy") */
+    treq a = {0};
+    run_one(&a, s, "/echo");
+    unsetenv("HTTP_PROXY");
+    assert_int_equal(a.res, UPSTREAM_OK);
+    assert_true(starts_with(a.body.data, "GET /echo HTTP/1.1\r\n"));
+    assert_int_equal(stats_now().sent_native, 1);
+
+    setenv("ALL_PROXY", proxy, 1);
+    treq b = {0};
+    send_req(&b, "http://upstream.invalid/echo");
+    run_until(&b.done, 1);
+    assert_int_equal(b.res, UPSTREAM_OK);
+    assert_true(starts_with(b.body.data, "GET http://upstream.invalid/echo HTTP/1.1\r\n"));
+    assert_int_equal(stats_now().sent_curl, 1);
+
+    setenv("NO_PROXY", "localhost, 127.0.0.0/8", 1); /* exempt: native again */
+    treq c = {0};
+    run_one(&c, s, "/echo");
+    unsetenv("ALL_PROXY");
+    unsetenv("NO_PROXY");
+    assert_int_equal(c.res, UPSTREAM_OK);
+    assert_true(starts_with(c.body.data, "GET /echo HTTP/1.1\r\n"));
+    assert_int_equal(stats_now().sent_native, 2);
+    assert_int_equal(stats_now().sent_curl, 1);
+    treq_free(&a);
+    treq_free(&b);
+    treq_free(&c);
+    tsrv_stop(s);
+}
+
+static void test_native_head(void **state)
+{
+    tsrv *s = tsrv_start(NULL);
+    char url[128];
+    url_of(url, sizeof url, s, "/chunked");
+    treq r = {0};
+    upstream_opts o = base_opts(&r, url);
+    o.method = "HEAD";
+    r.u = upstream_send(client, &o);
+    run_until(&r.done, 1);
+    assert_int_equal(r.res, UPSTREAM_OK);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.n_headers, 1);
+    assert_int_equal(r.n_data, 0); /* a HEAD response has no body, whatever its headers say */
+    treq_free(&r);
+    tsrv_stop(s);
+}
+
+static bool np(const char *host, const char *list)
+{
+    return upstream_noproxy_match(host, strlen(host), list);
+}
+
+static void test_noproxy_matching(void **state)
+{
+    assert_true(np("anything.example", "*"));
+    assert_true(np("example.com", "example.com"));
+    assert_true(np("api.example.com", "example.com"));
+    assert_true(np("api.example.com", ".example.com"));
+    assert_true(np("API.Example.com.", "example.com"));
+    assert_false(np("notexample.com", "example.com"));
+    assert_false(np("example.com", "api.example.com"));
+    assert_true(np("svc", "other, svc"));
+    assert_true(np("svc", "other\tsvc")); /* blanks separate too */
+    assert_true(np("10.1.2.3", "10.0.0.0/8"));
+    assert_false(np("11.1.2.3", "10.0.0.0/8"));
+    assert_true(np("127.0.0.1", "127.0.0.1"));
+    assert_false(np("127.0.0.1", "127.0.0.2"));
+    assert_true(np("::1", "::1"));
+    assert_false(np("::1", "::2"));
+    assert_false(np("example.com", ""));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest both[] = {
         cmocka_unit_test_setup_teardown(test_get_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_echo_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_body_and_methods, setup, teardown),
@@ -1123,5 +1605,31 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_proxy_from_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_verification, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest native_only[] = {
+        cmocka_unit_test_setup_teardown(test_native_chunked_extensions_trailers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_close_delimited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_no_reuse_after_close_or_http10, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_native_keepalive_100_sequential, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_idle_closed_by_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_idle_close_race_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_retry_once_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_informational_responses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_header_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_pause_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_cancel_while_connecting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_cancel_while_resolving, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_proxy_env_picks_transport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_head, setup, teardown),
+        cmocka_unit_test(test_noproxy_matching),
+    };
+    int failed = 0;
+    unsetenv("CTXGATE_UPSTREAM_FORCE_CURL");
+    native_group = true;
+    failed += cmocka_run_group_tests_name("native", both, NULL, NULL);
+    failed += cmocka_run_group_tests_name("native-only", native_only, NULL, NULL);
+    setenv("CTXGATE_UPSTREAM_FORCE_CURL", "1", 1);
+    native_group = false;
+    failed += cmocka_run_group_tests_name("curl", both, NULL, NULL);
+    return failed;
 }
