@@ -11,6 +11,7 @@
 
 static void call_free(pl_call *c)
 {
+    pl_context_free(c);
     json_decref(c->body);
     free(c->up_body);
     buf_free(&c->resp);

@@ -46,6 +46,21 @@ typedef struct pl_call {
     provider_usage usage;
     uint64_t up_start_ns, upstream_us, ttft_us;
 
+    /* context stage (context.c); active when ctx_store != NULL */
+    const cfg_mcp *mcp;    /* the route's ModelContextProtocol */
+    ctx_store *ctx_store;  /* this worker's handle on it */
+    char *conv_id;         /* X-Conversation-Id (malloc'd) */
+    uint64_t conv_version; /* version read; 0 = a new conversation */
+    json_t *conv_history;  /* stored messages as read (for Summarize) */
+    char *conv_summary;    /* stored summary as read */
+    json_t *conv_new;      /* the request's own non-system messages, appended on success */
+    json_t *answer;        /* the assistant's message, assembled from the answer */
+    int context_turns;     /* stored messages sent upstream with this request */
+    bool body_modified;    /* the body differs from the client's bytes: never pass through */
+    bool ctx_pending;      /* a store request is in flight (creq) */
+    ctx_req creq;
+    void (*commit_then)(struct pl_call *c, int result);
+
     int status;  /* what the client got */
     char *error; /* message sent to the client on failure (malloc'd) */
     char request_id[40];
@@ -71,8 +86,46 @@ void pl_start_attempt(pl_call *c); /* runs attempts[attempt] */
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us);
 /* proxy.c */
 void pl_proxy_start(pl_call *c);
+/* Ends a started stream with an error event (no [DONE]) and finishes the call. */
+void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg);
 /* mock.c */
 void pl_mock_start(pl_call *c);
+/* context.c */
+bool pl_context_begin(pl_call *c); /* true: the stage took over and starts the attempt later */
+bool pl_context_active(const pl_call *c);
+/* Response headers X-Conversation-Id / X-Context-Turns into h (room for 2); how many. */
+size_t pl_context_headers(pl_call *c, http_header *h);
+/* Stream: fold one SSE event's delta into the assembled answer. */
+void pl_context_stream_event(pl_call *c, const char *event, size_t len);
+/* Non-stream: take the assistant message from a complete chat.completion body. */
+void pl_context_whole_answer(pl_call *c, const char *body, size_t len);
+/* Appends the turns; then(c, ok) runs after the store answered (ok false: c already failed
+ * with the right error and is finished when !c->stream; for streams the caller ends it). */
+void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result));
+/* Called from call_free: releases what the stage holds. */
+void pl_context_free(pl_call *c);
+
+/* context.c */
+bool pl_context_begin(pl_call *c); /* true: the stage took over and starts the attempt later */
+/* Response headers X-Conversation-Id / X-Context-Turns into h (room for 2); how many. */
+size_t pl_context_headers(pl_call *c, http_header *h);
+/* Stream: fold one SSE event's delta into the assembled answer. */
+void pl_context_stream_event(pl_call *c, const char *event, size_t len);
+/* Non-stream: take the assistant message from a complete chat.completion body. */
+void pl_context_whole_answer(pl_call *c, const char *body, size_t len);
+/* Appends the turns, then calls then(c, result) (CTX_OK or a CTX_E* code). Nothing to append
+ * (ReadOnlyMany, no answer): then runs at once with CTX_OK. */
+void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result));
+/* Non-streamed answers: finish with c->resp and the context headers once committed (then for
+ * pl_context_commit). */
+void pl_context_finish_whole(pl_call *c, int result);
+/* Streamed answers: write `data: [DONE]` (or an error event) and end (then for commit). */
+void pl_context_finish_stream(pl_call *c, int result);
+/* Fails c with the error matching a store result (non-streamed calls). */
+void pl_context_fail(pl_call *c, int result, const char *msg);
+/* Called when the call is freed: releases what the stage holds. */
+void pl_context_free(pl_call *c);
+
 /* both: schedule fn on the call's timer */
 void pl_call_timer(pl_call *c, uint64_t ms, void (*fn)(uv_timer_t *));
 

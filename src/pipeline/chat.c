@@ -149,5 +149,6 @@ void pl_chat(pl_call *c)
         return;
     }
     plan_attempts(c, t);
+    if (pl_context_begin(c)) return; /* history first; the stage starts the attempt */
     pl_start_attempt(c);
 }

@@ -74,6 +74,7 @@ static void on_abort(http_request *r)
 {
     pl_call *c = r->udata;
     c->aborted = true;
+    if (c->ctx_pending) return; /* a store request cannot be cancelled: its callback finishes */
     if (c->up) {
         upstream_cancel(c->up);
         c->up = NULL;

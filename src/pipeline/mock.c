@@ -16,6 +16,8 @@ static const http_header sse_hdrs[] = {
 static void emit_event(void *ctx, const char *event, size_t len)
 {
     pl_call *c = ctx;
+    /* with a context, [DONE] is written once the turns are committed */
+    if (c->ctx_store && len >= 12 && memcmp(event, "data: [DONE]", 12) == 0) return;
     http_stream_write(c->r, event, len);
 }
 
@@ -32,17 +34,31 @@ static void mock_answer(pl_call *c)
     uint64_t first_byte_us = (clock_mono_ns() - c->start_ns) / 1000u;
     if (c->stream) c->ttft_us = first_byte_us;
     pl_attempt_end(c, true, first_byte_us);
+    if (c->ctx_store) c->answer = json_pack("{s:s, s:s}", "role", "assistant", "content", text);
     if (!c->stream) {
         char *body =
             mock_completion_json(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens);
+        if (c->ctx_store) {
+            buf_reset(&c->resp);
+            buf_puts(&c->resp, body);
+            free(body);
+            pl_context_commit(c, pl_context_finish_whole);
+            return;
+        }
         pl_finish(c, 200, &json_ct, 1, body, strlen(body));
         free(body);
         return;
     }
     c->stream_started = true;
-    http_stream_begin(c->r, 200, sse_hdrs, 2);
+    http_header h[4] = {sse_hdrs[0], sse_hdrs[1]};
+    size_t n = 2 + pl_context_headers(c, h + 2);
+    http_stream_begin(c->r, 200, h, n);
     mock_stream_events(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens,
                        c->include_usage, emit_event, c);
+    if (c->ctx_store) {
+        pl_context_commit(c, pl_context_finish_stream);
+        return;
+    }
     c->status = 200;
     pl_finish_stream(c);
 }

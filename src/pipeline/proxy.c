@@ -29,7 +29,9 @@ static void stream_begin(pl_call *c)
     if (c->stream_started) return;
     c->stream_started = true;
     c->r->on_drain = on_client_drain;
-    http_stream_begin(c->r, 200, sse_hdrs, 2);
+    http_header h[4] = {sse_hdrs[0], sse_hdrs[1]};
+    size_t n = 2 + pl_context_headers(c, h + 2);
+    http_stream_begin(c->r, 200, h, n);
 }
 
 /* Forwards every complete SSE event in c->resp; keeps a trailing partial event. */
@@ -50,11 +52,25 @@ static void relay_events(pl_call *c)
         size_t ev_end = (size_t)(sep - d) + seplen;
         const char *ev = d + pos;
         size_t ev_len = ev_end - pos;
-        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0)
+        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) {
             c->done_seen = true;
-        else if (c->include_usage || !c->usage.present)
-            provider_parse_stream_usage(ev, ev_len, &c->usage);
+            /* with a context the end is written once the turns are committed: forward what
+             * precedes [DONE], drop [DONE] and anything after it */
+            if (c->ctx_store) break;
+        } else {
+            if (c->include_usage || !c->usage.present)
+                provider_parse_stream_usage(ev, ev_len, &c->usage);
+            if (c->ctx_store) pl_context_stream_event(c, ev, ev_len);
+        }
         pos = end = ev_end;
+    }
+    if (c->done_seen && c->ctx_store) {
+        if (end) {
+            stream_begin(c);
+            if (!http_stream_write(c->r, d, end)) c->client_blocked = true;
+        }
+        buf_reset(&c->resp);
+        return;
     }
     if (end == 0) return;
     stream_begin(c);
@@ -172,9 +188,9 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
             tn, status, pmsg[0] ? pmsg : "no details");
 }
 
-static void stream_fail(pl_call *c, const char *code, const char *msg)
+void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg)
 {
-    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", "upstream_error",
+    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", type,
                           "code", code);
     char *s = json_dumps(e, JSON_COMPACT);
     json_decref(e);
@@ -202,6 +218,11 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
 
     if (ok && !c->stream) {
         provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
+        if (c->ctx_store) {
+            pl_context_whole_answer(c, c->resp.data ? c->resp.data : "", c->resp.len);
+            pl_context_commit(c, pl_context_finish_whole);
+            return;
+        }
         pl_finish(c, 200, &json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
         return;
     }
@@ -209,8 +230,13 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
         stream_begin(c);
         if (c->resp.len) { /* a last event without its blank line */
             provider_parse_stream_usage(c->resp.data, c->resp.len, &c->usage);
+            if (c->ctx_store) pl_context_stream_event(c, c->resp.data, c->resp.len);
             http_stream_write(c->r, c->resp.data, c->resp.len);
             http_stream_write(c->r, "\n\n", 2);
+        }
+        if (c->ctx_store) {
+            pl_context_commit(c, pl_context_finish_stream);
+            return;
         }
         c->status = 200;
         pl_finish_stream(c);
@@ -226,7 +252,8 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
         char msg[512];
         snprintf(msg, sizeof msg, "model target '%s' failed mid-stream: %s", c->target->name,
                  res == UPSTREAM_OK ? "bad status" : errmsg);
-        stream_fail(c, res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
+        pl_stream_fail(c, "upstream_error",
+                       res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
         return;
     }
     if (c->attempt + 1 < c->n_attempts && retryable(c, res, status)) {
@@ -249,7 +276,7 @@ void pl_proxy_start(pl_call *c)
     provider_request pr;
     /* each attempt starts from the client's body: a shallow copy keeps the original intact;
      * when nothing would change, the client's own bytes go upstream and nothing is re-encoded */
-    bool passthrough = provider_body_unchanged(t, c->model);
+    bool passthrough = !c->body_modified && provider_body_unchanged(t, c->model);
     json_t *body = passthrough ? NULL : json_copy(c->body);
     int rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
     json_decref(body);

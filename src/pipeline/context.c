@@ -1,0 +1,545 @@
+/* context.c — the conversation-context stage. A request to a route with contextRef that carries
+ * X-Conversation-Id gets, in order, the persona, the stored history trimmed by the MCP's
+ * contextStrategy, and its own messages; after a successful answer its new non-system messages and
+ * the assistant's full answer are appended before the client sees the end of the answer (the
+ * whole body, or the stream's `data: [DONE]`), so an answer the client received is committed.
+ * It works on the canonical (OpenAI) body, so every API surface and provider gets it.
+ *
+ * Summarize: once a commit leaves the history over summarize.triggerTokens, the oldest turns are
+ * summarised in the background by the configured target and stored with ctx_store_set_summary;
+ * requests meanwhile stay inside maxContextTokens by trimming (strategy.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context/strategy.h"
+#include "core/log.h"
+#include "pipeline/call.h"
+
+static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+
+static const tok_encoding *encoding_for(const pl_call *c, char *err, size_t errlen)
+{
+    const char *model = c->attempts[0] ? c->attempts[0]->model_name : c->model;
+    return tok_load(tok_encoding_for_model(model), err, errlen);
+}
+
+static bool id_ok(str id)
+{
+    if (id.n == 0 || id.n > CTX_ID_MAX) return false;
+    for (size_t i = 0; i < id.n; i++)
+        if ((unsigned char)id.p[i] <= 0x20 || (unsigned char)id.p[i] >= 0x7f) return false;
+    return true;
+}
+
+static const char *tenant_of(const pl_call *c)
+{
+    return c->key && c->key->tenant ? c->key->tenant : NULL;
+}
+
+void pl_context_fail(pl_call *c, int result, const char *msg)
+{
+    switch (result) {
+    case CTX_ECONFLICT:
+        pl_fail(c, 409, "invalid_request_error", "conversation_conflict", NULL,
+                "Conversation '%s' was changed by another request at the same time; nothing was "
+                "recorded. Retry the request.",
+                c->conv_id);
+        return;
+    case CTX_EINVAL:
+        pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id",
+                "%s", msg);
+        return;
+    case CTX_ECORRUPT:
+        pl_fail(c, 500, "server_error", "context_record_unreadable",
+                NULL, "Conversation '%s' cannot be read: %s", c->conv_id, msg);
+        return;
+    default:
+        pl_fail(c, 503, "server_error", "context_store_unavailable", NULL,
+                "The context store of ModelContextProtocol '%s' is unavailable: %s", c->mcp->name,
+                msg);
+        return;
+    }
+}
+
+/* The stored history becomes part of the body; the attempt starts. */
+static void on_loaded(ctx_req *req)
+{
+    pl_call *c = req->data;
+    c->ctx_pending = false;
+    if (c->aborted) {
+        ctx_req_cleanup(req);
+        pl_finish(c, 499, NULL, 0, NULL, 0);
+        return;
+    }
+    if (req->result != CTX_OK && req->result != CTX_ENOTFOUND) {
+        char msg[sizeof req->errmsg];
+        memcpy(msg, req->errmsg, sizeof msg);
+        int rc = req->result;
+        ctx_req_cleanup(req);
+        pl_context_fail(c, rc, msg);
+        return;
+    }
+    ctx_record *rec = req->result == CTX_OK ? req->record : NULL;
+    req->record = NULL;
+    ctx_req_cleanup(req);
+    if (rec) {
+        c->conv_version = rec->version;
+        c->conv_history = json_incref(rec->messages);
+        c->conv_summary = rec->summary ? strdup(rec->summary) : NULL;
+    }
+    json_t *req_msgs = json_object_get(c->body, "messages");
+    size_t n_request = json_array_size(req_msgs);
+    ctx_conversation conv = {.persona = c->mcp->persona,
+                             .summary = c->conv_summary,
+                             .history = c->conv_history};
+    char err[320];
+    const tok_encoding *enc = NULL;
+    if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
+    if (c->mcp->strategy != CTX_LAST_N && !enc) {
+        ctx_record_free(rec);
+        pl_fail(c, 500, "server_error", "tokenizer_unavailable", NULL,
+                "contextStrategy %s needs the tokenizer: %s",
+                c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize", err);
+        return;
+    }
+    int rc = ctx_strategy_apply(c->mcp, enc, &conv, c->body, err, sizeof err);
+    ctx_record_free(rec);
+    if (rc != 0) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages", "%s", err);
+        return;
+    }
+    size_t n_sent = json_array_size(json_object_get(c->body, "messages"));
+    size_t fixed = n_request + (conv.persona && *conv.persona ? 1 : 0) +
+                   (conv.summary && *conv.summary ? 1 : 0);
+    c->context_turns = n_sent > fixed ? (int)(n_sent - fixed) : 0;
+    c->body_modified = true;
+    pl_start_attempt(c);
+}
+
+bool pl_context_begin(pl_call *c)
+{
+    const cfg_mcp *mcp = c->route->context;
+    if (!mcp) return false;
+    str id = http_request_header(c->r, "x-conversation-id");
+    if (!id.p) return false; /* no header: no context */
+    if (!id_ok(id)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id",
+                "X-Conversation-Id must be 1 to %d printable ASCII characters without spaces.",
+                CTX_ID_MAX);
+        return true;
+    }
+    c->mcp = mcp;
+    c->conv_id = strndup(id.p, id.n);
+    const char *why = NULL;
+    c->ctx_store = pl_bound_store(c->bound, mcp, &why);
+    if (!c->ctx_store) {
+        pl_context_fail(c, CTX_EUNAVAIL, why ? why : "it could not be opened");
+        return true;
+    }
+    /* what this request adds to the conversation: its own messages, without system ones */
+    c->conv_new = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(c->body, "messages"), i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)
+            json_array_append(c->conv_new, m);
+    }
+    memset(&c->creq, 0, sizeof c->creq);
+    c->creq.data = c;
+    int rc = ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_loaded);
+    if (rc != 0) {
+        pl_context_fail(c, rc, c->creq.errmsg);
+        return true;
+    }
+    c->ctx_pending = true;
+    return true;
+}
+
+size_t pl_context_headers(pl_call *c, http_header *h)
+{
+    if (!c->ctx_store) return 0;
+    char *turns = arena_printf(c->r->pool, "%d", c->context_turns);
+    h[0] = (http_header){STR_LIT("X-Conversation-Id"), str_c(c->conv_id)};
+    h[1] = (http_header){STR_LIT("X-Context-Turns"), str_c(turns)};
+    return 2;
+}
+
+/* ---- assembling the answer ---- */
+
+static json_t *answer_get(pl_call *c)
+{
+    if (!c->answer) c->answer = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
+    return c->answer;
+}
+
+static void append_string(json_t *obj, const char *key, json_t *piece)
+{
+    if (!json_is_string(piece)) return;
+    json_t *cur = json_object_get(obj, key);
+    if (!json_is_string(cur)) {
+        json_object_set(obj, key, piece);
+        return;
+    }
+    size_t a = json_string_length(cur), b = json_string_length(piece);
+    char *s = malloc(a + b + 1);
+    if (!s) abort();
+    memcpy(s, json_string_value(cur), a);
+    memcpy(s + a, json_string_value(piece), b);
+    json_object_set_new(obj, key, json_stringn(s, a + b));
+    free(s);
+}
+
+/* tool_calls arrive as deltas keyed by index: id, type and name once, arguments in pieces */
+static void merge_tool_call(json_t *calls, json_t *delta)
+{
+    json_int_t index = json_integer_value(json_object_get(delta, "index"));
+    json_t *tc = NULL;
+    size_t i;
+    json_t *x;
+    json_array_foreach(calls, i, x)
+    {
+        if (json_integer_value(json_object_get(x, "_index")) == index) tc = x;
+    }
+    if (!tc) {
+        tc = json_pack("{s:I, s:{}}", "_index", index, "function");
+        json_array_append_new(calls, tc);
+    }
+    json_t *id = json_object_get(delta, "id"), *type = json_object_get(delta, "type");
+    if (json_is_string(id)) json_object_set(tc, "id", id);
+    if (json_is_string(type)) json_object_set(tc, "type", type);
+    json_t *fn = json_object_get(delta, "function");
+    json_t *tfn = json_object_get(tc, "function");
+    if (json_is_object(fn)) {
+        json_t *name = json_object_get(fn, "name");
+        if (json_is_string(name)) json_object_set(tfn, "name", name);
+        append_string(tfn, "arguments", json_object_get(fn, "arguments"));
+    }
+}
+
+void pl_context_stream_event(pl_call *c, const char *event, size_t len)
+{
+    if (len < 6 || memcmp(event, "data:", 5) != 0) return;
+    const char *p = event + 5;
+    size_t n = len - 5;
+    while (n && *p == ' ') p++, n--;
+    if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return;
+    json_t *ev = json_loadb(p, n, JSON_DISABLE_EOF_CHECK, NULL);
+    if (!ev) return;
+    json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
+    if (json_is_object(delta)) {
+        json_t *a = answer_get(c);
+        append_string(a, "content", json_object_get(delta, "content"));
+        json_t *tcs = json_object_get(delta, "tool_calls");
+        if (json_is_array(tcs)) {
+            json_t *calls = json_object_get(a, "tool_calls");
+            if (!calls) {
+                calls = json_array();
+                json_object_set_new(a, "tool_calls", calls);
+            }
+            size_t i;
+            json_t *d;
+            json_array_foreach(tcs, i, d) merge_tool_call(calls, d);
+        }
+    }
+    json_decref(ev);
+}
+
+void pl_context_whole_answer(pl_call *c, const char *body, size_t len)
+{
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
+    if (json_is_object(msg)) {
+        json_t *a = json_object();
+        json_object_set_new(a, "role", json_string("assistant"));
+        json_t *content = json_object_get(msg, "content");
+        json_object_set(a, "content", json_is_string(content) ? content : json_null());
+        json_t *tcs = json_object_get(msg, "tool_calls");
+        if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
+        json_decref(c->answer);
+        c->answer = a;
+    }
+    json_decref(doc);
+}
+
+/* A streamed answer's tool calls lose their bookkeeping index before they are stored. */
+static void answer_finalize(json_t *a)
+{
+    json_t *calls = json_object_get(a, "tool_calls");
+    size_t i;
+    json_t *tc;
+    json_array_foreach(calls, i, tc) json_object_del(tc, "_index");
+    json_t *content = json_object_get(a, "content");
+    if (calls && json_array_size(calls) && json_is_string(content) &&
+        json_string_length(content) == 0)
+        json_object_set_new(a, "content", json_null());
+}
+
+/* ---- summarising in the background ---- */
+
+typedef struct summarize_job {
+    pl_worker *w;
+    pl_bound *bound;    /* reference held */
+    ctx_store *store;
+    const cfg_mcp *mcp;
+    char *tenant, *id;
+    size_t replaces;
+    uint64_t version;   /* the conversation's version the summary applies to */
+    char *body;         /* upstream request body */
+    const cfg_target *target;
+    buf resp;
+    ctx_req creq;
+} summarize_job;
+
+static void job_free(summarize_job *j)
+{
+    pl_bound_unref(j->bound);
+    free(j->tenant);
+    free(j->id);
+    free(j->body);
+    buf_free(&j->resp);
+    free(j);
+}
+
+static void on_summary_stored(ctx_req *req)
+{
+    summarize_job *j = req->data;
+    if (req->result == CTX_OK)
+        log_debug("conversation %s: %zu messages folded into the summary (version %llu)", j->id,
+                  j->replaces, (unsigned long long)req->version);
+    else if (req->result == CTX_ECONFLICT)
+        log_debug("conversation %s changed while it was summarised; the next turn retries", j->id);
+    else
+        log_warn("conversation %s: storing the summary failed: %s", j->id, req->errmsg);
+    ctx_req_cleanup(req);
+    job_free(j);
+}
+
+static void job_store(summarize_job *j, const char *summary)
+{
+    memset(&j->creq, 0, sizeof j->creq);
+    j->creq.data = j;
+    if (ctx_store_set_summary(j->store, &j->creq, j->tenant, j->id, summary, j->replaces,
+                              j->version, on_summary_stored) != 0) {
+        log_warn("conversation %s: storing the summary failed: %s", j->id, j->creq.errmsg);
+        job_free(j);
+    }
+}
+
+static bool job_data(upstream_req *u, const char *data, size_t len, void *udata)
+{
+    summarize_job *j = udata;
+    buf_append(&j->resp, data, len);
+    return true;
+}
+
+static void job_done(upstream_req *u, upstream_result res, int status, const char *errmsg,
+                     void *udata)
+{
+    summarize_job *j = udata;
+    json_t *doc = res == UPSTREAM_OK && status == 200
+                      ? json_loadb(j->resp.data ? j->resp.data : "", j->resp.len, 0, NULL)
+                      : NULL;
+    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
+    const char *text = json_string_value(json_object_get(msg, "content"));
+    if (!text || !*text) {
+        log_warn("conversation %s: summarising with target '%s' failed (%s, HTTP %d); the next "
+                 "turn retries",
+                 j->id, j->target->name, res == UPSTREAM_OK ? "no summary text" : errmsg, status);
+        json_decref(doc);
+        job_free(j);
+        return;
+    }
+    job_store(j, text);
+    json_decref(doc);
+}
+
+static const cfg_target *summarize_target(const pl_call *c)
+{
+    const cfg_gateway *gw = c->mcp->summarize_gateway
+                                ? cfg_find_gateway(c->rt->snap, c->mcp->summarize_gateway)
+                                : c->rt->gw;
+    if (!gw || !c->mcp->summarize_target) return NULL;
+    return cfg_gateway_find_target(gw, c->mcp->summarize_target,
+                                   strlen(c->mcp->summarize_target));
+}
+
+static void summarize_start(pl_call *c, uint64_t version)
+{
+    char err[320];
+    const tok_encoding *enc = encoding_for(c, err, sizeof err);
+    if (!enc) return;
+    json_t *history = json_array();
+    json_array_extend(history, c->conv_history ? c->conv_history : json_array());
+    json_array_extend(history, c->conv_new);
+    if (c->answer) json_array_append(history, c->answer);
+    ctx_summarize_plan plan = ctx_summarize_decide(c->mcp, enc, history);
+    if (plan.n_summarize == 0) {
+        json_decref(history);
+        return;
+    }
+    const cfg_target *t = summarize_target(c);
+    if (!t) {
+        log_warn("ModelContextProtocol %s: summarize.target '%s' is not a model target of gateway "
+                 "'%s'; history is trimmed instead",
+                 c->mcp->name, c->mcp->summarize_target ? c->mcp->summarize_target : "",
+                 c->mcp->summarize_gateway ? c->mcp->summarize_gateway : c->rt->gw->name);
+        json_decref(history);
+        return;
+    }
+    json_t *messages = ctx_summarize_request(c->conv_summary, history, plan.n_summarize);
+    json_decref(history);
+    if (!messages) return;
+    summarize_job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->w = c->w;
+    j->bound = c->bound;
+    pl_bound_ref(j->bound);
+    j->store = c->ctx_store;
+    j->mcp = c->mcp;
+    j->tenant = tenant_of(c) ? strdup(tenant_of(c)) : NULL;
+    j->id = strdup(c->conv_id);
+    j->replaces = plan.n_summarize;
+    j->version = version;
+    j->target = t;
+    if (provider_is_local(t)) {
+        arena *pool = arena_new(1024);
+        const char *text = mock_answer_text(t, messages, pool);
+        job_store(j, text);
+        arena_free(pool);
+        json_decref(messages);
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:o}", "model", t->model_name, "messages", messages);
+    provider_request pr;
+    arena *pool = arena_new(1024);
+    int rc = provider_build_chat(t, body, NULL, pool, &pr, err, sizeof err);
+    json_decref(body);
+    if (rc != 0) {
+        log_warn("conversation %s: cannot summarise with target '%s': %s", j->id, t->name, err);
+        arena_free(pool);
+        job_free(j);
+        return;
+    }
+    j->body = pr.body;
+    upstream_opts o = {
+        .method = "POST",
+        .url = pr.url,
+        .headers = pr.headers,
+        .n_headers = pr.n_headers,
+        .body = pr.body,
+        .body_len = pr.body_len,
+        .body_borrowed = true,
+        .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
+        .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
+        .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
+        .udata = j,
+        .on_data = job_data,
+        .on_done = job_done,
+    };
+    if (!upstream_send(c->w->up, &o)) {
+        log_warn("conversation %s: cannot start the summary request", j->id);
+        job_free(j);
+    }
+    arena_free(pool); /* upstream_send copied URL and headers */
+}
+
+/* ---- committing ---- */
+
+static void on_committed(ctx_req *req)
+{
+    pl_call *c = req->data;
+    c->ctx_pending = false;
+    int rc = req->result;
+    uint64_t version = req->version;
+    char msg[sizeof req->errmsg];
+    memcpy(msg, req->errmsg, sizeof msg);
+    ctx_req_cleanup(req);
+    if (rc == CTX_OK) {
+        c->conv_version = version;
+        if (c->mcp->strategy == CTX_SUMMARIZE) summarize_start(c, version);
+    } else {
+        free(c->error);
+        c->error = strdup(msg);
+    }
+    c->commit_then(c, rc);
+}
+
+void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
+{
+    if (!c->ctx_store || c->mcp->read_only) {
+        then(c, CTX_OK);
+        return;
+    }
+    json_t *msgs = json_array();
+    json_array_extend(msgs, c->conv_new);
+    if (c->answer) {
+        answer_finalize(c->answer);
+        json_array_append(msgs, c->answer);
+    }
+    if (json_array_size(msgs) == 0) {
+        json_decref(msgs);
+        then(c, CTX_OK);
+        return;
+    }
+    memset(&c->creq, 0, sizeof c->creq);
+    c->creq.data = c;
+    c->commit_then = then;
+    int rc = ctx_store_append(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, msgs,
+                              c->conv_version, on_committed);
+    json_decref(msgs);
+    if (rc != 0) {
+        free(c->error);
+        c->error = strdup(c->creq.errmsg);
+        then(c, rc);
+        return;
+    }
+    c->ctx_pending = true;
+}
+
+void pl_context_free(pl_call *c)
+{
+    free(c->conv_id);
+    free(c->conv_summary);
+    json_decref(c->conv_history);
+    json_decref(c->conv_new);
+    json_decref(c->answer);
+}
+
+void pl_context_finish_stream(pl_call *c, int result)
+{
+    if (result == CTX_OK) {
+        static const char done[] = "data: [DONE]\n\n";
+        http_stream_write(c->r, done, sizeof done - 1);
+        c->status = 200;
+        pl_finish_stream(c);
+        return;
+    }
+    /* the answer streamed but could not be recorded: say so instead of [DONE] */
+    char msg[512];
+    if (result == CTX_ECONFLICT)
+        snprintf(msg, sizeof msg,
+                 "Conversation '%s' was changed by another request at the same time; this answer "
+                 "was not recorded. Retry the request.",
+                 c->conv_id);
+    else
+        snprintf(msg, sizeof msg, "This answer was not recorded in conversation '%s': %s",
+                 c->conv_id, c->error ? c->error : ctx_strerror(result));
+    pl_stream_fail(c, result == CTX_ECONFLICT ? "invalid_request_error" : "server_error",
+                   result == CTX_ECONFLICT ? "conversation_conflict" : "context_store_unavailable",
+                   msg);
+    c->status = result == CTX_ECONFLICT ? 409 : 503;
+}
+
+void pl_context_finish_whole(pl_call *c, int result)
+{
+    if (result != CTX_OK) {
+        pl_context_fail(c, result, c->error ? c->error : ctx_strerror(result));
+        return;
+    }
+    http_header h[3] = {json_ct};
+    size_t n = 1 + pl_context_headers(c, h + 1);
+    pl_finish(c, 200, h, n, c->resp.data ? c->resp.data : "", c->resp.len);
+}
