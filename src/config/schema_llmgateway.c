@@ -298,6 +298,7 @@ static const sch_field route_fields[] = {
      .desc = "What happens when an upstream fails."},
     {.name = "contextRef",
      .kind = SCH_OBJECT,
+     .flags = ENF,
      .fields = sch_name_ref_fields,
      .ref = REF_MCP,
      .desc = "ModelContextProtocol holding conversation history for this route."},

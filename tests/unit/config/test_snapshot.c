@@ -294,7 +294,12 @@ static void test_not_enforced_warnings(void **state)
     assert_null(strstr(w, "spec.routes[1].strategy"));
     assert_null(strstr(w, "spec.routes[1].headerBased"));
     assert_null(strstr(w, "spec.modelTargets[0].pricing"));
-    assert_non_null(strstr(w, "mcp.yaml:7: warning: spec.storage: accepted, not yet enforced\n"));
+    /* the context layer enforces every ModelContextProtocol field but the cluster-only one */
+    assert_non_null(
+        strstr(w, "mcp.yaml:12: warning: spec.storage.provision: accepted, not yet enforced\n"));
+    assert_null(strstr(w, "mcp.yaml:7: warning: spec.storage: accepted"));
+    assert_null(strstr(w, "spec.contextStrategy"));
+    assert_null(strstr(w, "spec.routes[0].contextRef"));
     /* enforced fields never warn, and a non-enforced object warns once, not per child */
     assert_null(strstr(w, "spec.listener"));
     assert_null(strstr(w, "spec.modelTargets[0].type"));
@@ -302,7 +307,7 @@ static void test_not_enforced_warnings(void **state)
     assert_null(strstr(w, "spec.storage.type"));
     assert_null(strstr(w, "spec.authorization.rules"));
     assert_null(strstr(w, "status"));
-    assert_int_equal(d.n - d.n_errors, 31);
+    assert_int_equal(d.n - d.n_errors, 22);
     free(w);
     cfg_snapshot_unref(s);
     cfg_diags_free(&d);
