@@ -62,6 +62,16 @@ _Static_assert(N_TTFT + 1 <= OBS_HIST_MAX, "ttft layout too large");
 _Static_assert(sizeof dur_le_txt / sizeof dur_le_txt[0] == N_DUR, "duration labels");
 _Static_assert(sizeof ttft_le_txt / sizeof ttft_le_txt[0] == N_TTFT, "ttft labels");
 
+/* context-store operations: a memory op takes microseconds, a remote one milliseconds */
+static const uint64_t ctx_le_us[] = {50,    100,    250,    500,     1000,    2500,   5000,
+                                     10000, 25000,  50000,  100000,  250000,  1000000};
+static const char *const ctx_le_txt[] = {"0.00005", "0.0001", "0.00025", "0.0005", "0.001",
+                                         "0.0025",  "0.005",  "0.01",    "0.025",  "0.05",
+                                         "0.1",     "0.25",   "1"};
+#define N_CTX (sizeof ctx_le_us / sizeof ctx_le_us[0])
+_Static_assert(N_CTX + 1 <= OBS_HIST_MAX, "ctx layout too large");
+_Static_assert(sizeof ctx_le_txt / sizeof ctx_le_txt[0] == N_CTX, "ctx labels");
+static const obs_layout layout_ctx = {N_CTX, ctx_le_us, ctx_le_txt};
 static const obs_layout layout_dur = {N_DUR, dur_le_us, dur_le_txt};
 static const obs_layout layout_ttft = {N_TTFT, ttft_le_us, ttft_le_txt};
 
@@ -103,6 +113,14 @@ typedef struct obs_error_series {
     struct obs_error_series *next;
 } obs_error_series;
 
+/* {mcp, backend, op}: context-store operations */
+typedef struct obs_ctx_series {
+    obs_labels labels;
+    obs_hist duration;
+    _Atomic uint64_t errors;
+    struct obs_ctx_series *next;
+} obs_ctx_series;
+
 /* Open-addressing table of series, keyed by label values. */
 typedef struct obs_table {
     obs_labels **slot;
@@ -114,10 +132,12 @@ struct obs_shard {
     /* owner-only, read without locks */
     obs_table routes_by_labels;
     obs_table errors_by_labels;
+    obs_table ctx_by_labels;
     /* the scraper's view: lists and status lists are linked and walked under mu */
     pthread_mutex_t mu;
     obs_route_series *routes;
     obs_error_series *errors;
+    obs_ctx_series *ctx;
     _Atomic int64_t inflight;
     struct obs_shard *next_shard;
 };
@@ -405,6 +425,84 @@ void obs_upstream_error(obs_shard *s, const char *target, const char *kind)
     pthread_mutex_unlock(&g_shared_writer_mu);
 }
 
+static obs_ctx_series *ctx_series_get(obs_shard *s, const char *mcp, const char *backend,
+                                      const char *op)
+{
+    uint64_t h = labels_hash(mcp, backend, op);
+    obs_labels *l = table_find(&s->ctx_by_labels, h, mcp, backend, op);
+    if (l) return (obs_ctx_series *)l;
+    if (s->ctx_by_labels.n >= OBS_MAX_SERIES) {
+        mcp = backend = op = OBS_OVERFLOW;
+        h = labels_hash(mcp, backend, op);
+        l = table_find(&s->ctx_by_labels, h, mcp, backend, op);
+        if (l) return (obs_ctx_series *)l;
+    }
+    obs_ctx_series *cs = xcalloc(1, sizeof *cs);
+    labels_init(&cs->labels, h, mcp, backend, op);
+    table_put(&s->ctx_by_labels, &cs->labels);
+    pthread_mutex_lock(&s->mu);
+    cs->next = s->ctx;
+    s->ctx = cs;
+    pthread_mutex_unlock(&s->mu);
+    return cs;
+}
+
+static void ctx_op_record(obs_shard *s, const char *mcp, const char *backend, const char *op,
+                          uint64_t us, int ok)
+{
+    obs_ctx_series *cs = ctx_series_get(s, nz(mcp), nz(backend), nz(op));
+    hist_observe(&cs->duration, &layout_ctx, us);
+    if (!ok) ctr_add(&cs->errors, 1);
+}
+
+void obs_ctx_op(obs_shard *s, const char *mcp, const char *backend, const char *op, uint64_t us,
+                int ok)
+{
+    if (s) {
+        ctx_op_record(s, mcp, backend, op, us, ok);
+        return;
+    }
+    s = shared_shard();
+    pthread_mutex_lock(&g_shared_writer_mu);
+    ctx_op_record(s, mcp, backend, op, us, ok);
+    pthread_mutex_unlock(&g_shared_writer_mu);
+}
+
+/* Store-wide figures: written every few seconds by the workers' maintenance timers, so one
+ * process-wide mutex is plenty. */
+typedef struct ctx_store_fig {
+    char *mcp, *backend;
+    int64_t active; /* -1 = not reported yet */
+    uint64_t evictions, expirations;
+    struct ctx_store_fig *next;
+} ctx_store_fig;
+static pthread_mutex_t g_ctx_mu = PTHREAD_MUTEX_INITIALIZER;
+static ctx_store_fig *g_ctx_figs;
+
+static ctx_store_fig *ctx_fig_get_locked(const char *mcp, const char *backend)
+{
+    for (ctx_store_fig *f = g_ctx_figs; f; f = f->next)
+        if (!strcmp(f->mcp, mcp) && !strcmp(f->backend, backend)) return f;
+    ctx_store_fig *f = xcalloc(1, sizeof *f);
+    f->mcp = xstrdup(mcp);
+    f->backend = xstrdup(backend);
+    f->active = -1;
+    f->next = g_ctx_figs;
+    g_ctx_figs = f;
+    return f;
+}
+
+void obs_ctx_store_figures(const char *mcp, const char *backend, int64_t active,
+                           uint64_t new_evictions, uint64_t new_expirations)
+{
+    pthread_mutex_lock(&g_ctx_mu);
+    ctx_store_fig *f = ctx_fig_get_locked(nz(mcp), nz(backend));
+    if (active >= 0) f->active = active;
+    f->evictions += new_evictions;
+    f->expirations += new_expirations;
+    pthread_mutex_unlock(&g_ctx_mu);
+}
+
 void obs_set_build_info(const char *version)
 {
     pthread_mutex_lock(&g_registry_mu);
@@ -438,8 +536,16 @@ typedef struct agg_error {
     uint64_t n;
 } agg_error;
 
+typedef struct agg_ctx {
+    obs_labels labels;
+    agg_hist duration;
+    uint64_t errors;
+} agg_ctx;
+
 typedef struct agg {
-    obs_table routes_by_labels, errors_by_labels;
+    obs_table routes_by_labels, errors_by_labels, ctx_by_labels;
+    agg_ctx **ctx;
+    size_t nctx, capctx;
     agg_route **routes;
     size_t nroutes, caproutes;
     agg_error **errors;
@@ -514,6 +620,21 @@ static void agg_error_add(agg *a, obs_error_series *es)
     ae->n += ctr_get(&es->n);
 }
 
+static void agg_ctx_add(agg *a, obs_ctx_series *cs)
+{
+    const obs_labels *l = &cs->labels;
+    agg_ctx *ac = (agg_ctx *)table_find(&a->ctx_by_labels, l->hash, l->v[0], l->v[1], l->v[2]);
+    if (!ac) {
+        ac = xcalloc(1, sizeof *ac);
+        ac->labels = *l;
+        table_put(&a->ctx_by_labels, &ac->labels);
+        a->ctx = grow(a->ctx, &a->capctx, a->nctx + 1, sizeof *a->ctx);
+        a->ctx[a->nctx++] = ac;
+    }
+    agg_hist_add(&ac->duration, &cs->duration);
+    ac->errors += ctr_get(&cs->errors);
+}
+
 static int labels_cmp(const obs_labels *x, const obs_labels *y)
 {
     for (int k = 0; k < 3; k++) {
@@ -533,6 +654,11 @@ static int agg_error_cmp(const void *a, const void *b)
     return labels_cmp(&(*(agg_error *const *)a)->labels, &(*(agg_error *const *)b)->labels);
 }
 
+static int agg_ctx_cmp(const void *a, const void *b)
+{
+    return labels_cmp(&(*(agg_ctx *const *)a)->labels, &(*(agg_ctx *const *)b)->labels);
+}
+
 static int agg_status_cmp(const void *a, const void *b)
 {
     int x = ((const agg_status *)a)->status, y = ((const agg_status *)b)->status;
@@ -548,12 +674,15 @@ static void agg_collect(agg *a)
             agg_route_add(a, rs);
         for (obs_error_series *es = s->errors; es; es = es->next)
             agg_error_add(a, es);
+        for (obs_ctx_series *cs = s->ctx; cs; cs = cs->next)
+            agg_ctx_add(a, cs);
         pthread_mutex_unlock(&s->mu);
         a->inflight += atomic_load_explicit(&s->inflight, memory_order_relaxed);
     }
     pthread_mutex_unlock(&g_registry_mu);
     if (a->nroutes) qsort(a->routes, a->nroutes, sizeof *a->routes, agg_route_cmp);
     if (a->nerrors) qsort(a->errors, a->nerrors, sizeof *a->errors, agg_error_cmp);
+    if (a->nctx) qsort(a->ctx, a->nctx, sizeof *a->ctx, agg_ctx_cmp);
     for (size_t i = 0; i < a->nroutes; i++)
         if (a->routes[i]->nst)
             qsort(a->routes[i]->st, a->routes[i]->nst, sizeof(agg_status), agg_status_cmp);
@@ -567,6 +696,10 @@ static void agg_free(agg *a)
     }
     for (size_t i = 0; i < a->nerrors; i++)
         free(a->errors[i]);
+    for (size_t i = 0; i < a->nctx; i++)
+        free(a->ctx[i]);
+    free(a->ctx);
+    free(a->ctx_by_labels.slot);
     free(a->routes);
     free(a->errors);
     free(a->routes_by_labels.slot);
@@ -651,6 +784,33 @@ static void put_seconds(buf *out, uint64_t us)
 {
     buf_printf(out, "%llu.%06llu", (unsigned long long)(us / 1000000),
                (unsigned long long)(us % 1000000));
+}
+
+static void put_hist_named(buf *out, const char *name, const char *const *names,
+                           const obs_labels *l, const agg_hist *h, const obs_layout *lay)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= lay->n; i++) {
+        cum += h->bucket[i];
+        buf_puts(out, name);
+        buf_puts(out, "_bucket");
+        put_labels(out, names, l, 3, "le", i < lay->n ? lay->le_txt[i] : "+Inf");
+        buf_append(out, " ", 1);
+        buf_put_u64(out, cum);
+        buf_append(out, "\n", 1);
+    }
+    buf_puts(out, name);
+    buf_puts(out, "_sum");
+    put_labels(out, names, l, 3, NULL, NULL);
+    buf_append(out, " ", 1);
+    put_seconds(out, h->sum_us);
+    buf_append(out, "\n", 1);
+    buf_puts(out, name);
+    buf_puts(out, "_count");
+    put_labels(out, names, l, 3, NULL, NULL);
+    buf_append(out, " ", 1);
+    buf_put_u64(out, cum);
+    buf_append(out, "\n", 1);
 }
 
 static void put_hist(buf *out, const char *name, const obs_labels *l, const agg_hist *h,
@@ -805,6 +965,53 @@ static void render_process(buf *out)
     }
 }
 
+static const char *const ctx_label_names[3] = {"mcp", "backend", "op"};
+
+static void render_ctx(buf *out, const agg *a)
+{
+    put_family(out, "ctxgate_context_store_op_duration_seconds", "histogram",
+               "Context-store operations, by ModelContextProtocol, backend and operation.");
+    for (size_t i = 0; i < a->nctx; i++)
+        put_hist_named(out, "ctxgate_context_store_op_duration_seconds", ctx_label_names,
+                       &a->ctx[i]->labels, &a->ctx[i]->duration, &layout_ctx);
+    put_family(out, "ctxgate_context_store_errors_total", "counter",
+               "Context-store operations that failed (conflicts and not-found excluded).");
+    for (size_t i = 0; i < a->nctx; i++) {
+        buf_puts(out, "ctxgate_context_store_errors_total");
+        put_labels(out, ctx_label_names, &a->ctx[i]->labels, 3, NULL, NULL);
+        buf_append(out, " ", 1);
+        buf_put_u64(out, a->ctx[i]->errors);
+        buf_append(out, "\n", 1);
+    }
+    pthread_mutex_lock(&g_ctx_mu);
+    static const char *const fig_names[3] = {"mcp", "backend", ""};
+    struct {
+        const char *name, *type, *help;
+        int which;
+    } fams[] = {
+        {"ctxgate_context_active_conversations", "gauge",
+         "Conversations held by the store (all tenants).", 0},
+        {"ctxgate_context_evictions_total", "counter",
+         "Conversations removed by contextLifecycle.maxEntries.", 1},
+        {"ctxgate_context_expirations_total", "counter",
+         "Conversations removed by contextLifecycle.ttlSeconds.", 2},
+    };
+    for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++) {
+        put_family(out, fams[k].name, fams[k].type, fams[k].help);
+        for (ctx_store_fig *f = g_ctx_figs; f; f = f->next) {
+            if (fams[k].which == 0 && f->active < 0) continue;
+            obs_labels l = {.v = {f->mcp, f->backend, ""}};
+            buf_puts(out, fams[k].name);
+            put_labels(out, fig_names, &l, 2, NULL, NULL);
+            buf_append(out, " ", 1);
+            if (fams[k].which == 0) buf_put_i64(out, f->active);
+            else buf_put_u64(out, fams[k].which == 1 ? f->evictions : f->expirations);
+            buf_append(out, "\n", 1);
+        }
+    }
+    pthread_mutex_unlock(&g_ctx_mu);
+}
+
 void obs_render(buf *out)
 {
     agg a;
@@ -853,6 +1060,7 @@ void obs_render(buf *out)
         put_labels(out, error_label_names, &a.errors[i]->labels, 2, NULL, NULL);
         buf_printf(out, " %llu\n", (unsigned long long)a.errors[i]->n);
     }
+    render_ctx(out, &a);
     put_family(out, "ctxgate_build_info", "gauge", "Build information; the value is always 1.");
     pthread_mutex_lock(&g_registry_mu);
     char version[sizeof g_version];

@@ -37,6 +37,15 @@ void obs_inflight_add(obs_shard *s, int delta);
 void obs_reload_record(int ok); /* process-wide: ctxgate_config_reloads_total{result} */
 void obs_upstream_error(obs_shard *s, const char *target, const char *kind);
 
+/* One context-store operation (op: get, append, set_summary, delete, list, stats, expire);
+ * ok 0 counts it in ctxgate_context_store_errors_total. */
+void obs_ctx_op(obs_shard *s, const char *mcp, const char *backend, const char *op, uint64_t us,
+                int ok);
+/* Store-wide figures from a worker's periodic stats: active conversations (-1 = unknown) and
+ * the evictions / expirations its handle made since the last report. */
+void obs_ctx_store_figures(const char *mcp, const char *backend, int64_t active,
+                           uint64_t new_evictions, uint64_t new_expirations);
+
 /* Appends the Prometheus text exposition (version 0.0.4) of every shard. */
 void obs_render(buf *out);
 

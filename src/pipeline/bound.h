@@ -13,6 +13,7 @@ struct pl_bound {
     ctx_store **stores;  /* per rt->snap->mcps[i]; NULL when opening failed */
     char **errors;       /* per store: why it could not be opened (NULL when open) */
     size_t n_stores;
+    ctx_stats *reported; /* per store: the handle's counters at the last metrics report */
     long refs;           /* the worker while current, plus every call that started on it */
     size_t closing;      /* handles whose close has not completed */
 };

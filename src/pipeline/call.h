@@ -58,6 +58,7 @@ typedef struct pl_call {
     int context_turns;     /* stored messages sent upstream with this request */
     bool body_modified;    /* the body differs from the client's bytes: never pass through */
     bool ctx_pending;      /* a store request is in flight (creq) */
+    uint64_t ctx_op_ns;    /* when the store request in flight was issued */
     ctx_req creq;
     void (*commit_then)(struct pl_call *c, int result);
 

@@ -13,10 +13,21 @@
 #include <string.h>
 
 #include "context/strategy.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "pipeline/call.h"
 
 static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+
+/* Conflicts and misses are answers, not failures of the store. */
+static void observe_op(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const char *op,
+                       uint64_t start_ns, int result)
+{
+    bool ok = result == CTX_OK || result == CTX_ENOTFOUND || result == CTX_ECONFLICT ||
+              result == CTX_EINVAL || result == CTX_EREADONLY;
+    obs_ctx_op(w->obs, mcp->name, ctx_store_backend_name(s), op,
+               (clock_mono_ns() - start_ns) / 1000u, ok);
+}
 
 static const tok_encoding *encoding_for(const pl_call *c, char *err, size_t errlen)
 {
@@ -67,6 +78,7 @@ static void on_loaded(ctx_req *req)
 {
     pl_call *c = req->data;
     c->ctx_pending = false;
+    observe_op(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
     if (c->aborted) {
         ctx_req_cleanup(req);
         pl_finish(c, 499, NULL, 0, NULL, 0);
@@ -149,6 +161,7 @@ bool pl_context_begin(pl_call *c)
     }
     memset(&c->creq, 0, sizeof c->creq);
     c->creq.data = c;
+    c->ctx_op_ns = clock_mono_ns();
     int rc = ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_loaded);
     if (rc != 0) {
         pl_context_fail(c, rc, c->creq.errmsg);
@@ -291,6 +304,7 @@ typedef struct summarize_job {
     const cfg_target *target;
     buf resp;
     ctx_req creq;
+    uint64_t op_ns;
 } summarize_job;
 
 static void job_free(summarize_job *j)
@@ -306,6 +320,7 @@ static void job_free(summarize_job *j)
 static void on_summary_stored(ctx_req *req)
 {
     summarize_job *j = req->data;
+    observe_op(j->w, j->mcp, j->store, "set_summary", j->op_ns, req->result);
     if (req->result == CTX_OK)
         log_debug("conversation %s: %zu messages folded into the summary (version %llu)", j->id,
                   j->replaces, (unsigned long long)req->version);
@@ -321,6 +336,7 @@ static void job_store(summarize_job *j, const char *summary)
 {
     memset(&j->creq, 0, sizeof j->creq);
     j->creq.data = j;
+    j->op_ns = clock_mono_ns();
     if (ctx_store_set_summary(j->store, &j->creq, j->tenant, j->id, summary, j->replaces,
                               j->version, on_summary_stored) != 0) {
         log_warn("conversation %s: storing the summary failed: %s", j->id, j->creq.errmsg);
@@ -452,6 +468,7 @@ static void on_committed(ctx_req *req)
 {
     pl_call *c = req->data;
     c->ctx_pending = false;
+    observe_op(c->w, c->mcp, c->ctx_store, "append", c->ctx_op_ns, req->result);
     int rc = req->result;
     uint64_t version = req->version;
     char msg[sizeof req->errmsg];
@@ -487,6 +504,7 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     memset(&c->creq, 0, sizeof c->creq);
     c->creq.data = c;
     c->commit_then = then;
+    c->ctx_op_ns = clock_mono_ns();
     int rc = ctx_store_append(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, msgs,
                               c->conv_version, on_committed);
     json_decref(msgs);

@@ -389,6 +389,44 @@ static void test_gauges_reloads_process_metrics(void **state)
     obs_inflight_add(b, -2);
 }
 
+/* ---- context-store families ---- */
+
+static void test_context_store_metrics(void **state)
+{
+    (void)state;
+    obs_shard *a = obs_shard_new(), *b = obs_shard_new();
+    obs_ctx_op(a, "conv", "redis", "get", 40, 1);      /* <= 50 us bucket */
+    obs_ctx_op(b, "conv", "redis", "get", 700, 1);     /* <= 1 ms */
+    obs_ctx_op(a, "conv", "redis", "append", 3000, 0); /* failed */
+    obs_ctx_op(NULL, "conv", "redis", "append", 2000000, 1); /* beyond the last bound: +Inf */
+    obs_ctx_store_figures("conv", "redis", 7, 2, 1);
+    obs_ctx_store_figures("conv", "redis", -1, 1, 0); /* unknown active keeps the last value */
+    obs_ctx_store_figures("other", "memory", -1, 0, 0);
+    expo_page pg;
+    scrape(&pg);
+    const char *get = "mcp=\"conv\",backend=\"redis\",op=\"get\"";
+    const char *app = "mcp=\"conv\",backend=\"redis\",op=\"append\"";
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_bucket", get, "0.00005", 1);
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_bucket", get, "0.0005", 1);
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_bucket", get, "0.001", 2);
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_count", get, NULL, 2);
+    assert_near(&pg, "ctxgate_context_store_op_duration_seconds_sum", get, 0.00074);
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_bucket", app, "1", 1);
+    assert_value(&pg, "ctxgate_context_store_op_duration_seconds_bucket", app, "+Inf", 2);
+    assert_value(&pg, "ctxgate_context_store_errors_total", get, NULL, 0);
+    assert_value(&pg, "ctxgate_context_store_errors_total", app, NULL, 1);
+    const char *st = "mcp=\"conv\",backend=\"redis\"";
+    assert_value(&pg, "ctxgate_context_active_conversations", st, NULL, 7);
+    assert_value(&pg, "ctxgate_context_evictions_total", st, NULL, 3);
+    assert_value(&pg, "ctxgate_context_expirations_total", st, NULL, 1);
+    /* a store whose size was never reported shows no gauge, but its counters */
+    assert_true(isnan(expo_value(&pg, "ctxgate_context_active_conversations",
+                                 "mcp=\"other\",backend=\"memory\"", NULL)));
+    assert_value(&pg, "ctxgate_context_evictions_total", "mcp=\"other\",backend=\"memory\"", NULL,
+                 0);
+    expo_free(&pg);
+}
+
 /* ---- a runaway label set is capped ---- */
 
 static void test_series_cap_overflows(void **state)
@@ -426,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_null_shard_from_many_threads),
         cmocka_unit_test(test_gauges_reloads_process_metrics),
         cmocka_unit_test(test_series_cap_overflows),
+        cmocka_unit_test(test_context_store_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
