@@ -12,6 +12,7 @@
 #include "pipeline/bound.h"
 #include "pipeline/bound.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/chat_probe.h"
 #include "providers/provider.h"
 
 enum { PL_MAX_ATTEMPTS = 16 };
@@ -24,8 +25,9 @@ typedef struct pl_call {
     const cfg_route *route;
     size_t prefix_len;      /* of the matched pathPrefix */
     const cfg_api_key *key; /* NULL when authentication is None */
-    json_t *body;           /* the parsed request (owned) */
-    const char *model;      /* as the client sent it (points into body) */
+    chat_probe probe;       /* the body checked in one streaming pass (no document) */
+    json_t *body;           /* the body as a document, built on demand: pl_call_body() */
+    const char *model;      /* as the client sent it (in the request's arena) */
     bool stream, include_usage;
 
     const cfg_target *attempts[PL_MAX_ATTEMPTS]; /* chosen target, then failover targets */
@@ -82,6 +84,9 @@ void pl_finish_stream(pl_call *c);
 
 /* chat.c */
 void pl_chat(pl_call *c);
+/* The request body as a document (parsed on first use, owned by c); NULL when it cannot be
+ * parsed as one (the probe accepted it, so only for bodies jansson refuses). */
+json_t *pl_call_body(pl_call *c);
 void pl_start_attempt(pl_call *c); /* runs attempts[attempt] */
 /* The current attempt is over: in-flight count down, latency figure folded in when ok. */
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us);
@@ -126,6 +131,10 @@ void pl_context_finish_stream(pl_call *c, int result);
 void pl_context_fail(pl_call *c, int result, const char *msg);
 /* Called when the call is freed: releases what the stage holds. */
 void pl_context_free(pl_call *c);
+
+/* contexts_api.c: the context REST API (/v1/contexts[/{id}[/messages]]). true when the path is
+ * one of its own (the call is then answered, now or from a store callback). */
+bool pl_contexts_handle(pl_call *c);
 
 /* both: schedule fn on the call's timer */
 void pl_call_timer(pl_call *c, uint64_t ms, void (*fn)(uv_timer_t *));

@@ -44,72 +44,53 @@ void pl_start_attempt(pl_call *c)
         pl_proxy_start(c);
 }
 
+json_t *pl_call_body(pl_call *c)
+{
+    if (!c->body) c->body = json_loadb(c->r->body.p, c->r->body.n, JSON_ALLOW_NUL, NULL);
+    return c->body;
+}
+
 void pl_chat(pl_call *c)
 {
     http_request *r = c->r;
     const cfg_gateway *gw = c->rt->gw;
-    json_error_t jerr;
-    c->body = json_loadb(r->body.p, r->body.n, 0, &jerr);
-    if (!c->body) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
-                "We could not parse the JSON body of your request: %s (line %d, column %d).",
-                jerr.text, jerr.line, jerr.column);
+    chat_probe *p = &c->probe;
+    switch (chat_probe_parse(r->body.p, r->body.n, r->pool, p)) {
+    case PROBE_OK: break;
+    case PROBE_BAD_JSON:
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL, "%s", p->message);
+        return;
+    case PROBE_NOT_OBJECT:
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", NULL, "%s", p->message);
+        return;
+    case PROBE_DUPLICATE_KEY:
+        /* refused rather than "last one wins": the provider might read the other one */
+        pl_fail(c, 400, "invalid_request_error", "duplicate_key", p->param, "%s", p->message);
+        return;
+    case PROBE_BAD_FIELD:
+        pl_fail(c, 400, "invalid_request_error",
+                strcmp(p->param, "messages") == 0 ? "invalid_value" : "invalid_type", p->param,
+                "%s", p->message);
         return;
     }
-    if (!json_is_object(c->body)) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_type", NULL,
-                "The request body must be a JSON object.");
-        return;
-    }
-    json_t *model = json_object_get(c->body, "model");
-    if (!model) {
+    if (!p->has_model) {
         pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "model",
                 "you must provide a model parameter");
         return;
     }
-    if (!json_is_string(model)) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_type", "model",
-                "Invalid type for 'model': expected a string.");
-        return;
-    }
-    c->model = json_string_value(model);
-    json_t *messages = json_object_get(c->body, "messages");
-    if (!messages) {
+    c->model = p->model;
+    if (!p->has_messages) {
         pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "messages",
                 "Missing required parameter: 'messages'.");
         return;
     }
-    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+    if (p->n_messages == 0) {
         pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
                 "Invalid 'messages': expected a non-empty array of message objects.");
         return;
     }
-    size_t i;
-    json_t *m;
-    json_array_foreach(messages, i, m)
-    {
-        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
-            pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
-                    "Invalid 'messages[%zu]': each message must be an object with a string "
-                    "'role'.",
-                    i);
-            return;
-        }
-    }
-    json_t *stream = json_object_get(c->body, "stream");
-    if (stream && !json_is_boolean(stream) && !json_is_null(stream)) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_type", "stream",
-                "Invalid type for 'stream': expected a boolean.");
-        return;
-    }
-    c->stream = json_is_true(stream);
-    json_t *so = json_object_get(c->body, "stream_options");
-    if (so && !json_is_null(so) && !json_is_object(so)) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_type", "stream_options",
-                "Invalid type for 'stream_options': expected an object.");
-        return;
-    }
-    c->include_usage = c->stream && json_is_true(json_object_get(so, "include_usage"));
+    c->stream = p->stream;
+    c->include_usage = p->stream && p->include_usage;
 
     c->route = route_select(gw, r->path, c->prefix_len, r, c->model);
     if (!c->route) {

@@ -149,11 +149,17 @@ bool pl_context_begin(pl_call *c)
         pl_context_fail(c, CTX_EUNAVAIL, why ? why : "it could not be opened");
         return true;
     }
+    json_t *body = pl_call_body(c);
+    if (!body) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                "The request body could not be read as a JSON document.");
+        return true;
+    }
     /* what this request adds to the conversation: its own messages, without system ones */
     c->conv_new = json_array();
     size_t i;
     json_t *m;
-    json_array_foreach(json_object_get(c->body, "messages"), i, m)
+    json_array_foreach(json_object_get(body, "messages"), i, m)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
         if (role && strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)

@@ -109,6 +109,7 @@ void pl_handle(http_request *r, void *ctx)
 
     pl_call *c = call_new(r, w);
     r->on_abort = on_abort;
+    if (pl_contexts_handle(c)) return; /* fixed paths: never a route's /v1 */
     size_t prefix_len;
     str suffix;
     bool chat = false;

@@ -24,7 +24,13 @@ static void emit_event(void *ctx, const char *event, size_t len)
 static void mock_answer(pl_call *c)
 {
     const cfg_target *t = c->target;
-    json_t *messages = json_object_get(c->body, "messages");
+    json_t *body = pl_call_body(c);
+    if (!body) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                "The request body could not be read as a JSON document.");
+        return;
+    }
+    json_t *messages = json_object_get(body, "messages");
     const char *text = mock_answer_text(t, messages, c->r->pool);
     char id[64];
     snprintf(id, sizeof id, "chatcmpl-%s", c->request_id);
@@ -36,17 +42,17 @@ static void mock_answer(pl_call *c)
     pl_attempt_end(c, true, first_byte_us);
     if (c->ctx_store) c->answer = json_pack("{s:s, s:s}", "role", "assistant", "content", text);
     if (!c->stream) {
-        char *body =
+        char *answer =
             mock_completion_json(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens);
         if (c->ctx_store) {
             buf_reset(&c->resp);
-            buf_puts(&c->resp, body);
-            free(body);
+            buf_puts(&c->resp, answer);
+            free(answer);
             pl_context_commit(c, pl_context_finish_whole);
             return;
         }
-        pl_finish(c, 200, &json_ct, 1, body, strlen(body));
-        free(body);
+        pl_finish(c, 200, &json_ct, 1, answer, strlen(answer));
+        free(answer);
         return;
     }
     c->stream_started = true;

@@ -274,15 +274,25 @@ void pl_proxy_start(pl_call *c)
     const cfg_target *t = c->target;
     char err[256];
     provider_request pr;
-    /* each attempt starts from the client's body: a shallow copy keeps the original intact;
-     * when nothing would change, the client's own bytes go upstream and nothing is re-encoded */
-    bool passthrough = !c->body_modified && provider_body_unchanged(t, c->model);
-    json_t *body = passthrough ? NULL : json_copy(c->body);
-    int rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
-    json_decref(body);
-    if (rc == 0 && passthrough) {
-        pr.body = NULL;
-        pr.body_len = c->r->body.n;
+    int rc;
+    if (c->body_modified) {
+        /* the context stage rewrote the document: each attempt encodes a shallow copy of it */
+        json_t *body = json_copy(c->body);
+        rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
+        json_decref(body);
+    } else {
+        /* the client's own bytes, with at most the model replaced and parameters added */
+        const chat_probe *p = &c->probe;
+        provider_raw_body raw = {.body = c->r->body.p,
+                                 .len = c->r->body.n,
+                                 .model = c->model,
+                                 .model_start = p->model_start,
+                                 .model_end = p->model_end,
+                                 .object_end = p->object_end,
+                                 .keys = p->top_keys,
+                                 .n_keys = p->n_top_keys};
+        rc = provider_build_chat_raw(t, &raw, c->request_id, c->r->pool, &pr, err, sizeof err);
+        if (rc == 0 && !pr.body) pr.body_len = c->r->body.n;
     }
     if (rc != 0) {
         pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);

@@ -2,6 +2,7 @@
  * CustomLocalModel): the canonical body is already OpenAI's, so building the upstream request
  * is replacing `model`, merging configured parameters under the request, and adding the key. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "providers/provider.h"
@@ -40,32 +41,18 @@ static const char *type_name(cfg_target_type type)
     return "?";
 }
 
-bool provider_body_unchanged(const cfg_target *t, const char *model)
+static int check_family(const cfg_target *t, char *err, size_t errlen)
 {
-    return (t->type == TARGET_OPENAI || t->type == TARGET_OPENAI_COMPATIBLE ||
-            t->type == TARGET_HUGGINGFACE || t->type == TARGET_CUSTOM_LOCAL) &&
-           !t->parameters && strcmp(t->model_name, model) == 0;
+    if (is_openai_family(t->type)) return 0;
+    snprintf(err, errlen,
+             "model target '%s' has type %s, which this gateway version cannot call yet", t->name,
+             type_name(t->type));
+    return -1;
 }
 
-int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
-                        provider_request *out, char *err, size_t errlen)
+static void chat_headers(const cfg_target *t, const char *request_id, arena *pool,
+                         provider_request *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!is_openai_family(t->type)) {
-        snprintf(err, errlen,
-                 "model target '%s' has type %s, which this gateway version cannot call yet",
-                 t->name, type_name(t->type));
-        return -1;
-    }
-    if (body) json_object_set_new(body, "model", json_string(t->model_name));
-    if (body && t->parameters) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(t->parameters, k, v)
-        {
-            if (!json_object_get(body, k)) json_object_set(body, k, v);
-        }
-    }
     out->url = arena_printf(pool, "%s/chat/completions", t->endpoint);
     size_t n = 0;
     out->headers[n++] = (upstream_header){"Content-Type", "application/json"};
@@ -75,7 +62,78 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
     if (request_id && *request_id)
         out->headers[n++] = (upstream_header){"X-Request-Id", request_id};
     out->n_headers = n;
-    if (!body) return 0; /* the caller sends the client's own bytes */
+}
+
+static bool has_key(const provider_raw_body *b, const char *key)
+{
+    for (size_t i = 0; i < b->n_keys; i++)
+        if (str_eq_c(b->keys[i], key)) return true;
+    return false;
+}
+
+static void append_json(buf *out, json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    buf_puts(out, s);
+    free(s);
+}
+
+int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
+                            const char *request_id, arena *pool, provider_request *out, char *err,
+                            size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (check_family(t, err, errlen)) return -1;
+    chat_headers(t, request_id, pool, out);
+    bool rename = strcmp(t->model_name, b->model) != 0;
+    bool add = false;
+    const char *k;
+    json_t *v;
+    json_object_foreach(t->parameters, k, v)
+    {
+        if (!has_key(b, k)) add = true;
+    }
+    if (!rename && !add) return 0; /* the client's bytes as they are */
+    buf nb = BUF_INIT;
+    buf_reserve(&nb, b->len + 64);
+    if (rename) {
+        buf_append(&nb, b->body, b->model_start);
+        json_t *m = json_string(t->model_name);
+        append_json(&nb, m);
+        json_decref(m);
+        buf_append(&nb, b->body + b->model_end, b->object_end - b->model_end);
+    } else {
+        buf_append(&nb, b->body, b->object_end);
+    }
+    json_object_foreach(t->parameters, k, v)
+    {
+        if (has_key(b, k)) continue; /* a key the request sets wins */
+        buf_append(&nb, ",", 1);
+        json_t *key = json_string(k);
+        append_json(&nb, key);
+        json_decref(key);
+        buf_append(&nb, ":", 1);
+        append_json(&nb, v);
+    }
+    buf_append(&nb, b->body + b->object_end, b->len - b->object_end);
+    out->body_len = nb.len;
+    out->body = buf_steal(&nb);
+    return 0;
+}
+
+int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                        provider_request *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (check_family(t, err, errlen)) return -1;
+    json_object_set_new(body, "model", json_string(t->model_name));
+    const char *k;
+    json_t *v;
+    json_object_foreach(t->parameters, k, v)
+    {
+        if (!json_object_get(body, k)) json_object_set(body, k, v);
+    }
+    chat_headers(t, request_id, pool, out);
     out->body = json_dumps(body, JSON_COMPACT);
     if (!out->body) {
         snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);

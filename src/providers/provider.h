@@ -14,6 +14,8 @@
 
 #include "config/config.h"
 #include "core/arena.h"
+#include "core/buf.h"
+#include "core/str.h"
 #include "upstream/client.h"
 
 enum { PROVIDER_MAX_HEADERS = 8 };
@@ -32,10 +34,6 @@ typedef struct provider_usage {
     uint64_t completion_tokens;
 } provider_usage;
 
-/* True when the client's body can go upstream byte for byte: an OpenAI-family target whose
- * modelName is the model the client sent and which has no parameters to merge. */
-bool provider_body_unchanged(const cfg_target *t, const char *model);
-
 /* Builds the upstream chat request for target t from the canonical body. body is modified in
  * place (model replaced, parameters merged under it). body NULL: only URL and headers are built
  * (out->body stays NULL) because the caller forwards the client's bytes unchanged.
@@ -47,6 +45,25 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
 /* Loads what the gateway's targets need before they serve (the tokenizer encodings Mock targets
  * count with), so no request pays for it. Call off the loops, at start and on reload. */
 void provider_prepare(const cfg_gateway *gw);
+
+/* The client's body, forwarded as its own bytes with at most two edits: the model value
+ * replaced and configured parameters the body lacks added before its closing brace. */
+typedef struct provider_raw_body {
+    const char *body;
+    size_t len;
+    const char *model;      /* the model the client sent, decoded */
+    size_t model_start;     /* raw bytes of its value: [model_start, model_end) */
+    size_t model_end;
+    size_t object_end;      /* offset of the top-level object's closing '}' */
+    const str *keys;        /* the body's top-level keys, decoded */
+    size_t n_keys;
+} provider_raw_body;
+
+/* Like provider_build_chat, from raw bytes (no document). out->body is NULL when the client's
+ * bytes go upstream unchanged; else a malloc'd edited copy. */
+int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
+                            const char *request_id, arena *pool, provider_request *out, char *err,
+                            size_t errlen);
 
 /* True when the target type answers from the gateway itself (Mock). */
 bool provider_is_local(const cfg_target *t);

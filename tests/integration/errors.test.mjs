@@ -130,6 +130,25 @@ spec:
     );
 
     test(
+      'a top-level key sent twice → 400 duplicate_key (never forwarded with two models)',
+      withLogs(logs, async () => {
+        // jansson-style "last wins" routing plus a provider reading the first value would let a
+        // caller reach a model its key may not use: the gateway refuses the body instead
+        const raw = '{"model":"not-allowed","model":"up","messages":[{"role":"user","content":"x"}]}';
+        const res = await postJSON(chatURL(), raw);
+        const e = assertOpenAIError(assert, res, 400, 'duplicate_key');
+        assert.equal(e.param, 'model');
+        assert.equal(fakeA.requests.length, 0);
+        // the same key nested inside a message is data, not a duplicate
+        const ok = await postJSON(
+          chatURL(),
+          '{"model":"up","messages":[{"role":"user","content":"x","model":"y"}]}'
+        );
+        assert.equal(ok.status, 200, ok.text);
+      })
+    );
+
+    test(
       'stream not a boolean → param stream',
       withLogs(logs, async () => {
         const res = await postJSON(chatURL(), chatBody('up', { stream: 'yes' }));

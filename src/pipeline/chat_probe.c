@@ -1,0 +1,289 @@
+/* chat_probe.c — the streaming check of a Chat Completions body (see chat_probe.h). yajl does all
+ * the JSON work (syntax, escapes, UTF-8); the callbacks only follow where in the document they
+ * are: depth 1 is the top-level object, a value at depth 1 belongs to the current top-level key,
+ * depth 2 inside "messages" is one message, depth 3 its fields. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+#include "pipeline/chat_probe.h"
+
+typedef enum { F_OTHER, F_MODEL, F_MESSAGES, F_STREAM, F_STREAM_OPTIONS } top_field;
+
+typedef struct probe_state {
+    chat_probe *p;
+    arena *pool;
+    yajl_handle h;
+    const char *body;
+    size_t len;
+    int depth;         /* containers open */
+    top_field field;   /* the top-level key whose value is being read */
+    size_t cap_keys;
+    bool key_is_role;  /* messages[i]: the current key is "role" */
+    bool msg_has_role; /* messages[i] had a string role */
+    bool key_is_usage; /* stream_options: the current key is include_usage */
+} probe_state;
+
+static int fail(probe_state *s, chat_probe_status st, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(probe_state *s, chat_probe_status st, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->p->message, sizeof s->p->message, fmt, ap);
+    va_end(ap);
+    s->p->status = st;
+    s->p->param = param;
+    return 0; /* cancels the parse */
+}
+
+static size_t consumed(const probe_state *s)
+{
+    return yajl_get_bytes_consumed(s->h);
+}
+
+/* A message (depth 2 in messages) must be an object. */
+static int message_not_object(probe_state *s)
+{
+    return fail(s, PROBE_BAD_FIELD, "messages",
+                "Invalid 'messages[%zu]': each message must be an object with a string 'role'.",
+                s->p->n_messages);
+}
+
+/* Every scalar value goes through here; kind is "string", "boolean", "null" or "number". */
+static int scalar(probe_state *s, const char *kind, int truth)
+{
+    chat_probe *p = s->p;
+    if (s->depth == 0)
+        return fail(s, PROBE_NOT_OBJECT, NULL, "The request body must be a JSON object.");
+    if (s->depth == 1) {
+        switch (s->field) {
+        case F_MODEL:
+            if (strcmp(kind, "string") != 0)
+                return fail(s, PROBE_BAD_FIELD, "model",
+                            "Invalid type for 'model': expected a string, got %s.", kind);
+            break;
+        case F_MESSAGES:
+            return fail(s, PROBE_BAD_FIELD, "messages",
+                        "Invalid 'messages': expected a non-empty array of message objects.");
+        case F_STREAM:
+            if (strcmp(kind, "boolean") != 0 && strcmp(kind, "null") != 0)
+                return fail(s, PROBE_BAD_FIELD, "stream",
+                            "Invalid type for 'stream': expected a boolean.");
+            p->stream = truth;
+            break;
+        case F_STREAM_OPTIONS:
+            if (strcmp(kind, "null") != 0)
+                return fail(s, PROBE_BAD_FIELD, "stream_options",
+                            "Invalid type for 'stream_options': expected an object.");
+            break;
+        case F_OTHER: break;
+        }
+        s->field = F_OTHER;
+        return 1;
+    }
+    if (s->field == F_MESSAGES && s->depth == 2) return message_not_object(s);
+    if (s->field == F_MESSAGES && s->depth == 3 && s->key_is_role) {
+        if (strcmp(kind, "string") != 0)
+            return fail(s, PROBE_BAD_FIELD, "messages",
+                        "Invalid 'messages[%zu].role': expected a string.", p->n_messages);
+        s->msg_has_role = true;
+    }
+    if (s->field == F_STREAM_OPTIONS && s->depth == 2 && s->key_is_usage)
+        p->include_usage = truth;
+    return 1;
+}
+
+static int on_null(void *ctx)
+{
+    return scalar(ctx, "null", 0);
+}
+
+static int on_boolean(void *ctx, int b)
+{
+    return scalar(ctx, "boolean", b);
+}
+
+static int on_number(void *ctx, const char *v, size_t n)
+{
+    return scalar(ctx, "number", 0);
+}
+
+static int on_string(void *ctx, const unsigned char *v, size_t n)
+{
+    probe_state *s = ctx;
+    if (s->depth == 1 && s->field == F_MODEL) {
+        s->p->model = arena_strndup(s->pool, (const char *)v, n);
+        s->p->model_is_string = true;
+        s->p->model_end = consumed(s);
+    }
+    return scalar(s, "string", 0);
+}
+
+static int on_key(void *ctx, const unsigned char *k, size_t n)
+{
+    probe_state *s = ctx;
+    chat_probe *p = s->p;
+    if (s->depth == 1) {
+        str key = {(const char *)k, n};
+        for (size_t i = 0; i < p->n_top_keys; i++)
+            if (str_eq(p->top_keys[i], key))
+                return fail(s, PROBE_DUPLICATE_KEY, p->top_keys[i].p,
+                            "The request body has the key '%.*s' twice; send each field once.",
+                            (int)(n > 64 ? 64 : n), (const char *)k);
+        if (p->n_top_keys == s->cap_keys) {
+            size_t cap = s->cap_keys ? s->cap_keys * 2 : 16;
+            str *keys = arena_alloc(s->pool, cap * sizeof *keys);
+            if (p->n_top_keys) memcpy(keys, p->top_keys, p->n_top_keys * sizeof *keys);
+            p->top_keys = keys;
+            s->cap_keys = cap;
+        }
+        key.p = arena_strndup(s->pool, key.p, n);
+        p->top_keys[p->n_top_keys++] = key;
+        s->field = str_eq_c(key, "model")            ? F_MODEL
+                   : str_eq_c(key, "messages")       ? F_MESSAGES
+                   : str_eq_c(key, "stream")         ? F_STREAM
+                   : str_eq_c(key, "stream_options") ? F_STREAM_OPTIONS
+                                                     : F_OTHER;
+        if (s->field == F_MODEL) {
+            /* the value's raw bytes start at its opening quote, after `:` and white space */
+            size_t i = consumed(s);
+            while (i < s->len && s->body[i] != '"' && s->body[i] != '{' && s->body[i] != '[')
+                i++;
+            p->has_model = true;
+            p->model_start = i;
+        }
+        if (s->field == F_MESSAGES) p->has_messages = true;
+        return 1;
+    }
+    if (s->field == F_MESSAGES && s->depth == 3) s->key_is_role = n == 4 && !memcmp(k, "role", 4);
+    if (s->field == F_STREAM_OPTIONS && s->depth == 2)
+        s->key_is_usage = n == 13 && !memcmp(k, "include_usage", 13);
+    return 1;
+}
+
+static int on_start_map(void *ctx)
+{
+    probe_state *s = ctx;
+    if (s->depth == 1) {
+        if (s->field == F_MODEL)
+            return fail(s, PROBE_BAD_FIELD, "model",
+                        "Invalid type for 'model': expected a string, got object.");
+        if (s->field == F_MESSAGES)
+            return fail(s, PROBE_BAD_FIELD, "messages",
+                        "Invalid 'messages': expected a non-empty array of message objects.");
+        if (s->field == F_STREAM)
+            return fail(s, PROBE_BAD_FIELD, "stream",
+                        "Invalid type for 'stream': expected a boolean.");
+    }
+    if (s->field == F_MESSAGES && s->depth == 2) {
+        s->msg_has_role = false;
+        s->key_is_role = false;
+    }
+    s->depth++;
+    return 1;
+}
+
+static int on_end_map(void *ctx)
+{
+    probe_state *s = ctx;
+    s->depth--;
+    if (s->depth == 0) {
+        s->p->object_end = consumed(s) - 1;
+        return 1;
+    }
+    if (s->field == F_MESSAGES && s->depth == 2) {
+        if (!s->msg_has_role)
+            return fail(s, PROBE_BAD_FIELD, "messages",
+                        "Invalid 'messages[%zu]': each message must be an object with a string "
+                        "'role'.",
+                        s->p->n_messages);
+        s->p->n_messages++;
+    }
+    if (s->depth == 1) s->field = F_OTHER;
+    return 1;
+}
+
+static int on_start_array(void *ctx)
+{
+    probe_state *s = ctx;
+    if (s->depth == 0)
+        return fail(s, PROBE_NOT_OBJECT, NULL, "The request body must be a JSON object.");
+    if (s->depth == 1) {
+        if (s->field == F_MODEL)
+            return fail(s, PROBE_BAD_FIELD, "model",
+                        "Invalid type for 'model': expected a string, got array.");
+        if (s->field == F_STREAM)
+            return fail(s, PROBE_BAD_FIELD, "stream",
+                        "Invalid type for 'stream': expected a boolean.");
+        if (s->field == F_STREAM_OPTIONS)
+            return fail(s, PROBE_BAD_FIELD, "stream_options",
+                        "Invalid type for 'stream_options': expected an object.");
+    }
+    if (s->field == F_MESSAGES && s->depth == 2) return message_not_object(s);
+    s->depth++;
+    return 1;
+}
+
+static int on_end_array(void *ctx)
+{
+    probe_state *s = ctx;
+    s->depth--;
+    if (s->depth == 1) s->field = F_OTHER;
+    return 1;
+}
+
+static const yajl_callbacks callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_key,
+    .yajl_end_map = on_end_map,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end_array,
+};
+
+chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, chat_probe *p)
+{
+    memset(p, 0, sizeof *p);
+    if (len == 0) {
+        snprintf(p->message, sizeof p->message,
+                 "We could not parse the JSON body of your request: the body is empty.");
+        return p->status = PROBE_BAD_JSON;
+    }
+    probe_state s = {.p = p, .pool = pool, .body = body, .len = len};
+    s.h = yajl_alloc(&callbacks, NULL, &s);
+    if (!s.h) {
+        snprintf(p->message, sizeof p->message, "out of memory");
+        return p->status = PROBE_BAD_JSON;
+    }
+    yajl_status st = yajl_parse(s.h, (const unsigned char *)body, len);
+    if (st == yajl_status_ok) st = yajl_complete_parse(s.h);
+    if (st == yajl_status_error) {
+        size_t at = yajl_get_bytes_consumed(s.h);
+        unsigned char *e = yajl_get_error(s.h, 0, (const unsigned char *)body, len);
+        /* yajl's text reads "parse error: <what>" and ends with white space */
+        const char *what = e ? (const char *)e : "syntax error";
+        if (!strncmp(what, "parse error: ", 13)) what += 13;
+        int n = (int)strlen(what);
+        while (n > 0 && (what[n - 1] == ' ' || what[n - 1] == '\n')) n--;
+        snprintf(p->message, sizeof p->message,
+                 "We could not parse the JSON body of your request: %.*s (at byte %zu).", n, what,
+                 at);
+        if (e) yajl_free_error(s.h, e);
+        p->status = PROBE_BAD_JSON;
+    }
+    yajl_free(s.h);
+    return p->status;
+}
+
+bool chat_probe_has_key(const chat_probe *p, const char *key)
+{
+    for (size_t i = 0; i < p->n_top_keys; i++)
+        if (str_eq_c(p->top_keys[i], key)) return true;
+    return false;
+}

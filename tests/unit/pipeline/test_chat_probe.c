@@ -1,0 +1,150 @@
+/* test_chat_probe.c — the streaming check of Chat Completions bodies: accepted shapes with the
+ * fields and byte offsets the raw forwarding relies on, and every rejection with its field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "pipeline/chat_probe.h"
+
+static arena *pool;
+
+static int setup(void **state)
+{
+    pool = arena_new(4096);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    arena_free(pool);
+    return 0;
+}
+
+static void accepts_and_measures(void **state)
+{
+    const char *b = "{ \"temperature\": 0.2, \"model\" :  \"gpt-4o\" , \"stream\":true,"
+                    "\"stream_options\":{\"include_usage\":true},"
+                    "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]},"
+                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"x\"}]}],"
+                    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"model\"}}]}  \n";
+    chat_probe p;
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_true(p.has_model && p.model_is_string);
+    assert_string_equal(p.model, "gpt-4o");
+    /* the raw span is exactly the JSON string token, quotes included */
+    assert_int_equal(p.model_end - p.model_start, strlen("\"gpt-4o\""));
+    assert_memory_equal(b + p.model_start, "\"gpt-4o\"", p.model_end - p.model_start);
+    assert_true(p.has_messages);
+    assert_int_equal(p.n_messages, 2);
+    assert_true(p.stream);
+    assert_true(p.include_usage);
+    assert_int_equal(b[p.object_end], '}');
+    assert_int_equal(p.object_end, strrchr(b, '}') - b);
+    assert_int_equal(p.n_top_keys, 6);
+    assert_true(chat_probe_has_key(&p, "temperature"));
+    assert_true(chat_probe_has_key(&p, "tools"));
+    assert_false(chat_probe_has_key(&p, "max_tokens"));
+}
+
+static void escaped_model_and_defaults(void **state)
+{
+    const char *b = "{\"model\":\"a\\\"b\\u00e9\",\"messages\":[{\"role\":\"user\"}],"
+                    "\"stream\":null,\"stream_options\":null}";
+    chat_probe p;
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_string_equal(p.model, "a\"b\xc3\xa9");
+    assert_memory_equal(b + p.model_start, "\"a\\\"b\\u00e9\"", p.model_end - p.model_start);
+    assert_false(p.stream);
+    assert_false(p.include_usage);
+}
+
+static void missing_fields_are_reported_not_rejected(void **state)
+{
+    chat_probe p;
+    assert_int_equal(chat_probe_parse("{}", 2, pool, &p), PROBE_OK);
+    assert_false(p.has_model);
+    assert_false(p.has_messages);
+    assert_int_equal(chat_probe_parse("{\"messages\":[]}", 15, pool, &p), PROBE_OK);
+    assert_true(p.has_messages);
+    assert_int_equal(p.n_messages, 0);
+}
+
+typedef struct {
+    const char *body;
+    chat_probe_status want;
+    const char *param;
+    const char *in_message;
+} reject_case;
+
+static void rejects_with_field(void **state)
+{
+    reject_case cases[] = {
+        {"", PROBE_BAD_JSON, NULL, "empty"},
+        {"{\"model\":", PROBE_BAD_JSON, NULL, "could not parse"},
+        {"{\"model\":\"x\"} trailing", PROBE_BAD_JSON, NULL, "trailing garbage"},
+        {"{\"model\":\"\xff\"}", PROBE_BAD_JSON, NULL, "UTF8"},
+        {"[1,2]", PROBE_NOT_OBJECT, NULL, "object"},
+        {"42", PROBE_NOT_OBJECT, NULL, "object"},
+        {"\"s\"", PROBE_NOT_OBJECT, NULL, "object"},
+        {"{\"model\":\"a\",\"model\":\"b\"}", PROBE_DUPLICATE_KEY, "model", "twice"},
+        {"{\"model\":\"a\",\"messages\":[],\"messages\":[]}", PROBE_DUPLICATE_KEY, "messages",
+         "twice"},
+        {"{\"model\":5}", PROBE_BAD_FIELD, "model", "number"},
+        {"{\"model\":{\"a\":1}}", PROBE_BAD_FIELD, "model", "object"},
+        {"{\"model\":[\"a\"]}", PROBE_BAD_FIELD, "model", "array"},
+        {"{\"model\":null}", PROBE_BAD_FIELD, "model", "null"},
+        {"{\"messages\":\"hi\"}", PROBE_BAD_FIELD, "messages", "array"},
+        {"{\"messages\":{\"role\":\"user\"}}", PROBE_BAD_FIELD, "messages", "array"},
+        {"{\"messages\":[\"hi\"]}", PROBE_BAD_FIELD, "messages", "messages[0]"},
+        {"{\"messages\":[{\"role\":\"user\"},[1]]}", PROBE_BAD_FIELD, "messages", "messages[1]"},
+        {"{\"messages\":[{\"content\":\"no role\"}]}", PROBE_BAD_FIELD, "messages",
+         "messages[0]"},
+        {"{\"messages\":[{\"role\":7}]}", PROBE_BAD_FIELD, "messages", "messages[0].role"},
+        {"{\"stream\":\"yes\"}", PROBE_BAD_FIELD, "stream", "boolean"},
+        {"{\"stream\":1}", PROBE_BAD_FIELD, "stream", "boolean"},
+        {"{\"stream\":[true]}", PROBE_BAD_FIELD, "stream", "boolean"},
+        {"{\"stream_options\":true}", PROBE_BAD_FIELD, "stream_options", "object"},
+        {"{\"stream_options\":[]}", PROBE_BAD_FIELD, "stream_options", "object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        chat_probe p;
+        chat_probe_status st = chat_probe_parse(cases[i].body, strlen(cases[i].body), pool, &p);
+        if (st != cases[i].want)
+            fail_msg("case %zu (%s): status %d, want %d (%s)", i, cases[i].body, st,
+                     cases[i].want, p.message);
+        if (cases[i].param) {
+            assert_non_null(p.param);
+            assert_string_equal(p.param, cases[i].param);
+        } else {
+            assert_null(p.param);
+        }
+        if (!strstr(p.message, cases[i].in_message))
+            fail_msg("case %zu: message '%s' lacks '%s'", i, p.message, cases[i].in_message);
+    }
+}
+
+static void nested_keys_named_like_fields_are_ignored(void **state)
+{
+    /* "model"/"stream" inside messages or tools are data, not the request's fields */
+    const char *b = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"model\":5,\"stream\":\"x\","
+                    "\"content\":{\"messages\":3}}],\"metadata\":{\"model\":[1],\"model\":2}}";
+    chat_probe p;
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_string_equal(p.model, "m");
+    assert_int_equal(p.n_messages, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(accepts_and_measures),
+        cmocka_unit_test(escaped_model_and_defaults),
+        cmocka_unit_test(missing_fields_are_reported_not_rejected),
+        cmocka_unit_test(rejects_with_field),
+        cmocka_unit_test(nested_keys_named_like_fields_are_ignored),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
