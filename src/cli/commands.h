@@ -7,5 +7,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_crds(int argc, char **argv);
 int cmd_schema_doc(int argc, char **argv);
+int cmd_ctx(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static void usage(FILE *f)
                "  validate FILE_OR_DIR...   check manifests offline; exit 1 on any error\n"
                "  crds                      print the CustomResourceDefinitions\n"
                "  schema-doc                print the manifest field reference (Markdown)\n"
+               "  ctx list|show|export|delete  manage a running gateway's stored conversations\n"
                "  version                   print the version\n"
                "\n"
                "Run 'ctxgate <command> --help' for a command's options.\n");
@@ -36,6 +37,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "validate") == 0) return cmd_validate(argc - 1, argv + 1);
     if (strcmp(cmd, "crds") == 0) return cmd_crds(argc - 1, argv + 1);
     if (strcmp(cmd, "schema-doc") == 0) return cmd_schema_doc(argc - 1, argv + 1);
+    if (strcmp(cmd, "ctx") == 0) return cmd_ctx(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ctxgate %s\n", CTXGATE_VERSION);
         return 0;
