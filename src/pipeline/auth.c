@@ -7,7 +7,7 @@
 
 #include "pipeline/auth.h"
 
-static str presented_key(const http_request *r)
+str auth_presented_key(const http_request *r)
 {
     str v = http_request_header(r, "authorization");
     if (v.p) {
@@ -28,7 +28,7 @@ auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_a
 {
     *key = NULL;
     if (!(gw->auth_types & AUTH_APIKEY)) return AUTH_OK;
-    str k = presented_key(r);
+    str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char digest[32];
     unsigned int dlen = 0;

@@ -7,6 +7,10 @@
 
 typedef enum { AUTH_OK, AUTH_MISSING, AUTH_INVALID } auth_result;
 
+/* The key the caller presents: `Authorization: Bearer K` (OpenAI SDK), `x-api-key: K` (Anthropic
+ * SDK) or `api-key: K` (Azure SDK), in that order; STR_NULL when none. */
+str auth_presented_key(const http_request *r);
+
 /* Finds the caller's key in `Authorization: Bearer`, `x-api-key` or `api-key`. On AUTH_OK,
  * *key is the matching key (NULL when the gateway's authentication is None). */
 auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_api_key **key);

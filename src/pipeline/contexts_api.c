@@ -399,28 +399,10 @@ static void known_mcps(const cfg_snapshot *snap, buf *out)
     buf_append(out, "", 1);
 }
 
-/* The presented key, read the way auth.c reads it (Authorization: Bearer, x-api-key, api-key). */
-static str presented_key(const http_request *r)
-{
-    str v = http_request_header(r, "authorization");
-    if (v.p) {
-        if (v.n > 7 && strncasecmp(v.p, "Bearer ", 7) == 0) {
-            str k = {v.p + 7, v.n - 7};
-            while (k.n && k.p[0] == ' ')
-                k.p++, k.n--;
-            return k;
-        }
-        return STR_NULL;
-    }
-    v = http_request_header(r, "x-api-key");
-    if (v.p) return v;
-    return http_request_header(r, "api-key");
-}
-
 /* security.apiKeyRef: digests compared in constant time, never the key text. */
 static auth_result admin_check(const cfg_mcp *mcp, const http_request *r)
 {
-    str k = presented_key(r);
+    str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char got[32], want[32];
     unsigned int n1 = 0, n2 = 0;
