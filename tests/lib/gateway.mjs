@@ -268,9 +268,13 @@ export async function startGateway(o) {
       throw new Error(`ctxgate exited during start-up (${JSON.stringify(exitInfo)})\n${gw.logs()}`);
     }
     try {
-      const res = await fetch(url + '/healthz');
-      await res.arrayBuffer();
-      if (res.status === 200) break;
+      if (o.ready) {
+        if (await o.ready(port)) break; // the caller's own probe (e.g. HTTPS)
+      } else {
+        const res = await fetch(url + '/healthz');
+        await res.arrayBuffer();
+        if (res.status === 200) break;
+      }
     } catch {
       /* not listening yet */
     }
