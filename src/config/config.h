@@ -34,23 +34,23 @@ typedef struct cfg_mock {
 } cfg_mock;
 
 typedef struct cfg_target {
-    const char *name;           /* logical model name clients send */
-    const char **aliases;       /* further names clients may send */
+    const char *name;     /* logical model name clients send */
+    const char **aliases; /* further names clients may send */
     size_t n_aliases;
     cfg_target_type type;
-    const char *endpoint;       /* base URL, no trailing '/'; type default: OpenAI, OpenAICompatible,
-                                 * HuggingFaceEndpoint, CustomLocalModel https://api.openai.com/v1;
-                                 * Anthropic https://api.anthropic.com; Gemini
-                                 * https://generativelanguage.googleapis.com; AzureOpenAI: required;
-                                 * Mock: NULL */
-    const char *model_name;     /* provider's model id; defaults to name */
-    const char *api_key;        /* resolved Secret value, NULL when none */
-    const char *api_version;    /* AzureOpenAI api-version / Anthropic version header */
-    const char *deployment;     /* AzureOpenAI */
-    json_t *parameters;         /* object merged under the request; NULL when none (borrowed) */
-    int connect_timeout_s;      /* default 5 */
-    int first_token_timeout_s;  /* default 30 */
-    int total_timeout_s;        /* default 300 */
+    const char *endpoint;      /* base URL, no trailing '/'; type default: OpenAI, OpenAICompatible,
+                                * HuggingFaceEndpoint, CustomLocalModel https://api.openai.com/v1;
+                                * Anthropic https://api.anthropic.com; Gemini
+                                * https://generativelanguage.googleapis.com; AzureOpenAI: required;
+                                * Mock: NULL */
+    const char *model_name;    /* provider's model id; defaults to name */
+    const char *api_key;       /* resolved Secret value, NULL when none */
+    const char *api_version;   /* AzureOpenAI api-version / Anthropic version header */
+    const char *deployment;    /* AzureOpenAI */
+    json_t *parameters;        /* object merged under the request; NULL when none (borrowed) */
+    int connect_timeout_s;     /* default 5 */
+    int first_token_timeout_s; /* default 30 */
+    int total_timeout_s;       /* default 300 */
     bool has_pricing;
     double input_per_million;   /* USD */
     double output_per_million;  /* USD */
@@ -112,16 +112,21 @@ typedef struct cfg_route {
     size_t n_header_values;
     cfg_target **failover_targets; /* tried in order after the chosen backend fails */
     size_t n_failover_targets;
-    unsigned retry_on;             /* RETRY_ON_* bits; default 429,500,502,503,504,connect,timeout */
-    int max_attempts;              /* default 1 + n_failover_targets, at least 1 */
-    int backoff_ms;                /* default 100 */
-    const char *context_ref;       /* ModelContextProtocol name, NULL when none */
-    struct cfg_mcp *context;       /* resolved */
-    const char *template_ref;      /* transformation.requestTemplates entry, NULL when none */
+    unsigned retry_on;        /* RETRY_ON_* bits; default 429,500,502,503,504,connect,timeout */
+    int max_attempts;         /* default 1 + n_failover_targets, at least 1 */
+    int backoff_ms;           /* default 100 */
+    const char *context_ref;  /* ModelContextProtocol name, NULL when none */
+    struct cfg_mcp *context;  /* resolved */
+    const char *template_ref; /* transformation.requestTemplates entry, NULL when none */
     size_t index;
 } cfg_route;
 
-typedef enum { AUTH_NONE = 0, AUTH_APIKEY = 1u << 0, AUTH_JWT = 1u << 1, AUTH_OAUTH2 = 1u << 2 } cfg_auth_type;
+typedef enum {
+    AUTH_NONE = 0,
+    AUTH_APIKEY = 1u << 0,
+    AUTH_JWT = 1u << 1,
+    AUTH_OAUTH2 = 1u << 2
+} cfg_auth_type;
 
 typedef struct cfg_api_key {
     const char *name;
@@ -132,9 +137,9 @@ typedef struct cfg_api_key {
 } cfg_api_key;
 
 typedef struct cfg_listener {
-    int port;              /* default 8080 */
-    const char *tls_cert;  /* PEM from the tlsSecretRef Secret's tls.crt; NULL = plain HTTP */
-    const char *tls_key;   /* PEM tls.key */
+    int port;             /* default 8080 */
+    const char *tls_cert; /* PEM from the tlsSecretRef Secret's tls.crt; NULL = plain HTTP */
+    const char *tls_key;  /* PEM tls.key */
 } cfg_listener;
 
 typedef struct cfg_observability {
@@ -142,7 +147,7 @@ typedef struct cfg_observability {
     bool access_log;           /* accessLog present (default on) */
     bool access_log_json;      /* format JSON (default) or Text */
     bool access_log_bodies;
-    const char *metrics_path;  /* default /metrics */
+    const char *metrics_path; /* default /metrics */
 } cfg_observability;
 
 typedef struct cfg_gateway {
@@ -187,12 +192,12 @@ typedef struct cfg_mcp {
     const char *summarize_gateway;
     int summarize_trigger_tokens;
     const char *persona;
-    json_t *tools;            /* array or NULL (borrowed) */
-    bool format_json;         /* JSON (default) or Text */
-    int schema_version;       /* default 1 */
-    bool read_only;           /* ReadOnlyMany */
-    const char *api_key;      /* resolved security.apiKeyRef, NULL = open */
-    json_t *rbac;             /* array or NULL (borrowed) */
+    json_t *tools;       /* array or NULL (borrowed) */
+    bool format_json;    /* JSON (default) or Text */
+    int schema_version;  /* default 1 */
+    bool read_only;      /* ReadOnlyMany */
+    const char *api_key; /* resolved security.apiKeyRef, NULL = open */
+    json_t *rbac;        /* array or NULL (borrowed) */
     bool metrics_enabled;
     json_t *spec;
 } cfg_mcp;
@@ -200,8 +205,8 @@ typedef struct cfg_mcp {
 /* One loaded set of manifests. Gateways and MCPs are in document order. */
 typedef struct cfg_snapshot {
     _Atomic long refs;
-    arena *pool;      /* owns every string and array above */
-    json_t *docs;     /* array of the validated documents; owns the json_t the structs borrow */
+    arena *pool;  /* owns every string and array above */
+    json_t *docs; /* array of the validated documents; owns the json_t the structs borrow */
     cfg_gateway *gateways;
     size_t n_gateways;
     cfg_mcp *mcps;

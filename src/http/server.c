@@ -341,9 +341,9 @@ static void conn_fail(http_conn *c)
     else
         server_new_request_id(s, id);
 
-    json_t *o =
-        json_pack("{s:{s:s, s:s, s:s, s:n}}", "error", "message", c->err_msg, "type",
-                  "invalid_request_error", "code", c->err_code ? c->err_code : "bad_request", "param");
+    json_t *o = json_pack("{s:{s:s, s:s, s:s, s:n}}", "error", "message", c->err_msg, "type",
+                          "invalid_request_error", "code",
+                          c->err_code ? c->err_code : "bad_request", "param");
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     const char *b = body ? body : "{\"error\":{\"message\":\"bad request\"}}";

@@ -63,8 +63,8 @@ _Static_assert(sizeof dur_le_txt / sizeof dur_le_txt[0] == N_DUR, "duration labe
 _Static_assert(sizeof ttft_le_txt / sizeof ttft_le_txt[0] == N_TTFT, "ttft labels");
 
 /* context-store operations: a memory op takes microseconds, a remote one milliseconds */
-static const uint64_t ctx_le_us[] = {50,    100,    250,    500,     1000,    2500,   5000,
-                                     10000, 25000,  50000,  100000,  250000,  1000000};
+static const uint64_t ctx_le_us[] = {50,    100,   250,   500,    1000,   2500,   5000,
+                                     10000, 25000, 50000, 100000, 250000, 1000000};
 static const char *const ctx_le_txt[] = {"0.00005", "0.0001", "0.00025", "0.0005", "0.001",
                                          "0.0025",  "0.005",  "0.01",    "0.025",  "0.05",
                                          "0.1",     "0.25",   "1"};
@@ -1004,8 +1004,10 @@ static void render_ctx(buf *out, const agg *a)
             buf_puts(out, fams[k].name);
             put_labels(out, fig_names, &l, 2, NULL, NULL);
             buf_append(out, " ", 1);
-            if (fams[k].which == 0) buf_put_i64(out, f->active);
-            else buf_put_u64(out, fams[k].which == 1 ? f->evictions : f->expirations);
+            if (fams[k].which == 0)
+                buf_put_i64(out, f->active);
+            else
+                buf_put_u64(out, fams[k].which == 1 ? f->evictions : f->expirations);
             buf_append(out, "\n", 1);
         }
     }

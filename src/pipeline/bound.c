@@ -36,7 +36,8 @@ static pl_bound *bound_new(pl_worker *w, pl_runtime *rt)
 
 static void bound_free(pl_bound *b)
 {
-    for (size_t i = 0; i < b->n_stores; i++) free(b->errors[i]);
+    for (size_t i = 0; i < b->n_stores; i++)
+        free(b->errors[i]);
     free(b->errors);
     free(b->reported);
     free(b->stores);

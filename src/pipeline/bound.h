@@ -8,10 +8,10 @@
 #include "pipeline/pipeline.h"
 
 struct pl_bound {
-    pl_runtime *rt;      /* one reference */
+    pl_runtime *rt; /* one reference */
     pl_worker *w;
-    ctx_store **stores;  /* per rt->snap->mcps[i]; NULL when opening failed */
-    char **errors;       /* per store: why it could not be opened (NULL when open) */
+    ctx_store **stores; /* per rt->snap->mcps[i]; NULL when opening failed */
+    char **errors;      /* per store: why it could not be opened (NULL when open) */
     size_t n_stores;
     ctx_stats *reported; /* per store: the handle's counters at the last metrics report */
     long refs;           /* the worker while current, plus every call that started on it */

@@ -56,7 +56,8 @@ void pl_chat(pl_call *c)
     const cfg_gateway *gw = c->rt->gw;
     chat_probe *p = &c->probe;
     switch (chat_probe_parse(r->body.p, r->body.n, r->pool, p)) {
-    case PROBE_OK: break;
+    case PROBE_OK:
+        break;
     case PROBE_BAD_JSON:
         pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL, "%s", p->message);
         return;

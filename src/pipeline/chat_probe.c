@@ -17,8 +17,8 @@ typedef struct probe_state {
     yajl_handle h;
     const char *body;
     size_t len;
-    int depth;         /* containers open */
-    top_field field;   /* the top-level key whose value is being read */
+    int depth;       /* containers open */
+    top_field field; /* the top-level key whose value is being read */
     size_t cap_keys;
     bool key_is_role;  /* messages[i]: the current key is "role" */
     bool msg_has_role; /* messages[i] had a string role */
@@ -79,7 +79,8 @@ static int scalar(probe_state *s, const char *kind, int truth)
                 return fail(s, PROBE_BAD_FIELD, "stream_options",
                             "Invalid type for 'stream_options': expected an object.");
             break;
-        case F_OTHER: break;
+        case F_OTHER:
+            break;
         }
         s->field = F_OTHER;
         return 1;
@@ -91,8 +92,7 @@ static int scalar(probe_state *s, const char *kind, int truth)
                         "Invalid 'messages[%zu].role': expected a string.", p->n_messages);
         s->msg_has_role = true;
     }
-    if (s->field == F_STREAM_OPTIONS && s->depth == 2 && s->key_is_usage)
-        p->include_usage = truth;
+    if (s->field == F_STREAM_OPTIONS && s->depth == 2 && s->key_is_usage) p->include_usage = truth;
     return 1;
 }
 
@@ -270,7 +270,8 @@ chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, ch
         const char *what = e ? (const char *)e : "syntax error";
         if (!strncmp(what, "parse error: ", 13)) what += 13;
         int n = (int)strlen(what);
-        while (n > 0 && (what[n - 1] == ' ' || what[n - 1] == '\n')) n--;
+        while (n > 0 && (what[n - 1] == ' ' || what[n - 1] == '\n'))
+            n--;
         snprintf(p->message, sizeof p->message,
                  "We could not parse the JSON body of your request: %.*s (at byte %zu).", n, what,
                  at);

@@ -22,24 +22,24 @@ typedef enum {
 
 typedef struct chat_probe {
     chat_probe_status status;
-    char message[256];   /* for status != PROBE_OK: a sentence for the client */
-    const char *param;   /* the field at fault, or NULL */
+    char message[256]; /* for status != PROBE_OK: a sentence for the client */
+    const char *param; /* the field at fault, or NULL */
 
-    bool has_model;      /* "model" present ... */
+    bool has_model;       /* "model" present ... */
     bool model_is_string; /* ... and a string */
-    const char *model;   /* decoded, NUL-terminated (arena) */
-    size_t model_start;  /* raw bytes of the model value: [model_start, model_end) */
+    const char *model;    /* decoded, NUL-terminated (arena) */
+    size_t model_start;   /* raw bytes of the model value: [model_start, model_end) */
     size_t model_end;
 
-    bool has_messages;    /* "messages" present */
-    size_t n_messages;    /* elements, when it is an array */
+    bool has_messages; /* "messages" present */
+    size_t n_messages; /* elements, when it is an array */
 
-    bool stream;          /* "stream": true */
-    bool include_usage;   /* "stream_options": {"include_usage": true} */
+    bool stream;        /* "stream": true */
+    bool include_usage; /* "stream_options": {"include_usage": true} */
 
-    str *top_keys;        /* every top-level key, decoded (arena) */
+    str *top_keys; /* every top-level key, decoded (arena) */
     size_t n_top_keys;
-    size_t object_end;    /* offset of the closing '}' of the top-level object */
+    size_t object_end; /* offset of the closing '}' of the top-level object */
 } chat_probe;
 
 /* Checks body: JSON syntax, top-level object without duplicate keys, model a string,

@@ -58,12 +58,12 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
                 c->conv_id);
         return;
     case CTX_EINVAL:
-        pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id",
-                "%s", msg);
+        pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id", "%s",
+                msg);
         return;
     case CTX_ECORRUPT:
-        pl_fail(c, 500, "server_error", "context_record_unreadable",
-                NULL, "Conversation '%s' cannot be read: %s", c->conv_id, msg);
+        pl_fail(c, 500, "server_error", "context_record_unreadable", NULL,
+                "Conversation '%s' cannot be read: %s", c->conv_id, msg);
         return;
     default:
         pl_fail(c, 503, "server_error", "context_store_unavailable", NULL,
@@ -102,9 +102,8 @@ static void on_loaded(ctx_req *req)
     }
     json_t *req_msgs = json_object_get(c->body, "messages");
     size_t n_request = json_array_size(req_msgs);
-    ctx_conversation conv = {.persona = c->mcp->persona,
-                             .summary = c->conv_summary,
-                             .history = c->conv_history};
+    ctx_conversation conv = {
+        .persona = c->mcp->persona, .summary = c->conv_summary, .history = c->conv_history};
     char err[320];
     const tok_encoding *enc = NULL;
     if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
@@ -243,7 +242,8 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
     if (len < 6 || memcmp(event, "data:", 5) != 0) return;
     const char *p = event + 5;
     size_t n = len - 5;
-    while (n && *p == ' ') p++, n--;
+    while (n && *p == ' ')
+        p++, n--;
     if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return;
     json_t *ev = json_loadb(p, n, JSON_DISABLE_EOF_CHECK, NULL);
     if (!ev) return;
@@ -260,7 +260,10 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
             }
             size_t i;
             json_t *d;
-            json_array_foreach(tcs, i, d) merge_tool_call(calls, d);
+            json_array_foreach(tcs, i, d)
+            {
+                merge_tool_call(calls, d);
+            }
         }
     }
     json_decref(ev);
@@ -289,7 +292,10 @@ static void answer_finalize(json_t *a)
     json_t *calls = json_object_get(a, "tool_calls");
     size_t i;
     json_t *tc;
-    json_array_foreach(calls, i, tc) json_object_del(tc, "_index");
+    json_array_foreach(calls, i, tc)
+    {
+        json_object_del(tc, "_index");
+    }
     json_t *content = json_object_get(a, "content");
     if (calls && json_array_size(calls) && json_is_string(content) &&
         json_string_length(content) == 0)
@@ -300,13 +306,13 @@ static void answer_finalize(json_t *a)
 
 typedef struct summarize_job {
     pl_worker *w;
-    pl_bound *bound;    /* reference held */
+    pl_bound *bound; /* reference held */
     ctx_store *store;
     const cfg_mcp *mcp;
     char *tenant, *id;
     size_t replaces;
-    uint64_t version;   /* the conversation's version the summary applies to */
-    char *body;         /* upstream request body */
+    uint64_t version; /* the conversation's version the summary applies to */
+    char *body;       /* upstream request body */
     const cfg_target *target;
     buf resp;
     ctx_req creq;
@@ -384,8 +390,7 @@ static const cfg_target *summarize_target(const pl_call *c)
                                 ? cfg_find_gateway(c->rt->snap, c->mcp->summarize_gateway)
                                 : c->rt->gw;
     if (!gw || !c->mcp->summarize_target) return NULL;
-    return cfg_gateway_find_target(gw, c->mcp->summarize_target,
-                                   strlen(c->mcp->summarize_target));
+    return cfg_gateway_find_target(gw, c->mcp->summarize_target, strlen(c->mcp->summarize_target));
 }
 
 static void summarize_start(pl_call *c, uint64_t version)

@@ -40,7 +40,7 @@ typedef struct pl_worker {
     const _Atomic int *draining; /* process-wide: /readyz answers 503 when set */
     uv_timer_t maint;            /* context-store upkeep: figures for metrics, TTL sweeps */
     bool maint_init;
-    uint64_t rng;                /* xorshift state for Weighted picks */
+    uint64_t rng; /* xorshift state for Weighted picks */
     unsigned id;
 } pl_worker;
 

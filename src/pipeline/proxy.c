@@ -190,8 +190,8 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
 
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg)
 {
-    json_t *e = json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", type,
-                          "code", code);
+    json_t *e =
+        json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", type, "code", code);
     char *s = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     buf ev = BUF_INIT;

@@ -78,9 +78,8 @@ static void append_json(buf *out, json_t *v)
     free(s);
 }
 
-int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
-                            const char *request_id, arena *pool, provider_request *out, char *err,
-                            size_t errlen)
+int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
+                            arena *pool, provider_request *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (check_family(t, err, errlen)) return -1;

@@ -51,19 +51,18 @@ void provider_prepare(const cfg_gateway *gw);
 typedef struct provider_raw_body {
     const char *body;
     size_t len;
-    const char *model;      /* the model the client sent, decoded */
-    size_t model_start;     /* raw bytes of its value: [model_start, model_end) */
+    const char *model;  /* the model the client sent, decoded */
+    size_t model_start; /* raw bytes of its value: [model_start, model_end) */
     size_t model_end;
-    size_t object_end;      /* offset of the top-level object's closing '}' */
-    const str *keys;        /* the body's top-level keys, decoded */
+    size_t object_end; /* offset of the top-level object's closing '}' */
+    const str *keys;   /* the body's top-level keys, decoded */
     size_t n_keys;
 } provider_raw_body;
 
 /* Like provider_build_chat, from raw bytes (no document). out->body is NULL when the client's
  * bytes go upstream unchanged; else a malloc'd edited copy. */
-int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
-                            const char *request_id, arena *pool, provider_request *out, char *err,
-                            size_t errlen);
+int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
+                            arena *pool, provider_request *out, char *err, size_t errlen);
 
 /* True when the target type answers from the gateway itself (Mock). */
 bool provider_is_local(const cfg_target *t);

@@ -403,9 +403,9 @@ static void test_context_store_metrics(void **state)
 {
     (void)state;
     obs_shard *a = obs_shard_new(), *b = obs_shard_new();
-    obs_ctx_op(a, "conv", "redis", "get", 40, 1);      /* <= 50 us bucket */
-    obs_ctx_op(b, "conv", "redis", "get", 700, 1);     /* <= 1 ms */
-    obs_ctx_op(a, "conv", "redis", "append", 3000, 0); /* failed */
+    obs_ctx_op(a, "conv", "redis", "get", 40, 1);            /* <= 50 us bucket */
+    obs_ctx_op(b, "conv", "redis", "get", 700, 1);           /* <= 1 ms */
+    obs_ctx_op(a, "conv", "redis", "append", 3000, 0);       /* failed */
     obs_ctx_op(NULL, "conv", "redis", "append", 2000000, 1); /* beyond the last bound: +Inf */
     obs_ctx_store_figures("conv", "redis", 7, 2, 1);
     obs_ctx_store_figures("conv", "redis", -1, 1, 0); /* unknown active keeps the last value */

@@ -25,11 +25,12 @@ static int teardown(void **state)
 
 static void accepts_and_measures(void **state)
 {
-    const char *b = "{ \"temperature\": 0.2, \"model\" :  \"gpt-4o\" , \"stream\":true,"
-                    "\"stream_options\":{\"include_usage\":true},"
-                    "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]},"
-                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"x\"}]}],"
-                    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"model\"}}]}  \n";
+    const char *b =
+        "{ \"temperature\": 0.2, \"model\" :  \"gpt-4o\" , \"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},"
+        "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"x\"}]}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"model\"}}]}  \n";
     chat_probe p;
     assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
     assert_true(p.has_model && p.model_is_string);
@@ -100,8 +101,7 @@ static void rejects_with_field(void **state)
         {"{\"messages\":{\"role\":\"user\"}}", PROBE_BAD_FIELD, "messages", "array"},
         {"{\"messages\":[\"hi\"]}", PROBE_BAD_FIELD, "messages", "messages[0]"},
         {"{\"messages\":[{\"role\":\"user\"},[1]]}", PROBE_BAD_FIELD, "messages", "messages[1]"},
-        {"{\"messages\":[{\"content\":\"no role\"}]}", PROBE_BAD_FIELD, "messages",
-         "messages[0]"},
+        {"{\"messages\":[{\"content\":\"no role\"}]}", PROBE_BAD_FIELD, "messages", "messages[0]"},
         {"{\"messages\":[{\"role\":7}]}", PROBE_BAD_FIELD, "messages", "messages[0].role"},
         {"{\"stream\":\"yes\"}", PROBE_BAD_FIELD, "stream", "boolean"},
         {"{\"stream\":1}", PROBE_BAD_FIELD, "stream", "boolean"},
@@ -113,8 +113,8 @@ static void rejects_with_field(void **state)
         chat_probe p;
         chat_probe_status st = chat_probe_parse(cases[i].body, strlen(cases[i].body), pool, &p);
         if (st != cases[i].want)
-            fail_msg("case %zu (%s): status %d, want %d (%s)", i, cases[i].body, st,
-                     cases[i].want, p.message);
+            fail_msg("case %zu (%s): status %d, want %d (%s)", i, cases[i].body, st, cases[i].want,
+                     p.message);
         if (cases[i].param) {
             assert_non_null(p.param);
             assert_string_equal(p.param, cases[i].param);
@@ -129,8 +129,9 @@ static void rejects_with_field(void **state)
 static void nested_keys_named_like_fields_are_ignored(void **state)
 {
     /* "model"/"stream" inside messages or tools are data, not the request's fields */
-    const char *b = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"model\":5,\"stream\":\"x\","
-                    "\"content\":{\"messages\":3}}],\"metadata\":{\"model\":[1],\"model\":2}}";
+    const char *b =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"model\":5,\"stream\":\"x\","
+        "\"content\":{\"messages\":3}}],\"metadata\":{\"model\":[1],\"model\":2}}";
     chat_probe p;
     assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
     assert_string_equal(p.model, "m");
