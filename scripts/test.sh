@@ -136,7 +136,35 @@ run_build() {
   fi
 }
 
+# Source checks, one test each: the code is clang-formatted and cppcheck finds nothing.
+source_checks() {
+  local files
+  mapfile -t files < <(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'tests/unit/*.h' 2>/dev/null)
+  [ "${#files[@]}" -gt 0 ] || return 0
+  note "source checks: clang-format, cppcheck"
+  if command -v clang-format >/dev/null; then
+    if clang-format --dry-run --Werror "${files[@]}" >"$ROOT/$BUILD_DIR/format.log" 2>&1; then
+      PASSED=$((PASSED + 1))
+      echo "--- clang-format: ok"
+    else
+      head -n 20 "$ROOT/$BUILD_DIR/format.log"
+      fail_step "clang-format (run: make format)"
+    fi
+  fi
+  if command -v cppcheck >/dev/null; then
+    if cppcheck --enable=warning,performance,portability --std=c11 --quiet --error-exitcode=1 \
+        -I src src >"$ROOT/$BUILD_DIR/cppcheck.log" 2>&1; then
+      PASSED=$((PASSED + 1))
+      echo "--- cppcheck: ok"
+    else
+      head -n 20 "$ROOT/$BUILD_DIR/cppcheck.log"
+      fail_step "cppcheck"
+    fi
+  fi
+}
+
 run_build release "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+source_checks
 
 if [ "$SANITIZE" = "1" ]; then
   # leak checks on for everything the sanitizer build runs, unless the caller chose otherwise
