@@ -198,7 +198,8 @@ typedef struct cfg_mcp {
     bool read_only;      /* ReadOnlyMany */
     const char *api_key; /* resolved security.apiKeyRef, NULL = open */
     json_t *rbac;        /* array or NULL (borrowed) */
-    bool metrics_enabled;
+    bool metrics_enabled;      /* metrics.enabled (default true): export this store's metrics */
+    const char *metrics_path;  /* metrics.endpoint (default /metrics): served as well */
     json_t *spec;
 } cfg_mcp;
 

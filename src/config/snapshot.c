@@ -175,6 +175,7 @@ static void build_mcp(build *b, cfg_mcp *m)
     m->api_key = secret_text(b, json_object_get(sec, "apiKeyRef"), NULL);
     m->rbac = json_object_get(sec, "rbac");
     m->metrics_enabled = get_bool(met, sch_field_at(root, "spec.metrics"), "enabled");
+    m->metrics_path = get_str(b, met, sch_field_at(root, "spec.metrics"), "endpoint");
     m->spec = spec;
 }
 

@@ -99,7 +99,8 @@ static void on_maint_done(ctx_req *req)
     maint_job *j = req->data;
     pl_bound *b = j->b;
     const cfg_mcp *mcp = &b->rt->snap->mcps[j->i];
-    if (req->type == CTX_REQ_STATS && req->result == CTX_OK && b->stores[j->i]) {
+    if (req->type == CTX_REQ_STATS && req->result == CTX_OK && b->stores[j->i] &&
+        mcp->metrics_enabled) {
         ctx_stats *last = &b->reported[j->i];
         obs_ctx_store_figures(mcp->name, ctx_store_backend_name(b->stores[j->i]),
                               (int64_t)req->stats.active, req->stats.evictions - last->evictions,

@@ -20,9 +20,10 @@
 static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
 
 /* Conflicts and misses are answers, not failures of the store. */
-static void observe_op(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const char *op,
-                       uint64_t start_ns, int result)
+void pl_context_observe(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const char *op,
+                        uint64_t start_ns, int result)
 {
+    if (!mcp->metrics_enabled) return;
     bool ok = result == CTX_OK || result == CTX_ENOTFOUND || result == CTX_ECONFLICT ||
               result == CTX_EINVAL || result == CTX_EREADONLY;
     obs_ctx_op(w->obs, mcp->name, ctx_store_backend_name(s), op,
@@ -78,7 +79,7 @@ static void on_loaded(ctx_req *req)
 {
     pl_call *c = req->data;
     c->ctx_pending = false;
-    observe_op(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
+    pl_context_observe(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
     if (c->aborted) {
         ctx_req_cleanup(req);
         pl_finish(c, 499, NULL, 0, NULL, 0);
@@ -332,7 +333,7 @@ static void job_free(summarize_job *j)
 static void on_summary_stored(ctx_req *req)
 {
     summarize_job *j = req->data;
-    observe_op(j->w, j->mcp, j->store, "set_summary", j->op_ns, req->result);
+    pl_context_observe(j->w, j->mcp, j->store, "set_summary", j->op_ns, req->result);
     if (req->result == CTX_OK)
         log_debug("conversation %s: %zu messages folded into the summary (version %llu)", j->id,
                   j->replaces, (unsigned long long)req->version);
@@ -479,7 +480,7 @@ static void on_committed(ctx_req *req)
 {
     pl_call *c = req->data;
     c->ctx_pending = false;
-    observe_op(c->w, c->mcp, c->ctx_store, "append", c->ctx_op_ns, req->result);
+    pl_context_observe(c->w, c->mcp, c->ctx_store, "append", c->ctx_op_ns, req->result);
     int rc = req->result;
     uint64_t version = req->version;
     char msg[sizeof req->errmsg];

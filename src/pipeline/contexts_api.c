@@ -19,6 +19,7 @@
 
 #include "context/record.h"
 #include "pipeline/auth.h"
+#include "core/clock.h"
 #include "pipeline/call.h"
 
 #define CONTEXTS_PATH "/v1/contexts"
@@ -115,10 +116,25 @@ static void api_store_fail(ctx_api *a, int rc, const char *msg, const char *para
 }
 
 /* The common head of every store callback: false when the call was already finished. */
+static const char *op_name(ctx_req_type t)
+{
+    switch (t) {
+    case CTX_REQ_GET: return "get";
+    case CTX_REQ_APPEND: return "append";
+    case CTX_REQ_SET_SUMMARY: return "set_summary";
+    case CTX_REQ_DELETE: return "delete";
+    case CTX_REQ_LIST: return "list";
+    case CTX_REQ_STATS: return "stats";
+    case CTX_REQ_EXPIRE: return "expire";
+    }
+    return "other";
+}
+
 static bool api_resume(ctx_api *a)
 {
     pl_call *c = a->c;
     c->ctx_pending = false;
+    pl_context_observe(c->w, a->mcp, a->store, op_name(a->req.type), c->ctx_op_ns, a->req.result);
     if (!c->aborted) return true;
     ctx_req_cleanup(&a->req);
     free(a);
@@ -130,6 +146,7 @@ static void api_started(ctx_api *a, int rc, const char *einval_param)
 {
     if (rc == 0) {
         a->c->ctx_pending = true;
+        a->c->ctx_op_ns = clock_mono_ns(); /* callbacks never run inside the call */
         return;
     }
     char msg[sizeof a->req.errmsg];

@@ -25,6 +25,18 @@ static void serve_metrics(http_request *r)
     buf_free(&out);
 }
 
+/* The gateway's metricsEndpoint, and each exported store's metrics.endpoint. */
+static bool is_metrics_path(const pl_worker *w, const cfg_gateway *gw, str path)
+{
+    if (str_eq_c(path, gw->obs.metrics_path)) return true;
+    const cfg_snapshot *snap = w->bound->rt->snap;
+    for (size_t i = 0; i < snap->n_mcps; i++) {
+        const cfg_mcp *m = &snap->mcps[i];
+        if (m->metrics_enabled && m->metrics_path && str_eq_c(path, m->metrics_path)) return true;
+    }
+    return false;
+}
+
 static pl_call *call_new(http_request *r, pl_worker *w)
 {
     pl_call *c = calloc(1, sizeof *c);
@@ -102,7 +114,7 @@ void pl_handle(http_request *r, void *ctx)
         return;
     }
     const cfg_gateway *gw = pl_worker_gateway(w);
-    if (str_eq_c(r->path, gw->obs.metrics_path) && str_eq_c(r->method_name, "GET")) {
+    if (str_eq_c(r->method_name, "GET") && is_metrics_path(w, gw, r->path)) {
         serve_metrics(r);
         return;
     }
