@@ -325,6 +325,74 @@ static void check_gateway(chk *c)
     }
 }
 
+/* True when gateway document g has a model target named (or aliased) name. */
+static bool gateway_has_target(const cfg_doc *g, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(at(json_object_get(g->json, "spec"), "modelTargets", NULL), i, t)
+    {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        if (n && !strcmp(n, name)) return true;
+        size_t k;
+        json_t *a;
+        json_array_foreach(json_object_get(t, "aliases"), k, a)
+        {
+            if (json_is_string(a) && !strcmp(json_string_value(a), name)) return true;
+        }
+    }
+    return false;
+}
+
+static bool gateway_uses_mcp(const cfg_doc *g, const char *mcp)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(at(json_object_get(g->json, "spec"), "routes", NULL), i, r)
+    {
+        const char *n = json_string_value(at(r, "contextRef", "name"));
+        if (n && !strcmp(n, mcp)) return true;
+    }
+    return false;
+}
+
+/* Summarize needs a target that writes the summaries: in summarize.gatewayRef's gateway, or
+ * else in every gateway of the namespace whose routes use this store. */
+static void check_summarize(chk *c, json_t *spec)
+{
+    json_t *strat = json_object_get(spec, "contextStrategy");
+    const char *type = json_string_value(json_object_get(strat, "type"));
+    if (!type || strcmp(type, "Summarize") != 0) return;
+    json_t *sum = json_object_get(strat, "summarize");
+    const char *target = json_string_value(json_object_get(sum, "target"));
+    if (!target) {
+        err(c, "spec.contextStrategy.summarize",
+            "required for contextStrategy.type Summarize: name the model target that writes the "
+            "summaries (summarize.target)");
+        return;
+    }
+    const char *gw = json_string_value(at(sum, "gatewayRef", "name"));
+    if (gw) {
+        const cfg_doc *g = cfg_find_doc(c->docs, c->n, SCH_KIND_GATEWAY, c->doc->ns, gw);
+        if (!g)
+            err(c, "spec.contextStrategy.summarize.gatewayRef.name",
+                "no LLMGateway \"%s\" in namespace \"%s\"", gw, c->doc->ns);
+        else if (!gateway_has_target(g, target))
+            err(c, "spec.contextStrategy.summarize.target",
+                "\"%s\" is not a model target (name or alias) of LLMGateway \"%s\"", target, gw);
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const cfg_doc *g = &c->docs[i];
+        if (!g->kind || g->kind->id != SCH_KIND_GATEWAY || strcmp(g->ns, c->doc->ns) != 0) continue;
+        if (gateway_uses_mcp(g, c->doc->name) && !gateway_has_target(g, target))
+            err(c, "spec.contextStrategy.summarize.target",
+                "\"%s\" is not a model target (name or alias) of LLMGateway \"%s\", whose "
+                "routes use this store; add it there or set summarize.gatewayRef",
+                target, g->name);
+    }
+}
+
 static void check_mcp(chk *c)
 {
     json_t *storage = at(json_object_get(c->doc->json, "spec"), "storage", NULL);
@@ -342,6 +410,20 @@ static void check_mcp(chk *c)
     json_t *enc = json_object_get(storage, "encryption");
     if (json_is_true(json_object_get(enc, "enabled")) && !json_object_get(enc, "keyRef"))
         err(c, "spec.storage.encryption.keyRef", "required when encryption is enabled");
+    const char *url = json_string_value(json_object_get(config, "url"));
+    if (type && !strcmp(type, "Redis") && url && !strncmp(url, "rediss://", 9))
+        err(c, "spec.storage.config.url",
+            "rediss:// (TLS) is not supported: this build's Redis client (Debian bookworm's "
+            "hiredis 0.14) has no TLS; use redis:// on a trusted network or a TLS tunnel");
+    json_t *spec = json_object_get(c->doc->json, "spec");
+    json_t *sv = at(spec, "interactionPatterns", "versioning");
+    json_t *ver = json_object_get(sv, "schemaVersion");
+    if (json_is_integer(ver) && json_integer_value(ver) != 1)
+        err(c, "spec.interactionPatterns.versioning.schemaVersion",
+            "%lld is not supported: this version of ctxgate writes schemaVersion 1 (older stored "
+            "records are read and upgraded)",
+            (long long)json_integer_value(ver));
+    check_summarize(c, spec);
 }
 
 void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d)

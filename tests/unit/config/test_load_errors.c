@@ -126,6 +126,20 @@ static const error_case cases[] = {
      "azure.yaml:6: spec.modelTargets[0].config.endpoint: required for type AzureOpenAI "
      "(https://{resource}.openai.azure.com)\n"
      "azure.yaml:7: spec.authentication.apiKeys: type APIKey needs at least one key\n"},
+    {"mcp_rules.yaml",
+     "mcp_rules.yaml:5: spec.storage.config.url: rediss:// (TLS) is not supported: this build's "
+     "Redis client (Debian bookworm's hiredis 0.14) has no TLS; use redis:// on a trusted network "
+     "or a TLS tunnel\n"
+     "mcp_rules.yaml:6: spec.interactionPatterns.versioning.schemaVersion: 2 is not supported: "
+     "this version of ctxgate writes schemaVersion 1 (older stored records are read and "
+     "upgraded)\n"
+     "mcp_rules.yaml:12: spec.contextStrategy.summarize: required for contextStrategy.type "
+     "Summarize: name the model target that writes the summaries (summarize.target)\n"
+     "mcp_rules.yaml:18: spec.contextStrategy.summarize.target: \"gpt-nano\" is not a model target "
+     "(name or alias) of LLMGateway \"gw\", whose routes use this store; add it there or set "
+     "summarize.gatewayRef\n"
+     "mcp_rules.yaml:24: spec.contextStrategy.summarize.gatewayRef.name: no LLMGateway "
+     "\"nowhere\" in namespace \"default\"\n"},
 };
 
 static void test_error_cases(void **state)
