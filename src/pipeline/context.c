@@ -452,21 +452,10 @@ static void summarize_start(pl_call *c, uint64_t version)
         return;
     }
     j->body = pr.body;
-    upstream_opts o = {
-        .method = "POST",
-        .url = pr.url,
-        .headers = pr.headers,
-        .n_headers = pr.n_headers,
-        .body = pr.body,
-        .body_len = pr.body_len,
-        .body_borrowed = true,
-        .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
-        .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
-        .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
-        .udata = j,
-        .on_data = job_data,
-        .on_done = job_done,
-    };
+    upstream_opts o = provider_upstream_opts(t, &pr, pr.body, pr.body_len);
+    o.udata = j;
+    o.on_data = job_data;
+    o.on_done = job_done;
     if (!upstream_send(c->w->up, &o)) {
         log_warn("conversation %s: cannot start the summary request", j->id);
         job_free(j);

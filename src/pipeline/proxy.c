@@ -299,22 +299,11 @@ void pl_proxy_start(pl_call *c)
         return;
     }
     c->up_body = pr.body;
-    upstream_opts o = {
-        .method = "POST",
-        .url = pr.url,
-        .headers = pr.headers,
-        .n_headers = pr.n_headers,
-        .body = pr.body ? pr.body : c->r->body.p,
-        .body_len = pr.body_len,
-        .body_borrowed = true,
-        .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
-        .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
-        .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
-        .udata = c,
-        .on_headers = on_headers,
-        .on_data = on_data,
-        .on_done = on_done,
-    };
+    upstream_opts o = provider_upstream_opts(t, &pr, pr.body ? pr.body : c->r->body.p, pr.body_len);
+    o.udata = c;
+    o.on_headers = on_headers;
+    o.on_data = on_data;
+    o.on_done = on_done;
     c->up_start_ns = clock_mono_ns();
     c->up = upstream_send(c->w->up, &o);
     if (!c->up) {

@@ -142,6 +142,23 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
     return 0;
 }
 
+upstream_opts provider_upstream_opts(const cfg_target *t, const provider_request *pr,
+                                     const char *body, size_t body_len)
+{
+    return (upstream_opts){
+        .method = "POST",
+        .url = pr->url,
+        .headers = pr->headers,
+        .n_headers = pr->n_headers,
+        .body = body,
+        .body_len = body_len,
+        .body_borrowed = true,
+        .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
+        .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
+        .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
+    };
+}
+
 static void usage_from_json(json_t *usage, provider_usage *u)
 {
     if (!json_is_object(usage)) return;

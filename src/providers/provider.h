@@ -64,6 +64,12 @@ typedef struct provider_raw_body {
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                             arena *pool, provider_request *out, char *err, size_t errlen);
 
+/* The upstream request for pr: POST, its URL and headers, body (borrowed: it must live until
+ * on_done or cancel) and t's connect / first-token / total timeouts. Callbacks and udata are
+ * the caller's to set. */
+upstream_opts provider_upstream_opts(const cfg_target *t, const provider_request *pr,
+                                     const char *body, size_t body_len);
+
 /* True when the target type answers from the gateway itself (Mock). */
 bool provider_is_local(const cfg_target *t);
 

@@ -245,17 +245,6 @@ static void buf_add_s(buf *b, const char *s)
     buf_append(b, s, strlen(s));
 }
 
-static void buf_add_uint(buf *b, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    buf_append(b, tmp + i, sizeof tmp - i);
-}
-
 static const char *req_url(const h1_req *u)
 {
     return u->url.data ? u->url.data : "(unknown url)";
@@ -388,7 +377,7 @@ static h1_host *host_get(h1_client *c, const char *name, size_t len, uint16_t po
     if (v6) buf_add_s(&h->host_line, "]");
     if (port != 80) {
         buf_add_s(&h->host_line, ":");
-        buf_add_uint(&h->host_line, port);
+        buf_put_u64(&h->host_line, port);
     }
     buf_add_s(&h->host_line, "\r\n");
     h->next = c->hosts;
@@ -1259,7 +1248,7 @@ static bool req_build_head(h1_req *u, const upstream_opts *o, const upstream_h1_
     }
     if (has_body) {
         buf_add_s(b, "Content-Length: ");
-        buf_add_uint(b, o->body_len);
+        buf_put_u64(b, o->body_len);
         buf_add(b, "\r\n", 2);
     }
     buf_add(b, "\r\n", 2);
