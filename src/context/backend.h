@@ -5,8 +5,10 @@
  * or expired, evicting by policy), REMOVE, LIST, COUNT, EXPIRE. The read-modify-CAS loop in
  * store.c gives optimistic concurrency on every backend with one atomic primitive each
  * (Memory: a mutex; File: a SQLite transaction; Redis: a Lua script; PostgreSQL: one
- * UPDATE ... WHERE version = $n or INSERT ... ON CONFLICT). A backend completes an op by calling
- * op->done on the store's loop, never from inside submit. */
+ * UPDATE ... WHERE version = $n or INSERT ... ON CONFLICT). ctx_store_append_to is a CAS alone,
+ * built from the record its caller read. A backend completes an op by calling op->done on the
+ * store's loop, never from inside submit. store.c submits nothing once the store is closing, so
+ * a backend's close only has to finish or cancel what it already holds. */
 #ifndef CTXGATE_CONTEXT_BACKEND_H
 #define CTXGATE_CONTEXT_BACKEND_H
 
@@ -31,8 +33,13 @@ typedef struct ctx_row {
     uint64_t version;
     int64_t created_at, updated_at, accessed_at; /* Unix ms; accessed = last read or write */
     uint32_t turns;
-    unsigned char *blob; /* malloc'd */
+    unsigned char *blob; /* malloc'd; NULL when rec carries the record instead */
     size_t blob_len;
+    /* The record already decoded, for backends with keeps_records (Memory without encryption:
+     * decoding and encoding were most of a request's cost). LOAD may return it instead of blob
+     * (a ctx_record_share() copy, owned by the op); CAS gets it instead of blob and takes it by
+     * setting it to NULL. Its message objects are shared and never modified. */
+    ctx_record *rec;
 } ctx_row;
 
 typedef struct ctx_op ctx_op;
@@ -54,7 +61,8 @@ struct ctx_op {
     uint64_t expired;     /* any: expired rows removed on the way */
     ctx_list_item *items; /* LIST: malloc'd array (ids malloc'd), ordered by id */
     size_t n_items;
-    bool more; /* LIST: more ids follow */
+    bool more;      /* LIST: more ids follow */
+    unsigned retry; /* the backend's own (Redis: NOSCRIPT retries); zeroed on submit */
     void (*done)(ctx_op *op);
     void *data;   /* store.c's */
     ctx_op *next; /* backend queue link */
@@ -66,6 +74,7 @@ typedef struct ctx_backend {
     void (*submit)(ctx_store *s, ctx_op *op);
     /* finish or cancel (CTX_ECANCELED) every op, release everything, then call done(s) */
     void (*close)(ctx_store *s, void (*done)(ctx_store *s));
+    bool keeps_records; /* CAS takes a decoded record (row.rec) when the codec does not seal */
 } ctx_backend;
 
 /* What a handle keeps from its cfg_mcp (copied: snapshots come and go). */

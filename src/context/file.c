@@ -17,6 +17,7 @@ typedef struct file_db {
     uv_work_t work;
     ctx_op *running;
     ctx_op *head, *tail; /* waiting */
+    bool in_done;        /* after_cb is calling op->done: it starts the next op itself */
     void (*close_done)(ctx_store *s);
 } file_db;
 
@@ -295,19 +296,24 @@ static void work_cb(uv_work_t *w)
 
 static void start_next(file_db *f);
 
+/* op->done may submit the request's next op or close the store (from the caller's callback);
+ * either way start_next must not run (and perhaps free f) before op->done has returned, so
+ * in_done holds it off and the one call after op->done decides: next op, or close. */
 static void after_cb(uv_work_t *w, int status)
 {
     file_db *f = w->data;
     ctx_op *op = f->running;
     f->running = NULL;
     if (status == UV_ECANCELED) ctx_op_set_error(op, CTX_ECANCELED, "canceled");
+    f->in_done = true;
     op->done(op);
+    f->in_done = false;
     start_next(f);
 }
 
 static void start_next(file_db *f)
 {
-    if (f->running) return;
+    if (f->running || f->in_done) return;
     if (f->close_done) {
         sqlite3_close(f->db);
         void (*done)(ctx_store *) = f->close_done;
@@ -330,6 +336,11 @@ static void start_next(file_db *f)
 static void file_submit(ctx_store *s, ctx_op *op)
 {
     file_db *f = s->impl;
+    if (f->close_done) { /* store.c submits nothing while closing; never drop one anyway */
+        ctx_op_set_error(op, CTX_ECANCELED, "canceled");
+        ctx_op_defer(s, op);
+        return;
+    }
     op->next = NULL;
     if (f->tail)
         f->tail->next = op;
@@ -385,13 +396,13 @@ static void file_close(ctx_store *s, void (*done)(ctx_store *s))
     ctx_op *op = f->head;
     f->head = f->tail = NULL;
     f->close_done = done;
-    while (op) {
+    while (op) { /* queued, never started: nothing was written */
         ctx_op *next = op->next;
         ctx_op_set_error(op, CTX_ECANCELED, "canceled");
         ctx_op_defer(s, op);
         op = next;
     }
-    start_next(f); /* closes now, or after the running op comes back */
+    start_next(f); /* closes now, or once the running op came back and its done returned */
 }
 
-const ctx_backend ctx_backend_file = {"file", file_open, file_submit, file_close};
+const ctx_backend ctx_backend_file = {"file", file_open, file_submit, file_close, false};

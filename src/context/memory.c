@@ -1,9 +1,13 @@
 /* memory.c — the Memory context backend: one hash map per ModelContextProtocol, shared by
  * every worker loop of the process (a mutex guards it; operations are a few pointer moves and
- * one blob copy, so holding it is short). Entries sit on two lists: by last access (LRU
- * eviction and TTL sweeps walk it from the oldest) and by creation (FIFO / LIFO eviction).
- * Results are delivered on the caller's loop through ctx_op_defer. The map lives while any
- * handle for the MCP is open: on reload open the new handles before closing the old ones. */
+ * one copy, so holding it is short). Without encryption an entry holds its record decoded
+ * (keeps_records): a read hands out a ctx_record_share() copy and a write takes the record
+ * store.c built, so the hot path neither parses nor serialises JSON (that was most of a
+ * request's cost). Sealed records, and bytes written by raw CAS, are kept as bytes. Entries sit on
+ * two lists: by last access (LRU eviction and TTL sweeps walk it from the oldest) and by creation
+ * (FIFO / LIFO eviction). Results are delivered on the caller's loop through ctx_op_defer. The map
+ * lives while any handle for the MCP is open: on reload open the new handles before closing the old
+ * ones. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,13 +150,20 @@ static void touch(mem_db *db, mem_entry *e, int64_t now)
     LIST_PUSH(&db->lru, e, lru_prev, lru_next);
 }
 
-static void set_blob(mem_entry *e, const ctx_row *in)
+/* The entry's row becomes op->in: the decoded record is taken, bytes are copied. */
+static void set_row(mem_entry *e, ctx_op *op)
 {
-    free(e->row.blob);
-    e->row = *in;
-    e->row.blob = malloc(in->blob_len ? in->blob_len : 1);
+    ctx_row_clear(&e->row);
+    e->row = op->in;
+    if (op->in.rec) {
+        op->in.rec = NULL;
+        e->row.blob = NULL;
+        e->row.blob_len = 0;
+        return;
+    }
+    e->row.blob = malloc(op->in.blob_len ? op->in.blob_len : 1);
     if (!e->row.blob) abort();
-    memcpy(e->row.blob, in->blob, in->blob_len);
+    memcpy(e->row.blob, op->in.blob, op->in.blob_len);
 }
 
 static void evict_for_insert(ctx_store *s, mem_db *db, ctx_op *op)
@@ -181,7 +192,7 @@ static void do_cas(ctx_store *s, mem_db *db, ctx_op *op)
         e->tenant = strdup(op->tenant);
         e->id = strdup(op->id);
         e->hash = key_hash(op->tenant, op->id);
-        set_blob(e, &op->in);
+        set_row(e, op);
         if (db->count + 1 > db->n_buckets * 2) rehash(db);
         e->hnext = db->buckets[e->hash % db->n_buckets];
         db->buckets[e->hash % db->n_buckets] = e;
@@ -195,7 +206,7 @@ static void do_cas(ctx_store *s, mem_db *db, ctx_op *op)
         return;
     }
     int64_t created = e->row.created_at;
-    set_blob(e, &op->in);
+    set_row(e, op);
     e->row.created_at = created;
     touch(db, e, op->now);
 }
@@ -247,6 +258,10 @@ static void mem_submit(ctx_store *s, ctx_op *op)
         }
         touch(db, e, op->now); /* sliding TTL and LRU order follow reads too */
         op->row = e->row;
+        if (e->row.rec) {
+            op->row.rec = ctx_record_share(e->row.rec);
+            break;
+        }
         op->row.blob = malloc(e->row.blob_len ? e->row.blob_len : 1);
         if (!op->row.blob) abort();
         memcpy(op->row.blob, e->row.blob, e->row.blob_len);
@@ -320,4 +335,4 @@ static void mem_close(ctx_store *s, void (*done)(ctx_store *s))
     done(s); /* deferred ops already carry their results; store.c turns them into ECANCELED */
 }
 
-const ctx_backend ctx_backend_memory = {"memory", mem_open, mem_submit, mem_close};
+const ctx_backend ctx_backend_memory = {"memory", mem_open, mem_submit, mem_close, true};

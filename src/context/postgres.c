@@ -591,4 +591,4 @@ static void pg_close(ctx_store *s, void (*done)(ctx_store *s))
     uv_close((uv_handle_t *)&c->timer, timer_closed);
 }
 
-const ctx_backend ctx_backend_postgres = {"postgresql", pg_open, pg_submit, pg_close};
+const ctx_backend ctx_backend_postgres = {"postgresql", pg_open, pg_submit, pg_close, false};

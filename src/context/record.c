@@ -42,6 +42,25 @@ ctx_record *ctx_record_new(const char *id)
     return r;
 }
 
+ctx_record *ctx_record_share(const ctx_record *r)
+{
+    ctx_record *c = calloc(1, sizeof(*c));
+    if (!c) abort();
+    *c = *r;
+    c->id = strdup(r->id ? r->id : "");
+    c->persona = r->persona ? strdup(r->persona) : NULL;
+    c->summary = r->summary ? strdup(r->summary) : NULL;
+    c->messages = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(r->messages, i, m)
+    {
+        json_array_append(c->messages, m);
+    }
+    c->metadata = r->metadata ? json_incref(r->metadata) : json_object();
+    return c;
+}
+
 void ctx_record_free(ctx_record *r)
 {
     if (!r) return;

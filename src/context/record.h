@@ -47,6 +47,9 @@ int ctx_messages_validate(const json_t *messages, char *err, size_t errlen);
 int ctx_id_validate(const char *what, const char *s, bool tenant, char *err, size_t errlen);
 
 ctx_record *ctx_record_new(const char *id);
+/* A copy of r that owns its strings and its messages array but shares the message objects and
+ * metadata with r (references, not copies): cheap, and safe while nobody modifies them. */
+ctx_record *ctx_record_share(const ctx_record *r);
 bool ctx_record_equal(const ctx_record *a, const ctx_record *b);
 
 #endif

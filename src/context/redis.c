@@ -1,6 +1,8 @@
 /* redis.c — the Redis context backend: hiredis 0.14's async API on the worker's libuv loop
- * (hiredis/adapters/libuv.h), one connection per handle, every primitive one Lua script
- * (EVAL), so compare-and-set, eviction and index upkeep are atomic on the server.
+ * (hiredis/adapters/libuv.h), one connection per handle, every primitive one Lua script, so
+ * compare-and-set, eviction and index upkeep are atomic on the server. Scripts are called by
+ * their SHA1 (EVALSHA: one short command, one round trip); a server that does not have one
+ * (NOSCRIPT: restarted, SCRIPT FLUSH) gets SCRIPT LOAD and the EVALSHA again, pipelined.
  *
  * Layout under keyPrefix P (tenants cannot contain ':', so no key below collides with a
  * conversation key):
@@ -17,6 +19,7 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +128,11 @@ static const char lua_count[] =
 /* ARGV: P cutoff -> expired */
 static const char lua_expire[] = LUA_PRELUDE "return purge(ARGV[2])\n";
 
+/* indexed by ctx_op_kind */
+static const char *const scripts[] = {lua_load, lua_cas,   lua_remove,
+                                      lua_list, lua_count, lua_expire};
+#define N_SCRIPTS (sizeof(scripts) / sizeof(scripts[0]))
+
 typedef struct redis_conn {
     ctx_store *s;
     char *host;
@@ -136,6 +144,7 @@ typedef struct redis_conn {
     int backoff_ms;
     ctx_op *head, *tail; /* waiting for a connection */
     char last_err[200];
+    char sha[N_SCRIPTS][41]; /* hex SHA1 of each script, for EVALSHA */
     void (*close_done)(ctx_store *s);
 } redis_conn;
 
@@ -256,11 +265,19 @@ static void parse_reply(ctx_op *op, const redisReply *r)
     ctx_op_set_error(op, CTX_EUNAVAIL, "unexpected reply from Redis (type %d)", r->type);
 }
 
+static void send_op(redis_conn *c, ctx_op *op);
+
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     ctx_op *op = privdata;
     redisReply *r = reply;
     redis_conn *c = ac->data;
+    if (r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0 &&
+        op->retry == 0 && c && c->ac == ac && !c->close_done) {
+        op->retry = 1; /* once: a second NOSCRIPT is reported */
+        send_op(c, op);
+        return;
+    }
     if (!r)
         ctx_op_set_error(op, c && !c->close_done ? CTX_EUNAVAIL : CTX_ECANCELED,
                          "lost the connection to the Redis context store; retry");
@@ -274,6 +291,11 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 /* ---- sending ---- */
 
+static void script_loaded_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    /* nothing to do: the EVALSHA queued right behind reports any failure */
+}
+
 static void send_op(redis_conn *c, ctx_op *op)
 {
     ctx_store *s = c->s;
@@ -284,30 +306,14 @@ static void send_op(redis_conn *c, ctx_op *op)
 #define ARG(p, l) (argv[n] = (p), len[n] = (l), n++)
 #define ARGS(p) ARG(p, strlen(p))
 #define ARGN(v) (snprintf(num[n], sizeof(num[0]), "%lld", (long long)(v)), ARGS(num[n]))
-    ARGS("EVAL");
     int64_t ttl = s->ttl_ms;
-    const char *script = NULL;
-    switch (op->kind) {
-    case CTX_OP_LOAD:
-        script = lua_load;
-        break;
-    case CTX_OP_CAS:
-        script = lua_cas;
-        break;
-    case CTX_OP_REMOVE:
-        script = lua_remove;
-        break;
-    case CTX_OP_LIST:
-        script = lua_list;
-        break;
-    case CTX_OP_COUNT:
-        script = lua_count;
-        break;
-    case CTX_OP_EXPIRE:
-        script = lua_expire;
-        break;
+    if (op->retry) { /* after NOSCRIPT: load it, then the same EVALSHA, in one write */
+        const char *load[] = {"SCRIPT", "LOAD", scripts[op->kind]};
+        size_t load_len[] = {6, 4, strlen(scripts[op->kind])};
+        redisAsyncCommandArgv(c->ac, script_loaded_cb, NULL, 3, load, load_len);
     }
-    ARGS(script);
+    ARGS("EVALSHA");
+    ARGS(c->sha[op->kind]);
     ARGS("0");
     ARGS(s->key_prefix);
     switch (op->kind) {
@@ -530,6 +536,18 @@ static int redis_open(ctx_store *s, char *err, size_t errlen)
         free(c->pass);
         c->pass = strdup(s->password);
     }
+    for (size_t i = 0; i < N_SCRIPTS; i++) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned md_len = 0;
+        if (EVP_Digest(scripts[i], strlen(scripts[i]), md, &md_len, EVP_sha1(), NULL) != 1 ||
+            md_len != 20) {
+            snprintf(err, errlen, "cannot compute SHA1 of the Redis scripts (OpenSSL)");
+            conn_free(c);
+            return CTX_EUNAVAIL;
+        }
+        for (unsigned k = 0; k < md_len; k++)
+            snprintf(&c->sha[i][2 * k], 3, "%02x", md[k]);
+    }
     c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(s->loop, &c->timer);
     c->timer.data = c;
@@ -563,4 +581,4 @@ static void redis_close(ctx_store *s, void (*done)(ctx_store *s))
     uv_close((uv_handle_t *)&c->timer, timer_closed);
 }
 
-const ctx_backend ctx_backend_redis = {"redis", redis_open, redis_submit, redis_close};
+const ctx_backend ctx_backend_redis = {"redis", redis_open, redis_submit, redis_close, false};

@@ -1,7 +1,13 @@
 /* store.c — the backend-independent half of the context store: argument checks, the
  * read-modify-compare-and-set loop behind append / set_summary (optimistic versions), the
- * maxTurnsPerConversation trim, request lifecycle and close. Backends only move opaque rows
- * (backend.h); every record passes through record.c on its way in and out. */
+ * single compare-and-set of append_to (built from the record its caller already read), the
+ * maxTurnsPerConversation trim, request lifecycle and close. Backends only move rows
+ * (backend.h); every record passes through record.c on its way in and out, except that a backend
+ * with keeps_records (Memory without encryption) holds records decoded.
+ *
+ * Lifetime: once ctx_store_close() ran, job_submit() hands nothing more to the backend; a request
+ * that needed another step completes with CTX_ECANCELED through its callback. So a backend's
+ * close only finishes or cancels the ops it holds, and no op reaches a backend that is gone. */
 #include "context/backend.h"
 
 #include <stdarg.h>
@@ -24,6 +30,7 @@ struct ctx_job {
     char *summary;
     size_t replaces;
     uint64_t expected;
+    bool from_base; /* append_to: the CAS is the whole request */
     int attempts;
     ctx_op op;
     buf blob;
@@ -64,6 +71,7 @@ const char *ctx_strerror(int code)
 void ctx_row_clear(ctx_row *r)
 {
     free(r->blob);
+    ctx_record_free(r->rec);
     memset(r, 0, sizeof(*r));
 }
 
@@ -230,10 +238,10 @@ static void idle_closed(uv_handle_t *h)
 {
     store_box *box = (store_box *)((char *)h - offsetof(store_box, d.idle));
     ctx_store *s = &box->s;
-    ctx_close_cb cb = s->close_cb;
-    void *arg = s->close_arg;
+    /* the callback runs while s is still allocated (everything it owned is released): it
+     * may use s as an identity, and nothing touches s after it is freed */
+    if (s->close_cb) s->close_cb(s, s->close_arg);
     store_free(s);
-    if (cb) cb(s, arg); /* s is only an identity by now */
 }
 
 static void backend_closed(ctx_store *s)
@@ -266,6 +274,7 @@ static void job_finish(struct ctx_job *j, int status, const char *msg)
     json_decref(j->messages);
     free(j->summary);
     ctx_row_clear(&j->op.row);
+    ctx_record_free(j->op.in.rec); /* a CAS that lost keeps its record */
     buf_free(&j->blob);
     free(j);
     req->job_ = NULL;
@@ -290,6 +299,12 @@ static void job_submit(struct ctx_job *j, ctx_op_kind kind);
 static int decode_row(struct ctx_job *j, ctx_record **out)
 {
     ctx_row *row = &j->op.row;
+    if (row->rec) { /* the backend keeps records decoded */
+        *out = row->rec;
+        row->rec = NULL;
+        (*out)->version = row->version;
+        return 0;
+    }
     ctx_record_meta meta = {row->version, row->created_at, row->updated_at};
     char err[256];
     int rc = ctx_record_decode(&j->s->codec, j->tenant, j->id, row->blob, row->blob_len, &meta, out,
@@ -302,28 +317,78 @@ static int decode_row(struct ctx_job *j, ctx_record **out)
     return 0;
 }
 
-static void write_record(struct ctx_job *j, ctx_record *r, uint64_t old_version)
+/* Prepares the CAS of r (taken) over old_version: encoded (and sealed) into j->blob, or handed
+ * over decoded to a backend that keeps records. 0, or CTX_E* with err filled. */
+static int stage_write(struct ctx_job *j, ctx_record *r, uint64_t old_version, char *err,
+                       size_t errlen)
 {
     ctx_store *s = j->s;
-    char err[256];
+    ctx_row *in = &j->op.in;
+    ctx_record_free(in->rec);
+    in->rec = NULL;
+    in->blob = NULL;
+    in->blob_len = 0;
+    j->op.old_version = old_version;
+    in->version = r->version;
+    in->created_at = r->created_at;
+    in->updated_at = r->updated_at;
+    in->accessed_at = j->op.now;
+    in->turns = (uint32_t)json_array_size(r->messages);
+    if (s->be->keeps_records && !s->codec.encrypt) {
+        in->rec = r;
+        return 0;
+    }
     buf_reset(&j->blob);
-    int rc = ctx_record_encode(&s->codec, j->tenant, j->id, r, &j->blob, err, sizeof(err));
+    int rc = ctx_record_encode(&s->codec, j->tenant, j->id, r, &j->blob, err, errlen);
+    ctx_record_free(r);
+    if (rc != 0) return rc;
+    in->blob = (unsigned char *)j->blob.data;
+    in->blob_len = j->blob.len;
+    return 0;
+}
+
+static void write_record(struct ctx_job *j, ctx_record *r, uint64_t old_version)
+{
+    char err[256];
+    int rc = stage_write(j, r, old_version, err, sizeof(err));
     if (rc != 0) {
-        ctx_record_free(r);
         job_finish(j, rc, err);
         return;
     }
     ctx_row_clear(&j->op.row);
-    j->op.old_version = old_version;
-    j->op.in.version = r->version;
-    j->op.in.created_at = r->created_at;
-    j->op.in.updated_at = r->updated_at;
-    j->op.in.accessed_at = j->op.now;
-    j->op.in.turns = (uint32_t)json_array_size(r->messages);
-    j->op.in.blob = (unsigned char *)j->blob.data;
-    j->op.in.blob_len = j->blob.len;
-    ctx_record_free(r);
     job_submit(j, CTX_OP_CAS);
+}
+
+/* The record an append writes: base (NULL = a new conversation) plus deep copies of messages
+ * stamped with ts, the oldest dropped beyond maxTurnsPerConversation (the summary stays). It
+ * shares base's message objects and metadata, read-only, and builds no message twice: no decode,
+ * no copy of the history. */
+static ctx_record *appended(ctx_store *s, const char *id, const ctx_record *base,
+                            const json_t *messages, int64_t now, uint32_t *trimmed)
+{
+    size_t nb = base ? json_array_size(base->messages) : 0, nm = json_array_size(messages);
+    size_t drop =
+        s->max_turns > 0 && nb + nm > (size_t)s->max_turns ? nb + nm - (size_t)s->max_turns : 0;
+    ctx_record *r = calloc(1, sizeof(*r));
+    if (!r) abort();
+    r->id = strdup(id);
+    r->persona = dup_or_null(base ? base->persona : s->persona);
+    r->summary = dup_or_null(base ? base->summary : NULL);
+    r->metadata = base && base->metadata ? json_incref(base->metadata) : json_object();
+    r->messages = json_array();
+    for (size_t i = drop; i < nb; i++)
+        json_array_append(r->messages, json_array_get(base->messages, i));
+    for (size_t i = drop > nb ? drop - nb : 0; i < nm; i++) {
+        json_t *c = json_deep_copy(json_array_get(messages, i));
+        if (!json_object_get(c, "ts")) json_object_set_new(c, "ts", json_integer(now));
+        json_array_append_new(r->messages, c);
+    }
+    r->version = (base ? base->version : 0) + 1;
+    r->created_at = base ? base->created_at : now;
+    r->updated_at = now;
+    r->schema_version = CTX_SCHEMA_VERSION;
+    *trimmed = (uint32_t)drop;
+    return r;
 }
 
 static void append_loaded(struct ctx_job *j)
@@ -336,9 +401,6 @@ static void append_loaded(struct ctx_job *j)
             job_fail(j, CTX_ENOTFOUND, "conversation '%s' not found", j->id);
             return;
         }
-        r = ctx_record_new(j->id);
-        r->persona = dup_or_null(s->persona);
-        r->created_at = j->op.now;
     } else {
         if (decode_row(j, &r) != 0) return;
         cur = r->version;
@@ -352,37 +414,24 @@ static void append_loaded(struct ctx_job *j)
         return;
     }
     if (j->req->type == CTX_REQ_APPEND) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(j->messages, i, m)
-        {
-            json_t *c = json_deep_copy(m);
-            if (!json_object_get(c, "ts")) json_object_set_new(c, "ts", json_integer(j->op.now));
-            json_array_append_new(r->messages, c);
-        }
-        /* maxTurnsPerConversation: the oldest messages go; the summary (if any) stays */
-        size_t n = json_array_size(r->messages);
-        j->req->trimmed = 0;
-        if (s->max_turns > 0 && n > (size_t)s->max_turns) {
-            size_t drop = n - (size_t)s->max_turns;
-            for (size_t k = 0; k < drop; k++)
-                json_array_remove(r->messages, 0);
-            j->req->trimmed = (uint32_t)drop;
-        }
-    } else {
-        size_t n = json_array_size(r->messages);
-        if (j->replaces > n) {
-            ctx_record_free(r);
-            job_fail(j, CTX_EINVAL,
-                     "the summary replaces %zu messages but conversation '%s' has only %zu",
-                     j->replaces, j->id, n);
-            return;
-        }
-        for (size_t k = 0; k < j->replaces; k++)
-            json_array_remove(r->messages, 0);
-        free(r->summary);
-        r->summary = strdup(j->summary);
+        ctx_record *next = appended(s, j->id, r, j->messages, j->op.now, &j->req->trimmed);
+        ctx_record_free(r);
+        write_record(j, next, cur);
+        return;
     }
+    /* set_summary: r is this job's own record (its messages array too) */
+    size_t n = json_array_size(r->messages);
+    if (j->replaces > n) {
+        ctx_record_free(r);
+        job_fail(j, CTX_EINVAL,
+                 "the summary replaces %zu messages but conversation '%s' has only %zu",
+                 j->replaces, j->id, n);
+        return;
+    }
+    for (size_t k = 0; k < j->replaces; k++)
+        json_array_remove(r->messages, 0);
+    free(r->summary);
+    r->summary = strdup(j->summary);
     r->version = cur + 1;
     r->updated_at = j->op.now;
     r->schema_version = CTX_SCHEMA_VERSION;
@@ -396,7 +445,9 @@ static void op_done(ctx_op *op)
     ctx_req *req = j->req;
     s->counters.expirations += op->expired;
     op->expired = 0;
-    if (op->status == CTX_ECANCELED || (s->closing && op->status == 0)) {
+    /* A finished op reports what it did, even while closing (a CAS that committed says so);
+     * a request that needs another step is canceled by job_submit. */
+    if (op->status == CTX_ECANCELED) {
         job_fail(j, CTX_ECANCELED, "context store %s was closed", s->name);
         return;
     }
@@ -424,6 +475,13 @@ static void op_done(ctx_op *op)
         if (op->status == CTX_ECONFLICT) {
             if (j->expected == CTX_VERSION_ANY && ++j->attempts < CAS_RETRIES) {
                 job_submit(j, CTX_OP_LOAD);
+                return;
+            }
+            if (j->from_base) {
+                job_fail(j, CTX_ECONFLICT,
+                         "conversation '%s' is no longer at version %llu (another writer changed, "
+                         "created or deleted it after it was read); re-read it and retry",
+                         j->id, (unsigned long long)j->expected);
                 return;
             }
             job_fail(j, CTX_ECONFLICT,
@@ -468,6 +526,10 @@ static void job_submit(struct ctx_job *j, ctx_op_kind kind)
 {
     ctx_store *s = j->s;
     ctx_op *op = &j->op;
+    if (s->closing) { /* the backend is closing or gone: never hand it a new op */
+        job_fail(j, CTX_ECANCELED, "context store %s was closed with the request pending", s->name);
+        return;
+    }
     ctx_row_clear(&op->row);
     op->kind = kind;
     op->tenant = j->tenant;
@@ -480,6 +542,7 @@ static void job_submit(struct ctx_job *j, ctx_op_kind kind)
     op->errmsg[0] = 0;
     op->count = op->evicted = op->expired = 0;
     op->more = false;
+    op->retry = 0;
     op->done = op_done;
     op->data = j;
     s->be->submit(s, op);
@@ -530,12 +593,12 @@ int ctx_store_get(ctx_store *s, ctx_req *req, const char *tenant, const char *id
     return rc ? rc : req_go(j, CTX_OP_LOAD);
 }
 
-int ctx_store_append(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
-                     const json_t *messages, uint64_t expected_version, ctx_cb cb)
+/* What every append checks before it starts; frees the job when it fails. */
+static int append_start(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
+                        const json_t *messages, ctx_cb cb, struct ctx_job **out)
 {
     void *data = req->data;
-    struct ctx_job *j;
-    int rc = req_start(s, req, CTX_REQ_APPEND, tenant, id, cb, &j);
+    int rc = req_start(s, req, CTX_REQ_APPEND, tenant, id, cb, out);
     req->data = data;
     if (rc == 0 && s->read_only) {
         rc = req->result = CTX_EREADONLY;
@@ -546,16 +609,58 @@ int ctx_store_append(ctx_store *s, ctx_req *req, const char *tenant, const char 
     }
     if (rc == 0)
         rc = req->result = ctx_messages_validate(messages, req->errmsg, sizeof(req->errmsg));
+    if (rc != 0 && req->job_) {
+        free(req->job_);
+        req->job_ = NULL;
+    }
+    return rc;
+}
+
+int ctx_store_append(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
+                     const json_t *messages, uint64_t expected_version, ctx_cb cb)
+{
+    struct ctx_job *j;
+    int rc = append_start(s, req, tenant, id, messages, cb, &j);
+    if (rc != 0) return rc;
+    j->messages = json_deep_copy(messages);
+    j->expected = expected_version;
+    return req_go(j, CTX_OP_LOAD);
+}
+
+int ctx_store_append_to(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
+                        const ctx_record *base, const json_t *messages, ctx_cb cb)
+{
+    struct ctx_job *j;
+    int rc = append_start(s, req, tenant, id, messages, cb, &j);
+    if (rc == 0 && base &&
+        (!base->id || strcmp(base->id, j->id) != 0 || !json_is_array(base->messages))) {
+        rc = req->result = CTX_EINVAL;
+        snprintf(req->errmsg, sizeof(req->errmsg),
+                 "append_to: base is not the record of this conversation as read by "
+                 "ctx_store_get (its id or messages differ)");
+    }
+    if (rc == 0) {
+        j->from_base = true;
+        j->expected = base ? base->version : 0;
+        j->op.now = clock_wall_ms();
+        ctx_record *r = appended(s, j->id, base, messages, j->op.now, &req->trimmed);
+        char err[256];
+        rc = stage_write(j, r, j->expected, err, sizeof(err));
+        if (rc != 0) {
+            req->result = rc;
+            snprintf(req->errmsg, sizeof(req->errmsg), "%s", err);
+        }
+    }
     if (rc != 0) {
         if (req->job_) {
+            ctx_record_free(j->op.in.rec);
+            buf_free(&j->blob);
             free(req->job_);
             req->job_ = NULL;
         }
         return rc;
     }
-    j->messages = json_deep_copy(messages);
-    j->expected = expected_version;
-    return req_go(j, CTX_OP_LOAD);
+    return req_go(j, CTX_OP_CAS);
 }
 
 int ctx_store_set_summary(ctx_store *s, ctx_req *req, const char *tenant, const char *id,

@@ -42,7 +42,10 @@ const char *ctx_strerror(int code); /* "not found", "version conflict", ... */
 
 /* One stored conversation. messages is a JSON array of OpenAI-format messages, each with
  * role, content, optional tool_calls / tool_call_id and ts (Unix milliseconds, set by the
- * store on append when absent). Times are Unix milliseconds. */
+ * store on append when absent). Times are Unix milliseconds. The struct, its strings and the
+ * messages array belong to whoever holds the record, but the message objects and metadata may
+ * be shared with the store (Memory keeps records decoded): read them, never modify them
+ * (json_deep_copy what you want to change). */
 typedef struct ctx_record {
     char *id;
     uint64_t version;
@@ -110,8 +113,12 @@ struct ctx_req {
  * message in err. */
 int ctx_store_open(uv_loop_t *loop, const cfg_mcp *cfg, ctx_store **out, char *err, size_t errlen);
 
-/* Pending requests complete with CTX_ECANCELED, connections and handles are closed, then
- * cb(s, arg) runs on the loop (cb may be NULL); the loop must keep running until then. */
+/* Pending requests complete through their callbacks before cb runs: with CTX_ECANCELED, or with
+ * their real result when the backend had already finished them (a write in flight on a server
+ * may have been applied even when it reports CTX_ECANCELED). No request is dropped; none is
+ * started any more. Connections and handles are closed, then cb(s, arg) runs on the loop (cb
+ * may be NULL; s is still a valid pointer during cb and freed after it); the loop must keep
+ * running until then. May be called from inside any callback of the store. */
 void ctx_store_close(ctx_store *s, ctx_close_cb cb, void *arg);
 
 const char *
@@ -120,9 +127,20 @@ ctx_store_backend_name(const ctx_store *s); /* "memory", "file", "redis", "postg
 /* tenant NULL = CTX_TENANT_DEFAULT. Strings and JSON are copied before the call returns. */
 int ctx_store_get(ctx_store *s, ctx_req *req, const char *tenant, const char *id, ctx_cb cb);
 /* messages: non-empty JSON array of messages. Creates the conversation when absent.
- * expected_version: CTX_VERSION_ANY, or the version the caller read (0 = must not exist). */
+ * expected_version: CTX_VERSION_ANY, or the version the caller read (0 = must not exist).
+ * Reads the conversation, then compares-and-sets it (two backend round trips); a caller that
+ * has just read the conversation should use ctx_store_append_to. */
 int ctx_store_append(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
                      const json_t *messages, uint64_t expected_version, ctx_cb cb);
+/* Appends messages to base, the record of (tenant, id) the caller read with ctx_store_get, or
+ * NULL when the get said CTX_ENOTFOUND (the conversation must not exist yet). The new record
+ * (base's history + messages stamped with ts, trimmed to maxTurnsPerConversation, encoded and
+ * sealed as usual) is built before the call returns and written with ONE compare-and-set on
+ * base's version: one round trip. If the conversation changed, was created or was deleted since
+ * the read: CTX_ECONFLICT, nothing written. base is not copied: its messages and metadata may
+ * be shared by the stored record, so nobody may modify them afterwards (free base as usual). */
+int ctx_store_append_to(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
+                        const ctx_record *base, const json_t *messages, ctx_cb cb);
 /* Stores summary and drops the first `replaces` messages it stands for (Summarize strategy). */
 int ctx_store_set_summary(ctx_store *s, ctx_req *req, const char *tenant, const char *id,
                           const char *summary, size_t replaces, uint64_t expected_version,

@@ -62,6 +62,8 @@ typedef struct pl_call {
     bool ctx_pending;      /* a store request is in flight (creq) */
     uint64_t ctx_op_ns;    /* when the store request in flight was issued */
     ctx_req creq;
+    /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
+    ctx_record *conv_record;
     void (*commit_then)(struct pl_call *c, int result);
 
     int status;  /* what the client got */

@@ -97,6 +97,7 @@ static void on_loaded(ctx_req *req)
     req->record = NULL;
     ctx_req_cleanup(req);
     if (rec) {
+        c->conv_record = rec; /* kept: the commit appends to it without reading it again */
         c->conv_version = rec->version;
         c->conv_history = json_incref(rec->messages);
         c->conv_summary = rec->summary ? strdup(rec->summary) : NULL;
@@ -109,14 +110,12 @@ static void on_loaded(ctx_req *req)
     const tok_encoding *enc = NULL;
     if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
     if (c->mcp->strategy != CTX_LAST_N && !enc) {
-        ctx_record_free(rec);
         pl_fail(c, 500, "server_error", "tokenizer_unavailable", NULL,
                 "contextStrategy %s needs the tokenizer: %s",
                 c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize", err);
         return;
     }
     int rc = ctx_strategy_apply(c->mcp, enc, &conv, c->body, err, sizeof err);
-    ctx_record_free(rec);
     if (rc != 0) {
         pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages", "%s", err);
         return;
@@ -506,8 +505,9 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     c->creq.data = c;
     c->commit_then = then;
     c->ctx_op_ns = clock_mono_ns();
-    int rc = ctx_store_append(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, msgs,
-                              c->conv_version, on_committed);
+    /* one compare-and-set on the version read: the record is not read again */
+    int rc = ctx_store_append_to(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, c->conv_record,
+                                 msgs, on_committed);
     json_decref(msgs);
     if (rc != 0) {
         free(c->error);
@@ -520,6 +520,7 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
 
 void pl_context_free(pl_call *c)
 {
+    ctx_record_free(c->conv_record);
     free(c->conv_id);
     free(c->conv_summary);
     json_decref(c->conv_history);

@@ -210,6 +210,17 @@ static unsigned char *raw_get(fixture *fx, ctx_store *s, const char *tenant, con
         op.id = id;
         raw_op(fx, s, &op);
         assert_int_equal(op.status, 0);
+        if (!op.row.blob) { /* kept decoded (no encryption): these are the bytes it stands for */
+            assert_non_null(op.row.rec);
+            buf b = BUF_INIT;
+            char err[256];
+            assert_int_equal(
+                ctx_record_encode(&s->codec, tenant, id, op.row.rec, &b, err, sizeof(err)), 0);
+            ctx_row_clear(&op.row);
+            *len = b.len;
+            return (unsigned char *)b.data;
+        }
+        assert_null(op.row.rec);
         *len = op.row.blob_len;
         return op.row.blob;
     }
@@ -818,16 +829,409 @@ static void case_read_only(void **state)
     fx_close(fx, w);
 }
 
+/* ---- append_to: one compare-and-set from the record the caller read ---- */
+
+static int t_append_to(fixture *fx, ctx_store *s, const char *tenant, const char *id,
+                       const ctx_record *base, const char *json, ctx_req *out)
+{
+    ctx_req r = {0};
+    json_t *m = msgs(json);
+    int rc = SYNC(fx, &r, ctx_store_append_to(s, &r, tenant, id, base, m, on_req));
+    json_decref(m);
+    if (rc != 0 && rc != CTX_ECONFLICT) print_message("append_to %s: %s\n", id, r.errmsg);
+    if (out)
+        *out = r;
+    else
+        ctx_req_cleanup(&r);
+    return rc;
+}
+
+static const char *content_at(const ctx_record *rec, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(rec->messages, i), "content"));
+}
+
+static void case_append_to_creates(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    c.persona = "You are terse.";
+    ctx_store *s = fx_open(fx, &c);
+    ctx_req r;
+    assert_int_equal(t_get(fx, s, "acme", "n1", NULL), CTX_ENOTFOUND);
+    assert_int_equal(t_append_to(fx, s, "acme", "n1", NULL,
+                                 "[{\"role\":\"user\",\"content\":\"hi\"},"
+                                 "{\"role\":\"assistant\",\"content\":\"hello\"}]",
+                                 &r),
+                     0);
+    assert_int_equal(r.version, 1);
+    assert_int_equal(r.trimmed, 0);
+    ctx_record *rec = NULL;
+    assert_int_equal(t_get(fx, s, "acme", "n1", &rec), 0);
+    assert_int_equal(rec->version, 1);
+    assert_string_equal(rec->persona, "You are terse.");
+    assert_int_equal(json_array_size(rec->messages), 2);
+    assert_string_equal(content_at(rec, 1), "hello");
+    assert_true(json_is_integer(json_object_get(json_array_get(rec->messages, 0), "ts")));
+    assert_true(rec->created_at > 0 && rec->updated_at == rec->created_at);
+    ctx_record_free(rec);
+    assert_int_equal(t_stats(fx, s).active, 1);
+    /* base must be the record of this conversation */
+    assert_int_equal(t_get(fx, s, "acme", "n1", &rec), 0);
+    json_t *m = msgs("[{\"role\":\"user\",\"content\":\"x\"}]");
+    ctx_req bad = {0};
+    assert_int_equal(ctx_store_append_to(s, &bad, "acme", "other", rec, m, on_req), CTX_EINVAL);
+    assert_true(bad.errmsg[0] != 0);
+    json_decref(m);
+    ctx_record_free(rec);
+    fx_close(fx, s);
+}
+
+static void case_append_to_appends(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    ctx_store *s = fx_open(fx, &c);
+    assert_int_equal(
+        t_append(fx, s, "acme", "a", "[{\"role\":\"user\",\"content\":\"1\"}]", 0, NULL), 0);
+    ctx_req r = {0};
+    assert_int_equal(
+        SYNC(fx, &r, ctx_store_set_summary(s, &r, "acme", "a", "the gist", 0, 1, on_req)), 0);
+    ctx_record *base = NULL, *rec = NULL;
+    assert_int_equal(t_get(fx, s, "acme", "a", &base), 0);
+    assert_int_equal(base->version, 2);
+    sleep_ms(5); /* updatedAt must move on, createdAt must not */
+    assert_int_equal(t_append_to(fx, s, "acme", "a", base,
+                                 "[{\"role\":\"user\",\"content\":\"2\"},"
+                                 "{\"role\":\"assistant\",\"content\":\"3\",\"ts\":42}]",
+                                 &r),
+                     0);
+    assert_int_equal(r.version, 3);
+    assert_int_equal(t_get(fx, s, "acme", "a", &rec), 0);
+    assert_int_equal(rec->version, 3);
+    assert_int_equal(json_array_size(rec->messages), 3);
+    assert_string_equal(content_at(rec, 0), "1");
+    assert_string_equal(content_at(rec, 1), "2");
+    assert_string_equal(content_at(rec, 2), "3");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rec->messages, 2), "ts")),
+                     42);
+    assert_string_equal(rec->summary, "the gist");
+    assert_int_equal(rec->created_at, base->created_at);
+    assert_true(rec->updated_at > base->updated_at);
+    /* the base the caller still holds is unchanged */
+    assert_int_equal(json_array_size(base->messages), 1);
+    ctx_record_free(base);
+    /* and the new record is a base in turn */
+    assert_int_equal(
+        t_append_to(fx, s, "acme", "a", rec, "[{\"role\":\"user\",\"content\":\"4\"}]", &r), 0);
+    assert_int_equal(r.version, 4);
+    ctx_record_free(rec);
+    assert_int_equal(t_get(fx, s, "acme", "a", &rec), 0);
+    assert_int_equal(json_array_size(rec->messages), 4);
+    assert_string_equal(content_at(rec, 3), "4");
+    ctx_record_free(rec);
+    fx_close(fx, s);
+}
+
+static void case_append_to_conflicts(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    ctx_store *s = fx_open(fx, &c);
+    const char *m = "[{\"role\":\"user\",\"content\":\"x\"}]";
+    assert_int_equal(t_append(fx, s, "acme", "c", m, 0, NULL), 0);
+    ctx_record *stale = NULL, *rec = NULL;
+    assert_int_equal(t_get(fx, s, "acme", "c", &stale), 0);
+    assert_int_equal(t_append(fx, s, "acme", "c", "[{\"role\":\"user\",\"content\":\"won\"}]",
+                              CTX_VERSION_ANY, NULL),
+                     0);
+    /* the base is stale: conflict, nothing written */
+    ctx_req r;
+    assert_int_equal(
+        t_append_to(fx, s, "acme", "c", stale, "[{\"role\":\"user\",\"content\":\"lost\"}]", &r),
+        CTX_ECONFLICT);
+    assert_non_null(strstr(r.errmsg, "version 1"));
+    /* NULL base = must not exist, but it does */
+    assert_int_equal(
+        t_append_to(fx, s, "acme", "c", NULL, "[{\"role\":\"user\",\"content\":\"lost\"}]", NULL),
+        CTX_ECONFLICT);
+    assert_int_equal(t_get(fx, s, "acme", "c", &rec), 0);
+    assert_int_equal(rec->version, 2);
+    assert_int_equal(json_array_size(rec->messages), 2);
+    assert_string_equal(content_at(rec, 1), "won");
+    ctx_record_free(rec);
+    /* deleted after the read: conflict too, and it stays deleted */
+    assert_int_equal(t_get(fx, s, "acme", "c", &rec), 0);
+    assert_int_equal(t_delete(fx, s, "acme", "c"), 0);
+    assert_int_equal(t_append_to(fx, s, "acme", "c", rec, m, NULL), CTX_ECONFLICT);
+    assert_int_equal(t_get(fx, s, "acme", "c", NULL), CTX_ENOTFOUND);
+    ctx_record_free(rec);
+    ctx_record_free(stale);
+    /* two writers from the same base: exactly one wins */
+    assert_int_equal(t_append(fx, s, "acme", "race", m, 0, NULL), 0);
+    ctx_store *b = fx_open(fx, &c);
+    assert_int_equal(t_get(fx, s, "acme", "race", &rec), 0);
+    ctx_req ra = {0}, rb = {0};
+    int fa = 0, fb = 0;
+    ra.data = &fa;
+    rb.data = &fb;
+    json_t *ma = msgs("[{\"role\":\"user\",\"content\":\"A\"}]");
+    json_t *mb = msgs("[{\"role\":\"user\",\"content\":\"B\"}]");
+    assert_int_equal(ctx_store_append_to(s, &ra, "acme", "race", rec, ma, on_req), 0);
+    assert_int_equal(ctx_store_append_to(b, &rb, "acme", "race", rec, mb, on_req), 0);
+    json_decref(ma);
+    json_decref(mb);
+    while (!fa || !fb)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true((ra.result == 0) != (rb.result == 0));
+    assert_int_equal(ra.result == 0 ? rb.result : ra.result, CTX_ECONFLICT);
+    ctx_record_free(rec);
+    assert_int_equal(t_get(fx, s, "acme", "race", &rec), 0);
+    assert_int_equal(rec->version, 2);
+    assert_int_equal(json_array_size(rec->messages), 2);
+    ctx_record_free(rec);
+    fx_close(fx, b);
+    fx_close(fx, s);
+}
+
+static void case_append_to_max_turns(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    c.max_turns = 3;
+    ctx_store *s = fx_open(fx, &c);
+    ctx_req r;
+    assert_int_equal(t_append_to(fx, s, "acme", "m", NULL,
+                                 "[{\"role\":\"user\",\"content\":\"1\"},"
+                                 "{\"role\":\"assistant\",\"content\":\"2\"}]",
+                                 NULL),
+                     0);
+    ctx_record *base, *rec;
+    assert_int_equal(t_get(fx, s, "acme", "m", &base), 0);
+    assert_int_equal(t_append_to(fx, s, "acme", "m", base,
+                                 "[{\"role\":\"user\",\"content\":\"3\"},"
+                                 "{\"role\":\"assistant\",\"content\":\"4\"}]",
+                                 &r),
+                     0);
+    assert_int_equal(r.trimmed, 1);
+    ctx_record_free(base);
+    assert_int_equal(t_get(fx, s, "acme", "m", &base), 0);
+    /* more new messages than maxTurns: the whole history and the first new one go */
+    assert_int_equal(t_append_to(fx, s, "acme", "m", base,
+                                 "[{\"role\":\"user\",\"content\":\"5\"},{\"role\":\"assistant\","
+                                 "\"content\":\"6\"},{\"role\":\"user\",\"content\":\"7\"},"
+                                 "{\"role\":\"assistant\",\"content\":\"8\"}]",
+                                 &r),
+                     0);
+    assert_int_equal(r.trimmed, 4);
+    ctx_record_free(base);
+    assert_int_equal(t_get(fx, s, "acme", "m", &rec), 0);
+    assert_int_equal(json_array_size(rec->messages), 3);
+    assert_string_equal(content_at(rec, 0), "6");
+    assert_string_equal(content_at(rec, 2), "8");
+    assert_int_equal(rec->version, 3);
+    ctx_record_free(rec);
+    assert_int_equal(t_stats(fx, s).trimmed, 5);
+    fx_close(fx, s);
+}
+
+static void case_append_to_encryption(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    c.encrypt = true;
+    memcpy(c.enc_key, test_key, 32);
+    ctx_store *s = fx_open(fx, &c);
+    assert_int_equal(t_append_to(fx, s, "acme", "sealed", NULL,
+                                 "[{\"role\":\"user\",\"content\":\"TOP-SECRET-ONE\"}]", NULL),
+                     0);
+    ctx_record *base, *rec;
+    assert_int_equal(t_get(fx, s, "acme", "sealed", &base), 0);
+    assert_int_equal(t_append_to(fx, s, "acme", "sealed", base,
+                                 "[{\"role\":\"user\",\"content\":\"TOP-SECRET-TWO\"}]", NULL),
+                     0);
+    ctx_record_free(base);
+    size_t len;
+    unsigned char *raw = raw_get(fx, s, "acme", "sealed", &len);
+    assert_int_equal(raw[0], 1); /* sealed */
+    assert_null(memmem(raw, len, "TOP-SECRET", 10));
+    free(raw);
+    assert_int_equal(t_get(fx, s, "acme", "sealed", &rec), 0);
+    assert_int_equal(json_array_size(rec->messages), 2);
+    assert_string_equal(content_at(rec, 0), "TOP-SECRET-ONE");
+    assert_string_equal(content_at(rec, 1), "TOP-SECRET-TWO");
+    ctx_record_free(rec);
+    fx_close(fx, s);
+}
+
+/* ---- closing with appends in flight: every request is called back exactly once, before the
+ * close callback, with its real result or CTX_ECANCELED; nothing runs on freed memory (run
+ * under ASan: build with -DCTXGATE_SANITIZE=ON) ---- */
+
+enum { CLOSE_N = 8 };
+
+typedef struct close_probe {
+    fixture *fx;
+    ctx_store *s;
+    int done, ok, canceled, other;
+    int closed, done_at_close;
+    bool close_in_cb;  /* close from the first request callback */
+    bool close_on_cas; /* close right after the first CAS reached the backend */
+    bool cas_seen;
+    ctx_req req[CLOSE_N];
+    int result[CLOSE_N];
+} close_probe;
+
+static close_probe *probe_now; /* the wrapped backend finds its probe here */
+static const ctx_backend *probe_real;
+static ctx_backend probe_be;
+
+static void probe_closed(ctx_store *s, void *arg)
+{
+    close_probe *p = arg;
+    p->closed++;
+    p->done_at_close = p->done;
+}
+
+static void probe_cb(ctx_req *r)
+{
+    close_probe *p = r->data;
+    int i = (int)(r - p->req);
+    assert_int_equal(p->result[i], 1); /* not called back yet (1 = pending) */
+    p->result[i] = r->result;
+    p->done++;
+    if (r->result == 0)
+        p->ok++;
+    else if (r->result == CTX_ECANCELED)
+        p->canceled++;
+    else {
+        print_message("request %d: %d %s\n", i, r->result, r->errmsg);
+        p->other++;
+    }
+    ctx_req_cleanup(r);
+    if (p->close_in_cb && p->done == 1) ctx_store_close(p->s, probe_closed, p);
+}
+
+/* the backend as it is, except that the first CAS is followed at once by a close */
+static void probe_submit(ctx_store *s, ctx_op *op)
+{
+    probe_real->submit(s, op);
+    close_probe *p = probe_now;
+    if (p && p->close_on_cas && op->kind == CTX_OP_CAS && !p->cas_seen) {
+        p->cas_seen = true;
+        ctx_store_close(s, probe_closed, p);
+    }
+}
+
+static void close_with_appends(fixture *fx, bool close_now, bool in_cb, bool on_cas, bool new_first)
+{
+    cfg_mcp c = fx_cfg(fx);
+    ctx_store *keeper = fx_open(fx, &c); /* Memory data lives while a handle is open */
+    ctx_store *s = fx_open(fx, &c);
+    close_probe *p = calloc(1, sizeof(*p));
+    p->fx = fx;
+    p->s = s;
+    p->close_in_cb = in_cb;
+    p->close_on_cas = on_cas;
+    char id[CLOSE_N][16];
+    /* half the appends extend an existing conversation, half create one: both LOAD outcomes
+     * (File runs one op at a time: the first one is the op in flight when the close comes) */
+    for (int i = 0; i < CLOSE_N; i += 2) {
+        int o = new_first ? i + 1 : i, n = new_first ? i : i + 1;
+        snprintf(id[o], sizeof(id[o]), "old-%d", o);
+        assert_int_equal(t_append(fx, s, "acme", id[o], "[{\"role\":\"user\",\"content\":\"0\"}]",
+                                  CTX_VERSION_ANY, NULL),
+                         0);
+        snprintf(id[n], sizeof(id[n]), "new-%d", n);
+    }
+    if (on_cas) {
+        probe_real = s->be;
+        probe_be = *s->be;
+        probe_be.submit = probe_submit;
+        s->be = &probe_be;
+        probe_now = p;
+    }
+    for (int i = 0; i < CLOSE_N; i++) {
+        char json[64];
+        snprintf(json, sizeof(json), "[{\"role\":\"user\",\"content\":\"m%d\"}]", i);
+        json_t *m = msgs(json);
+        p->req[i].data = p;
+        p->result[i] = 1;
+        assert_int_equal(
+            ctx_store_append(s, &p->req[i], "acme", id[i], m, CTX_VERSION_ANY, probe_cb), 0);
+        json_decref(m);
+    }
+    if (close_now) ctx_store_close(s, probe_closed, p);
+    while (!p->closed)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    probe_now = NULL;
+    assert_int_equal(p->closed, 1);
+    assert_int_equal(p->done, CLOSE_N);
+    assert_int_equal(p->done_at_close, CLOSE_N); /* all called back before the close callback */
+    assert_int_equal(p->other, 0);
+    if (on_cas) assert_true(p->cas_seen);
+    /* what reported success is stored */
+    for (int i = 0; i < CLOSE_N; i++) {
+        if (p->result[i] != 0) continue;
+        ctx_record *rec;
+        assert_int_equal(t_get(fx, keeper, "acme", id[i], &rec), 0);
+        json_t *last = json_array_get(rec->messages, json_array_size(rec->messages) - 1);
+        char want[16];
+        snprintf(want, sizeof(want), "m%d", i);
+        assert_string_equal(json_string_value(json_object_get(last, "content")), want);
+        ctx_record_free(rec);
+    }
+    /* a closing store refuses new requests up front (no callback) */
+    free(p);
+    fx_close(fx, keeper);
+}
+
+static void case_close_while_loading(void **state)
+{
+    close_with_appends(*state, true, false, false, false);
+    close_with_appends(*state, true, false, false, true);
+}
+
+static void case_close_while_writing(void **state)
+{
+    close_with_appends(*state, false, false, true, false);
+    close_with_appends(*state, false, false, true, true);
+}
+
+static void case_close_from_callback(void **state)
+{
+    close_with_appends(*state, false, true, false, false);
+    close_with_appends(*state, false, true, false, true);
+}
+
 static const struct CMUnitTest conformance[] = {
-    cmocka_unit_test(case_get_missing),        cmocka_unit_test(case_append_creates),
-    cmocka_unit_test(case_expected_version),   cmocka_unit_test(case_conflict_writes_nothing),
-    cmocka_unit_test(case_concurrent_appends), cmocka_unit_test(case_delete),
-    cmocka_unit_test(case_list_paging),        cmocka_unit_test(case_tenant_isolation),
-    cmocka_unit_test(case_ttl_expiry),         cmocka_unit_test(case_sliding_ttl),
-    cmocka_unit_test(case_evict_lru),          cmocka_unit_test(case_evict_fifo),
-    cmocka_unit_test(case_evict_lifo),         cmocka_unit_test(case_max_turns),
-    cmocka_unit_test(case_encryption),         cmocka_unit_test(case_text_format),
-    cmocka_unit_test(case_schema_upgrade_v0),  cmocka_unit_test(case_read_only),
+    cmocka_unit_test(case_get_missing),
+    cmocka_unit_test(case_append_creates),
+    cmocka_unit_test(case_expected_version),
+    cmocka_unit_test(case_conflict_writes_nothing),
+    cmocka_unit_test(case_concurrent_appends),
+    cmocka_unit_test(case_delete),
+    cmocka_unit_test(case_list_paging),
+    cmocka_unit_test(case_tenant_isolation),
+    cmocka_unit_test(case_ttl_expiry),
+    cmocka_unit_test(case_sliding_ttl),
+    cmocka_unit_test(case_evict_lru),
+    cmocka_unit_test(case_evict_fifo),
+    cmocka_unit_test(case_evict_lifo),
+    cmocka_unit_test(case_max_turns),
+    cmocka_unit_test(case_encryption),
+    cmocka_unit_test(case_text_format),
+    cmocka_unit_test(case_schema_upgrade_v0),
+    cmocka_unit_test(case_read_only),
+    cmocka_unit_test(case_append_to_creates),
+    cmocka_unit_test(case_append_to_appends),
+    cmocka_unit_test(case_append_to_conflicts),
+    cmocka_unit_test(case_append_to_max_turns),
+    cmocka_unit_test(case_append_to_encryption),
+    cmocka_unit_test(case_close_while_loading),
+    cmocka_unit_test(case_close_while_writing),
+    cmocka_unit_test(case_close_from_callback),
 };
 
 /* ================= backend-specific fault tests ================= */
@@ -914,6 +1318,79 @@ static void server_restart(void **state)
     fx_close(fx, s);
 }
 
+/* Redis: commands the store sent (INFO commandstats: EVAL, EVALSHA, SCRIPT), read over a
+ * connection of the test's own */
+static redisContext *redis_raw(fixture *fx)
+{
+    redisContext *rc = redisConnect("127.0.0.1", fx->srv.port);
+    assert_non_null(rc);
+    assert_int_equal(rc->err, 0);
+    freeReplyObject(redisCommand(rc, "AUTH %s", fx->srv.password));
+    return rc;
+}
+
+static long redis_store_commands(redisContext *rc)
+{
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    long total = 0;
+    for (const char *line = r->str; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        const char *names[] = {
+            "cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script|load:", "cmdstat_script:"};
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            if (strncmp(line, names[i], strlen(names[i])) != 0) continue;
+            const char *calls = strstr(line, "calls=");
+            const char *rejected = strstr(line, "rejected_calls=");
+            total += calls ? atol(calls + 6) : 0;
+            total += rejected ? atol(rejected + 15) : 0;
+        }
+    }
+    freeReplyObject(r);
+    return total;
+}
+
+/* get + append_to = 2 round trips (one EVALSHA each); get + append was 3 */
+static void redis_round_trips(void **state)
+{
+    fixture *fx = *state;
+    cfg_mcp c = fx_cfg(fx);
+    ctx_store *s = fx_open(fx, &c);
+    const char *m = "[{\"role\":\"user\",\"content\":\"x\"}]";
+    assert_int_equal(t_append_to(fx, s, "acme", "rt", NULL, m, NULL), 0); /* loads the scripts */
+    redisContext *raw = redis_raw(fx);
+    for (int round = 0; round < 3; round++) {
+        long before = redis_store_commands(raw);
+        ctx_record *base;
+        assert_int_equal(t_get(fx, s, "acme", "rt", &base), 0);
+        assert_int_equal(t_append_to(fx, s, "acme", "rt", base, m, NULL), 0);
+        ctx_record_free(base);
+        assert_int_equal(redis_store_commands(raw) - before, 2);
+    }
+    /* the read-then-write append, for comparison: its own read is one more */
+    long before = redis_store_commands(raw);
+    assert_int_equal(t_get(fx, s, "acme", "rt", NULL), 0);
+    assert_int_equal(t_append(fx, s, "acme", "rt", m, 4, NULL), 0);
+    assert_int_equal(redis_store_commands(raw) - before, 3);
+    /* a server that lost its scripts (restart, SCRIPT FLUSH): NOSCRIPT, SCRIPT LOAD, EVALSHA
+     * again, and the request succeeds */
+    freeReplyObject(redisCommand(raw, "SCRIPT FLUSH"));
+    ctx_record *base;
+    assert_int_equal(t_get(fx, s, "acme", "rt", &base), 0);
+    assert_int_equal(base->version, 5);
+    assert_int_equal(t_append_to(fx, s, "acme", "rt", base, m, NULL), 0);
+    ctx_record_free(base);
+    before = redis_store_commands(raw);
+    assert_int_equal(t_get(fx, s, "acme", "rt", &base), 0); /* loaded again: back to one each */
+    assert_int_equal(t_append_to(fx, s, "acme", "rt", base, m, NULL), 0);
+    assert_int_equal(redis_store_commands(raw) - before, 2);
+    assert_int_equal(base->version, 6);
+    ctx_record_free(base);
+    redisFree(raw);
+    fx_close(fx, s);
+}
+
 static void redis_refuses_tls(void **state)
 {
     fixture *fx = *state;
@@ -997,7 +1474,8 @@ int main(int argc, char **argv)
                                           sizeof(conformance) / sizeof(conformance[0]), setup_redis,
                                           teardown);
         const struct CMUnitTest redis_faults[] = {cmocka_unit_test(server_restart),
-                                                  cmocka_unit_test(redis_refuses_tls)};
+                                                  cmocka_unit_test(redis_refuses_tls),
+                                                  cmocka_unit_test(redis_round_trips)};
         failed += cmocka_run_group_tests_name("redis faults", redis_faults, setup_redis, teardown);
     }
     if (!only || !strcmp(only, "postgresql")) {
