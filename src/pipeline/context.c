@@ -14,6 +14,7 @@
 
 #include "context/strategy.h"
 #include "core/clock.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "pipeline/call.h"
 
@@ -245,7 +246,7 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
     while (n && *p == ' ')
         p++, n--;
     if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return;
-    json_t *ev = json_loadb(p, n, JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *ev = json_decode_fast(p, n, NULL, 0);
     if (!ev) return;
     json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
     if (json_is_object(delta)) {
@@ -271,7 +272,7 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
 
 void pl_context_whole_answer(pl_call *c, const char *body, size_t len)
 {
-    json_t *doc = json_loadb(body, len, 0, NULL);
+    json_t *doc = json_decode_fast(body, len, NULL, 0);
     json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
     if (json_is_object(msg)) {
         json_t *a = json_object();

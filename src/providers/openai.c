@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "providers/provider.h"
 
 bool provider_is_local(const cfg_target *t)
@@ -133,12 +134,11 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
         if (!json_object_get(body, k)) json_object_set(body, k, v);
     }
     chat_headers(t, request_id, pool, out);
-    out->body = json_dumps(body, JSON_COMPACT);
+    out->body = json_encode_fast(body, &out->body_len);
     if (!out->body) {
         snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
         return -1;
     }
-    out->body_len = strlen(out->body);
     return 0;
 }
 

@@ -1,0 +1,249 @@
+/* json.c — jansson documents built from yajl's parse events, and written with yajl's generator.
+ * A small stack of open containers follows the events; keys wait in `key` until their value. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
+
+#include "core/json.h"
+
+enum { JSON_MAX_DEPTH = 512 };
+
+typedef struct decoder {
+    json_t *stack[JSON_MAX_DEPTH]; /* open containers */
+    int depth;
+    json_t *root;
+    char *key; /* pending object key (malloc'd), NULL inside arrays */
+    size_t key_len;
+    const char *fail; /* why a callback stopped the parse */
+} decoder;
+
+/* Places v in the open container (or as the root); takes v's reference. */
+static int put(decoder *d, json_t *v)
+{
+    if (!v) {
+        d->fail = "out of memory";
+        return 0;
+    }
+    if (d->depth == 0) {
+        d->root = v;
+        return 1;
+    }
+    json_t *top = d->stack[d->depth - 1];
+    int rc;
+    if (json_is_object(top)) {
+        rc = json_object_setn_new_nocheck(top, d->key, d->key_len, v);
+        free(d->key);
+        d->key = NULL;
+    } else {
+        rc = json_array_append_new(top, v);
+    }
+    if (rc != 0) d->fail = "out of memory";
+    return rc == 0;
+}
+
+static int open_container(decoder *d, json_t *c)
+{
+    if (d->depth == JSON_MAX_DEPTH) {
+        json_decref(c);
+        d->fail = "nesting deeper than 512 levels";
+        return 0;
+    }
+    json_incref(c); /* one reference for the stack, one for the parent */
+    if (!put(d, c)) {
+        json_decref(c);
+        return 0;
+    }
+    d->stack[d->depth++] = c;
+    return 1;
+}
+
+static int close_container(void *ctx)
+{
+    decoder *d = ctx;
+    json_decref(d->stack[--d->depth]);
+    return 1;
+}
+
+static int on_null(void *ctx)
+{
+    return put(ctx, json_null());
+}
+
+static int on_bool(void *ctx, int b)
+{
+    return put(ctx, json_boolean(b));
+}
+
+static int on_number(void *ctx, const char *s, size_t n)
+{
+    char tmp[64];
+    if (n >= sizeof tmp) return put(ctx, json_real(strtod(s, NULL)));
+    memcpy(tmp, s, n);
+    tmp[n] = 0;
+    if (!strpbrk(tmp, ".eE")) {
+        errno = 0;
+        char *end;
+        long long v = strtoll(tmp, &end, 10);
+        if (errno == 0 && *end == 0) return put(ctx, json_integer((json_int_t)v));
+    }
+    return put(ctx, json_real(strtod(tmp, NULL)));
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t n)
+{
+    return put(ctx, json_stringn_nocheck((const char *)s, n));
+}
+
+static int on_key(void *ctx, const unsigned char *s, size_t n)
+{
+    decoder *d = ctx;
+    free(d->key);
+    d->key = malloc(n + 1);
+    if (!d->key) {
+        d->fail = "out of memory";
+        return 0;
+    }
+    memcpy(d->key, s, n);
+    d->key[n] = 0;
+    d->key_len = n;
+    return 1;
+}
+
+static int on_start_map(void *ctx)
+{
+    return open_container(ctx, json_object());
+}
+
+static int on_start_array(void *ctx)
+{
+    return open_container(ctx, json_array());
+}
+
+static const yajl_callbacks decode_callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_bool,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_key,
+    .yajl_end_map = close_container,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = close_container,
+};
+
+json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
+{
+    decoder d = {.depth = 0};
+    yajl_handle h = yajl_alloc(&decode_callbacks, NULL, &d);
+    if (!h) {
+        if (err) snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok) st = yajl_complete_parse(h);
+    if (st != yajl_status_ok || !d.root) {
+        if (err) {
+            if (d.fail) {
+                snprintf(err, errlen, "%s", d.fail);
+            } else {
+                unsigned char *e = yajl_get_error(h, 0, NULL, 0);
+                const char *what = e ? (const char *)e : "syntax error";
+                if (!strncmp(what, "parse error: ", 13)) what += 13;
+                int n = (int)strlen(what);
+                while (n > 0 && (what[n - 1] == ' ' || what[n - 1] == '\n'))
+                    n--;
+                snprintf(err, errlen, "%.*s at byte %zu", n, what, yajl_get_bytes_consumed(h));
+                if (e) yajl_free_error(h, e);
+            }
+        }
+        while (d.depth > 0)
+            json_decref(d.stack[--d.depth]);
+        json_decref(d.root);
+        free(d.key);
+        yajl_free(h);
+        return NULL;
+    }
+    free(d.key);
+    yajl_free(h);
+    return d.root;
+}
+
+static int encode(yajl_gen g, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        if (yajl_gen_map_open(g) != yajl_gen_status_ok) return -1;
+        const char *k;
+        size_t kl;
+        json_t *x;
+        void *it;
+        json_object_keylen_foreach_safe((json_t *)v, it, k, kl, x)
+        {
+            if (yajl_gen_string(g, (const unsigned char *)k, kl) != yajl_gen_status_ok ||
+                encode(g, x) != 0)
+                return -1;
+        }
+        return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+    }
+    case JSON_ARRAY: {
+        if (yajl_gen_array_open(g) != yajl_gen_status_ok) return -1;
+        size_t i;
+        json_t *x;
+        json_array_foreach((json_t *)v, i, x)
+        {
+            if (encode(g, x) != 0) return -1;
+        }
+        return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
+    }
+    case JSON_STRING:
+        return yajl_gen_string(g, (const unsigned char *)json_string_value(v),
+                               json_string_length(v)) == yajl_gen_status_ok
+                   ? 0
+                   : -1;
+    case JSON_INTEGER: {
+        char tmp[32];
+        int n = snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return yajl_gen_number(g, tmp, (size_t)n) == yajl_gen_status_ok ? 0 : -1;
+    }
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        if (!isfinite(d)) return -1;
+        char tmp[40];
+        int n = snprintf(tmp, sizeof tmp, "%.17g", d);
+        /* keep it a real for a reader that types numbers: 2.0 stays "2.0" */
+        if (!strpbrk(tmp, ".eEn")) n += snprintf(tmp + n, sizeof tmp - (size_t)n, ".0");
+        return yajl_gen_number(g, tmp, (size_t)n) == yajl_gen_status_ok ? 0 : -1;
+    }
+    case JSON_TRUE:
+        return yajl_gen_bool(g, 1) == yajl_gen_status_ok ? 0 : -1;
+    case JSON_FALSE:
+        return yajl_gen_bool(g, 0) == yajl_gen_status_ok ? 0 : -1;
+    case JSON_NULL:
+        return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+    }
+    return -1;
+}
+
+char *json_encode_fast(const json_t *v, size_t *len)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return NULL;
+    char *out = NULL;
+    if (encode(g, v) == 0) {
+        const unsigned char *buf;
+        size_t n;
+        yajl_gen_get_buf(g, &buf, &n);
+        out = malloc(n + 1);
+        if (out) {
+            memcpy(out, buf, n);
+            out[n] = 0;
+            if (len) *len = n;
+        }
+    }
+    yajl_gen_free(g);
+    return out;
+}

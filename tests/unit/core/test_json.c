@@ -1,0 +1,118 @@
+/* test_json.c — json_decode_fast / json_encode_fast agree with jansson's own parser and encoder:
+ * the same documents from the same text, and text jansson reads back as the same document. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/json.h"
+
+static const char *const corpus[] = {
+    "{}",
+    "[]",
+    "null",
+    "true",
+    "\"plain\"",
+    "0",
+    "-12",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "1.5",
+    "-0.25e-3",
+    "1e300",
+    "{\"model\":\"gpt-4o\",\"temperature\":0.2,\"max_tokens\":256,\"stream\":true,"
+    "\"stop\":null,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+    "{\"esc\":\"quote \\\" backslash \\\\ slash \\/ nl \\n tab \\t ctrl \\u0001 nul \\u0000 end\"}",
+    "{\"utf8\":\"caf\\u00e9 \xe2\x82\xac \\ud83d\\ude00 \xf0\x9f\x98\x80 "
+    "\xe4\xb8\xad\xe6\x96\x87\"}",
+    "{\"nested\":{\"a\":[1,[2,[3,{\"b\":[]}]],{}],\"c\":{\"d\":{\"e\":false}}}}",
+    "{\"order\":1,\"keeps\":2,\"insertion\":3,\"a\":4}",
+    "  {\"ws\" : [ 1 , 2 ] }  \n",
+    "{\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+    "\"arguments\":\"{\\\"x\\\":1}\"}}]}",
+};
+
+static void decode_matches_jansson(void **state)
+{
+    for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++) {
+        const char *t = corpus[i];
+        json_error_t je;
+        json_t *want = json_loadb(t, strlen(t), JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (!want) fail_msg("jansson refused corpus[%zu]: %s", i, je.text);
+        char err[256] = "";
+        json_t *got = json_decode_fast(t, strlen(t), err, sizeof err);
+        if (!got) fail_msg("corpus[%zu] refused: %s", i, err);
+        if (!json_equal(want, got)) fail_msg("corpus[%zu] decodes differently", i);
+        /* types, not only values: an integer stays an integer */
+        assert_int_equal(json_typeof(want), json_typeof(got));
+        json_decref(want);
+        json_decref(got);
+    }
+}
+
+static void encode_reads_back_and_keeps_order(void **state)
+{
+    for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++) {
+        json_t *doc =
+            json_loadb(corpus[i], strlen(corpus[i]), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        size_t n = 0;
+        char *text = json_encode_fast(doc, &n);
+        assert_non_null(text);
+        assert_int_equal(n, strlen(text)); /* \u0000 is written escaped: no raw NUL */
+        json_t *back = json_loadb(text, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (!back || !json_equal(doc, back))
+            fail_msg("corpus[%zu] does not read back: %s", i, text);
+        json_decref(back);
+        free(text);
+        json_decref(doc);
+    }
+    json_t *o = json_pack("{s:i, s:i, s:i}", "z", 1, "a", 2, "m", 3);
+    char *s = json_encode_fast(o, NULL);
+    assert_string_equal(s, "{\"z\":1,\"a\":2,\"m\":3}");
+    free(s);
+    json_decref(o);
+    /* a real stays a real, with jansson's 17 digits */
+    json_t *r = json_pack("[f, f, f]", 2.0, 0.1, -1e-9);
+    s = json_encode_fast(r, NULL);
+    json_t *rb = json_loadb(s, strlen(s), 0, NULL);
+    assert_true(json_is_real(json_array_get(rb, 0)));
+    assert_true(json_equal(r, rb));
+    free(s);
+    json_decref(r);
+    json_decref(rb);
+}
+
+static void refuses_bad_input(void **state)
+{
+    const char *bad[] = {"", "{", "{\"a\":}", "[1,]", "{\"a\":1} x", "\"\xff\"", "nul", "01"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256] = "";
+        json_t *v = json_decode_fast(bad[i], strlen(bad[i]), err, sizeof err);
+        if (v) fail_msg("bad[%zu] '%s' was accepted", i, bad[i]);
+        assert_true(strlen(err) > 0);
+    }
+    /* nesting is bounded: no stack exhaustion on hostile input */
+    buf deep = BUF_INIT;
+    for (int i = 0; i < 600; i++)
+        buf_puts(&deep, "[");
+    for (int i = 0; i < 600; i++)
+        buf_puts(&deep, "]");
+    char err[256] = "";
+    assert_null(json_decode_fast(deep.data, deep.len, err, sizeof err));
+    assert_non_null(strstr(err, "nesting"));
+    buf_free(&deep);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(decode_matches_jansson),
+        cmocka_unit_test(encode_reads_back_and_keeps_order),
+        cmocka_unit_test(refuses_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
