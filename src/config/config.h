@@ -192,14 +192,14 @@ typedef struct cfg_mcp {
     const char *summarize_gateway;
     int summarize_trigger_tokens;
     const char *persona;
-    json_t *tools;       /* array or NULL (borrowed) */
-    bool format_json;    /* JSON (default) or Text */
-    int schema_version;  /* default 1 */
-    bool read_only;      /* ReadOnlyMany */
-    const char *api_key; /* resolved security.apiKeyRef, NULL = open */
-    json_t *rbac;        /* array or NULL (borrowed) */
-    bool metrics_enabled;      /* metrics.enabled (default true): export this store's metrics */
-    const char *metrics_path;  /* metrics.endpoint (default /metrics): served as well */
+    json_t *tools;            /* array or NULL (borrowed) */
+    bool format_json;         /* JSON (default) or Text */
+    int schema_version;       /* default 1 */
+    bool read_only;           /* ReadOnlyMany */
+    const char *api_key;      /* resolved security.apiKeyRef, NULL = open */
+    json_t *rbac;             /* array or NULL (borrowed) */
+    bool metrics_enabled;     /* metrics.enabled (default true): export this store's metrics */
+    const char *metrics_path; /* metrics.endpoint (default /metrics): served as well */
     json_t *spec;
 } cfg_mcp;
 

@@ -119,13 +119,20 @@ static void api_store_fail(ctx_api *a, int rc, const char *msg, const char *para
 static const char *op_name(ctx_req_type t)
 {
     switch (t) {
-    case CTX_REQ_GET: return "get";
-    case CTX_REQ_APPEND: return "append";
-    case CTX_REQ_SET_SUMMARY: return "set_summary";
-    case CTX_REQ_DELETE: return "delete";
-    case CTX_REQ_LIST: return "list";
-    case CTX_REQ_STATS: return "stats";
-    case CTX_REQ_EXPIRE: return "expire";
+    case CTX_REQ_GET:
+        return "get";
+    case CTX_REQ_APPEND:
+        return "append";
+    case CTX_REQ_SET_SUMMARY:
+        return "set_summary";
+    case CTX_REQ_DELETE:
+        return "delete";
+    case CTX_REQ_LIST:
+        return "list";
+    case CTX_REQ_STATS:
+        return "stats";
+    case CTX_REQ_EXPIRE:
+        return "expire";
     }
     return "other";
 }

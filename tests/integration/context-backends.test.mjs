@@ -2,8 +2,10 @@
 // Memory, File (SQLite in a temporary directory), Redis and PostgreSQL (real servers from
 // tests/lib/servers.mjs). The durable backends (File, PostgreSQL) keep the history across a
 // gateway restart, and an answer the client received in full survives the gateway being killed
-// with SIGKILL right after it (non-stream, and streamed through data: [DONE]). The store itself is
-// inspected too (sqlite3 / psql / RESP), so a gateway that silently fell back to another store fails.
+// with SIGKILL right after it (non-stream, and streamed through data: [DONE]). For that the test
+// holds the store's write lock (sqlite3 / psql) while a gated upstream completes the answer, so
+// "no answer reaches the client before its turn is recorded" is checked, not raced. The store
+// itself is inspected too (sqlite3 / psql / RESP), so a gateway that silently used another store fails.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -15,6 +17,7 @@ import OpenAI from 'openai';
 
 import { startFakeOpenAI } from '../fakes/openai.mjs';
 import { startGateway, withLogs } from '../lib/gateway.mjs';
+import { assertOpenAIError, postJSON, waitFor, within } from '../lib/http.mjs';
 import { startPostgres, startRedis } from '../lib/servers.mjs';
 
 const PERSONA = 'You are the Acme backend test persona.';
@@ -212,6 +215,7 @@ describe('context store backends', () => {
             child.once('exit', r);
             child.stdin.end('COMMIT;\n');
           }),
+          abort: () => child.exitCode === null && child.kill('SIGKILL'), // a failed test must not leave it
         };
       },
     },
@@ -249,6 +253,7 @@ describe('context store backends', () => {
             child.once('exit', r);
             child.stdin.end('COMMIT;\n');
           }),
+          abort: () => child.exitCode === null && child.kill('SIGKILL'), // a failed test must not leave it
         };
       },
     },
@@ -398,13 +403,18 @@ spec:
                 victim.proc.kill('SIGKILL'); // the moment the client has the whole answer
                 return completion;
               });
-            while (gated.requests.length === n) await sleep(10); // history read, request upstream
+            // history read, request upstream
+            await waitFor(() => gated.requests.length > n, { what: 'the request upstream' });
             // the store refuses writes while the model answers: the gateway cannot record the turn
             const lock = await backend.lockWrites();
-            gated.open();
-            await lock.waitBlocked();
-            assert.equal(answered, false, 'no answer reaches the client before its turn is recorded');
-            await lock.release();
+            try {
+              gated.open();
+              await lock.waitBlocked();
+              assert.equal(answered, false, 'no answer reaches the client before its turn is recorded');
+              await lock.release();
+            } finally {
+              lock.abort();
+            }
             const completion = await pending;
             assert.equal(completion.choices[0].message.content, answer);
             assert.equal((await victim.exited).signal, 'SIGKILL');
@@ -434,13 +444,17 @@ spec:
                 onDone: () => victim.proc.kill('SIGKILL'),
               }
             );
-            await started; // history read, the answer is streaming
+            await within(started, 10000, 'the first streamed piece'); // history read, the answer is streaming
             const lock = await backend.lockWrites();
-            gated.open();
-            while (!sse.includes('"finish_reason":"stop"')) await sleep(10); // the whole answer arrived
-            await lock.waitBlocked();
-            assert.ok(!sse.includes('[DONE]'), 'no [DONE] before the turn is recorded');
-            await lock.release();
+            try {
+              gated.open();
+              await waitFor(() => sse.includes('"finish_reason":"stop"'), { what: 'the whole answer' });
+              await lock.waitBlocked();
+              assert.ok(!sse.includes('[DONE]'), 'no [DONE] before the turn is recorded');
+              await lock.release();
+            } finally {
+              lock.abort();
+            }
             const res = await pending;
             assert.equal(res.status, 200);
             assert.ok(res.text.includes('data: [DONE]'), `the stream reached [DONE]: ${res.text}`);
@@ -459,11 +473,26 @@ spec:
             const conv = 'redis-restart';
             await ask(conv, 'before the Redis restart');
             assert.deepEqual(await backend.stored(conv), [1, 2]);
+
+            // while Redis is down: a clear 503, and the model is not asked
+            await redis.halt();
+            const n = fake.chatRequests().length;
+            const down = await postJSON(
+              `${gw.baseURL}/chat/completions`,
+              { model: 'smart', messages: [user('while Redis is down')] },
+              { headers: { 'x-conversation-id': conv } }
+            );
+            assertOpenAIError(assert, down, 503, 'context_store_unavailable');
+            assert.equal(fake.chatRequests().length, n, 'no upstream request without the history');
+
             await redis.restart();
             assert.equal(await redis.command('DBSIZE'), 0, 'persistence is off: Redis restarted empty');
 
-            // The store reconnects by itself: the first request may meet the dropped connection
-            // (503 context_store_unavailable), and a following one must succeed.
+            // The store reconnects by itself and a request soon succeeds. With 2 workers a request
+            // right after the restart can still get 503 "connect timed out": hiredis 0.14's libuv
+            // adapter drops the refused connect attempt made while Redis was down, so that worker
+            // only gives up on it after the 3 s connect timeout (reported to the lead).
+            // Make this strict (the first request succeeds) once src/context/redis.c handles it.
             const statuses = [];
             let ok = null;
             for (let i = 0; i < 5 && !ok; i++) {
@@ -486,6 +515,48 @@ spec:
             assert.deepEqual(fake.chatRequests().at(-1).body.messages, [system(PERSONA), user('after the restart')]);
             assert.deepEqual(await backend.stored(conv), [1, 2], 'the new turn starts a new record');
             console.log(`# Redis restart: statuses of the requests after it: ${statuses.join(', ')}`);
+          })
+        );
+      }
+
+      if (backend.type === 'PostgreSQL') {
+        test(
+          'PostgreSQL goes away: 503 context_store_unavailable; once it is back the conversation continues',
+          withLogs(logs, async () => {
+            const conv = 'pg-outage';
+            await ask(conv, 'before the outage');
+            await pg.halt();
+            const n = fake.chatRequests().length;
+            const down = await postJSON(
+              `${gw.baseURL}/chat/completions`,
+              { model: 'smart', messages: [user('during the outage')] },
+              { headers: { 'x-conversation-id': conv } }
+            );
+            assertOpenAIError(assert, down, 503, 'context_store_unavailable');
+            assert.equal(fake.chatRequests().length, n, 'no upstream request without the history');
+            await pg.restart();
+
+            // the store reconnects with backoff: a request may still meet it reconnecting (503)
+            let res;
+            await waitFor(
+              async () => {
+                res = await postJSON(
+                  `${gw.baseURL}/chat/completions`,
+                  { model: 'smart', messages: [user('after the outage')] },
+                  { headers: { 'x-conversation-id': conv } }
+                );
+                if (res.status !== 200) assertOpenAIError(assert, res, 503, 'context_store_unavailable');
+                return res.status === 200;
+              },
+              { timeoutMs: 15000, intervalMs: 200, what: 'a request to succeed after PostgreSQL came back' }
+            );
+            assert.equal(res.headers['x-context-turns'], '2', 'the turn from before the outage is there');
+            assert.deepEqual(fake.chatRequests().at(-1).body.messages, [
+              system(PERSONA),
+              user('before the outage'),
+              assistant('reply to: before the outage'),
+              user('after the outage'),
+            ]);
           })
         );
       }
