@@ -1,6 +1,6 @@
 /* redis.c — the Redis context backend: hiredis 0.14's async API on the worker's libuv loop
- * (hiredis/adapters/libuv.h), one connection per handle, every primitive one Lua script, so
- * compare-and-set, eviction and index upkeep are atomic on the server. Scripts are called by
+ * (our own libuv glue, see conn_start), one connection per handle, every primitive one Lua script,
+ * so compare-and-set, eviction and index upkeep are atomic on the server. Scripts are called by
  * their SHA1 (EVALSHA: one short command, one round trip); a server that does not have one
  * (NOSCRIPT: restarted, SCRIPT FLUSH) gets SCRIPT LOAD and the EVALSHA again, pipelined.
  *
@@ -16,7 +16,6 @@
  *   P:seq               the sequence
  * The connection is re-established with backoff when the server goes away; operations issued
  * meanwhile wait for the next connect attempt and fail with CTX_EUNAVAIL if it fails. */
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -411,6 +410,93 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     }
 }
 
+/* ---- event-loop glue ----
+ * hiredis 0.14's own libuv adapter (hiredis/adapters/libuv.h) returns early when the poll
+ * reports an error, so a refused connection is only noticed at the connect timeout. This is the
+ * same glue with the one difference newer hiredis made: an error is handed to hiredis, which
+ * reads the socket's error (connecting) or the failed read (connected) and reports it. */
+typedef struct uv_redis_events {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+} uv_redis_events;
+
+static void uvr_poll_cb(uv_poll_t *h, int status, int events)
+{
+    uv_redis_events *p = h->data;
+    if (!p->ac) return;
+    if (status < 0) {
+        if (p->ac->c.flags & REDIS_CONNECTED)
+            redisAsyncHandleRead(p->ac);
+        else
+            redisAsyncHandleWrite(p->ac);
+        return;
+    }
+    if (events & UV_READABLE) redisAsyncHandleRead(p->ac);
+    if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+}
+
+static void uvr_update(uv_redis_events *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, uvr_poll_cb);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void uvr_add_read(void *d)
+{
+    uvr_update(d, UV_READABLE, 0);
+}
+
+static void uvr_del_read(void *d)
+{
+    uvr_update(d, 0, UV_READABLE);
+}
+
+static void uvr_add_write(void *d)
+{
+    uvr_update(d, UV_WRITABLE, 0);
+}
+
+static void uvr_del_write(void *d)
+{
+    uvr_update(d, 0, UV_WRITABLE);
+}
+
+static void uvr_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void uvr_cleanup(void *d)
+{
+    uv_redis_events *p = d;
+    p->ac = NULL; /* the context is being freed */
+    uv_close((uv_handle_t *)&p->poll, uvr_closed);
+}
+
+static int uvr_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data) return REDIS_ERR;
+    uv_redis_events *p = calloc(1, sizeof *p);
+    if (!p) return REDIS_ERR;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.addRead = uvr_add_read;
+    ac->ev.delRead = uvr_del_read;
+    ac->ev.addWrite = uvr_add_write;
+    ac->ev.delWrite = uvr_del_write;
+    ac->ev.cleanup = uvr_cleanup;
+    ac->ev.data = p;
+    return REDIS_OK;
+}
+
 static void conn_start(redis_conn *c)
 {
     redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
@@ -423,7 +509,7 @@ static void conn_start(redis_conn *c)
     }
     ac->data = c;
     c->last_err[0] = 0;
-    if (redisLibuvAttach(ac, c->s->loop) != REDIS_OK) {
+    if (uvr_attach(ac, c->s->loop) != REDIS_OK) {
         ac->data = NULL;
         redisAsyncFree(ac);
         snprintf(c->last_err, sizeof(c->last_err), "cannot attach to the event loop");
