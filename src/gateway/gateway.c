@@ -71,9 +71,9 @@ static void on_server_drained(void *ctx)
 {
     worker *w = ctx;
     uv_close((uv_handle_t *)&w->wake, NULL);
+    pl_worker_release(&w->pl); /* before the client: it cancels summary requests on it */
     upstream_client_free(w->pl.up);
     w->pl.up = NULL;
-    pl_worker_release(&w->pl); /* store handles close; the loop ends after them */
 }
 
 static void on_wake(uv_async_t *a)
@@ -111,8 +111,8 @@ static void worker_main(void *arg)
     uv_sem_post(&w->started);
     if (w->start_rc != 0) {
         uv_close((uv_handle_t *)&w->wake, NULL);
-        upstream_client_free(w->pl.up);
         pl_worker_release(&w->pl);
+        upstream_client_free(w->pl.up);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
         return;

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "obs/metrics.h"
 #include "pipeline/bound.h"
+#include "pipeline/call.h"
 
 static pl_bound *bound_new(pl_worker *w, pl_runtime *rt)
 {
@@ -158,6 +159,7 @@ void pl_worker_set_runtime(pl_worker *w, pl_runtime *rt)
 
 void pl_worker_release(pl_worker *w)
 {
+    pl_context_cancel_summaries(w);
     if (w->maint_init) {
         uv_timer_stop(&w->maint);
         uv_close((uv_handle_t *)&w->maint, NULL);

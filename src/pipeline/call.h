@@ -134,6 +134,8 @@ void pl_context_fail(pl_call *c, int result, const char *msg);
 /* Records one store operation in ctxgate_context_store_* (unless the MCP's metrics are off). */
 void pl_context_observe(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const char *op,
                         uint64_t start_ns, int result);
+/* Cancels the worker's background summary requests (shutdown). */
+void pl_context_cancel_summaries(pl_worker *w);
 /* Called when the call is freed: releases what the stage holds. */
 void pl_context_free(pl_call *c);
 

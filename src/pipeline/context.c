@@ -318,10 +318,34 @@ typedef struct summarize_job {
     buf resp;
     ctx_req creq;
     uint64_t op_ns;
+    upstream_req *up;                  /* the summary request while it runs */
+    struct summarize_job *prev, *next; /* the worker's running summary requests */
 } summarize_job;
+
+/* Summary requests in flight are listed on their worker, so a shutdown can cancel them before
+ * the upstream client goes (its cancellation runs no callback that would free them). */
+static void job_link(summarize_job *j)
+{
+    j->prev = NULL;
+    j->next = j->w->summaries;
+    if (j->next) j->next->prev = j;
+    j->w->summaries = j;
+}
+
+static void job_unlink(summarize_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (j->w->summaries == j)
+        j->w->summaries = j->next;
+    if (j->next) j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+    j->up = NULL;
+}
 
 static void job_free(summarize_job *j)
 {
+    if (j->up) job_unlink(j);
     pl_bound_unref(j->bound);
     free(j->tenant);
     free(j->id);
@@ -368,6 +392,7 @@ static void job_done(upstream_req *u, upstream_result res, int status, const cha
                      void *udata)
 {
     summarize_job *j = udata;
+    job_unlink(j);
     json_t *doc = res == UPSTREAM_OK && status == 200
                       ? json_loadb(j->resp.data ? j->resp.data : "", j->resp.len, 0, NULL)
                       : NULL;
@@ -456,9 +481,12 @@ static void summarize_start(pl_call *c, uint64_t version)
     o.udata = j;
     o.on_data = job_data;
     o.on_done = job_done;
-    if (!upstream_send(c->w->up, &o)) {
+    j->up = upstream_send(c->w->up, &o);
+    if (!j->up) {
         log_warn("conversation %s: cannot start the summary request", j->id);
         job_free(j);
+    } else {
+        job_link(j);
     }
     arena_free(pool); /* upstream_send copied URL and headers */
 }
@@ -517,6 +545,16 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
         return;
     }
     c->ctx_pending = true;
+}
+
+void pl_context_cancel_summaries(pl_worker *w)
+{
+    while (w->summaries) {
+        summarize_job *j = w->summaries;
+        upstream_cancel(j->up);
+        log_info("conversation %s: summary request cancelled by shutdown", j->id);
+        job_free(j);
+    }
 }
 
 void pl_context_free(pl_call *c)

@@ -36,9 +36,10 @@ typedef struct pl_worker {
     uv_loop_t *loop;
     upstream_client *up;
     obs_shard *obs;
-    pl_bound *bound;             /* current configuration; only this worker's loop swaps it */
-    const _Atomic int *draining; /* process-wide: /readyz answers 503 when set */
-    uv_timer_t maint;            /* context-store upkeep: figures for metrics, TTL sweeps */
+    pl_bound *bound;                 /* current configuration; only this worker's loop swaps it */
+    const _Atomic int *draining;     /* process-wide: /readyz answers 503 when set */
+    uv_timer_t maint;                /* context-store upkeep: figures for metrics, TTL sweeps */
+    struct summarize_job *summaries; /* background Summarize requests in flight (context.c) */
     bool maint_init;
     uint64_t rng; /* xorshift state for Weighted picks */
     unsigned id;
@@ -48,8 +49,9 @@ typedef struct pl_worker {
  * worker's handles for rt's context stores are opened first; the previous configuration is
  * released once its last request finished (its store handles are then closed). */
 void pl_worker_set_runtime(pl_worker *w, pl_runtime *rt);
-/* On w's loop, at shutdown: releases the configuration; its store handles close asynchronously,
- * so the loop must keep running until its handles are gone. */
+/* On w's loop, at shutdown, before the upstream client is freed: cancels background requests
+ * (summaries) and releases the configuration; its store handles close asynchronously, so the
+ * loop must keep running until its handles are gone. */
 void pl_worker_release(pl_worker *w);
 const cfg_gateway *pl_worker_gateway(const pl_worker *w);
 
