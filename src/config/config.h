@@ -192,12 +192,13 @@ typedef struct cfg_mcp {
     const char *summarize_gateway;
     int summarize_trigger_tokens;
     const char *persona;
-    json_t *tools;            /* array or NULL (borrowed) */
-    bool format_json;         /* JSON (default) or Text */
-    int schema_version;       /* default 1 */
-    bool read_only;           /* ReadOnlyMany */
-    const char *api_key;      /* resolved security.apiKeyRef, NULL = open */
-    json_t *rbac;             /* array or NULL (borrowed) */
+    json_t *tools;                    /* array or NULL (borrowed) */
+    bool format_json;                 /* JSON (default) or Text */
+    int schema_version;               /* default 1 */
+    bool read_only;                   /* ReadOnlyMany */
+    bool has_api_key;                 /* security.apiKeyRef set: the context API needs it */
+    unsigned char api_key_sha256[32]; /* its SHA-256; the key itself is never kept */
+    json_t *rbac;                     /* array or NULL (borrowed) */
     bool metrics_enabled;     /* metrics.enabled (default true): export this store's metrics */
     const char *metrics_path; /* metrics.endpoint (default /metrics): served as well */
     json_t *spec;

@@ -172,7 +172,12 @@ static void build_mcp(build *b, cfg_mcp *m)
                      sch_field_at(root, "spec.interactionPatterns.versioning"), "schemaVersion");
     const char *rw = get_str(b, ip, ipf, "readWriteMode");
     m->read_only = rw && !strcmp(rw, "ReadOnlyMany");
-    m->api_key = secret_text(b, json_object_get(sec, "apiKeyRef"), NULL);
+    const json_t *admin = secret(b, json_object_get(sec, "apiKeyRef"), NULL);
+    if (admin) {
+        unsigned int len = 0;
+        m->has_api_key = EVP_Digest(json_string_value(admin), json_string_length(admin),
+                                    m->api_key_sha256, &len, EVP_sha256(), NULL) == 1;
+    }
     m->rbac = json_object_get(sec, "rbac");
     m->metrics_enabled = get_bool(met, sch_field_at(root, "spec.metrics"), "enabled");
     m->metrics_path = get_str(b, met, sch_field_at(root, "spec.metrics"), "endpoint");

@@ -428,12 +428,10 @@ static auth_result admin_check(const cfg_mcp *mcp, const http_request *r)
 {
     str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
-    unsigned char got[32], want[32];
-    unsigned int n1 = 0, n2 = 0;
-    if (!EVP_Digest(k.p, k.n, got, &n1, EVP_sha256(), NULL) ||
-        !EVP_Digest(mcp->api_key, strlen(mcp->api_key), want, &n2, EVP_sha256(), NULL))
-        return AUTH_INVALID;
-    return CRYPTO_memcmp(got, want, 32) == 0 ? AUTH_OK : AUTH_INVALID;
+    unsigned char got[32];
+    unsigned int n = 0;
+    if (!EVP_Digest(k.p, k.n, got, &n, EVP_sha256(), NULL)) return AUTH_INVALID;
+    return CRYPTO_memcmp(got, mcp->api_key_sha256, 32) == 0 ? AUTH_OK : AUTH_INVALID;
 }
 
 typedef enum { ACCESS_NONE, ACCESS_READ, ACCESS_READWRITE } api_access;
@@ -575,7 +573,7 @@ bool pl_contexts_handle(pl_call *c)
 
     /* who is calling, and what they may do */
     const cfg_mcp *mcp = a->mcp;
-    bool admin = mcp->api_key != NULL;
+    bool admin = mcp->has_api_key;
     auth_result ar = admin ? admin_check(mcp, r) : auth_check(c->rt->gw, r, &c->key);
     if (ar == AUTH_MISSING) {
         api_fail(a, c, 401, "authentication_error", "missing_api_key", NULL,

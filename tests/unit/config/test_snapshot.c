@@ -142,7 +142,12 @@ static void test_full_example(void **state)
     assert_int_equal(m->strategy, CTX_TOKEN_BUDGET);
     assert_string_equal(m->summarize_target, "gpt4o");
     assert_string_equal(m->summarize_gateway, "product-support");
-    assert_string_equal(m->api_key, "ctx-admin-key");
+    /* the admin key is kept as its SHA-256 only */
+    unsigned char admin_digest[32];
+    unsigned int wl = 0;
+    EVP_Digest("ctx-admin-key", 13, admin_digest, &wl, EVP_sha256(), NULL);
+    assert_true(m->has_api_key);
+    assert_memory_equal(m->api_key_sha256, admin_digest, 32);
     assert_int_equal(json_array_size(m->tools), 1);
     assert_int_equal(json_array_size(m->rbac), 1);
     m = cfg_find_mcp(s, "shared-redis");
@@ -175,8 +180,13 @@ static void test_api_key_text_not_kept(void **state)
     const char *key = "client-key-7f3a9c";
     char *dump = json_dumps(s->docs, JSON_COMPACT);
     assert_false(has(dump, key));
-    assert_true(has(dump, "gw-keys")); /* the reference itself is kept */
+    assert_false(has(dump, "ctx-admin-key")); /* the context API's admin key neither */
+    assert_true(has(dump, "gw-keys"));        /* the reference itself is kept */
     free(dump);
+    for (size_t i = 0; i < s->n_mcps; i++) {
+        assert_false(has(s->mcps[i].persona, "ctx-admin-key"));
+        assert_null(memmem(s->mcps[i].api_key_sha256, 32, "ctx-admin-key", 8));
+    }
     for (size_t i = 0; i < s->n_gateways; i++) {
         const cfg_gateway *g = &s->gateways[i];
         for (size_t k = 0; k < g->n_api_keys; k++) {
@@ -254,7 +264,7 @@ static void test_defaults_and_types(void **state)
     assert_true(m->format_json);
     assert_int_equal(m->schema_version, 1);
     assert_false(m->read_only);
-    assert_null(m->api_key);
+    assert_false(m->has_api_key);
     assert_true(m->metrics_enabled);
     assert_true(json_is_object(m->spec)); /* spec defaults to {} */
     cfg_snapshot_unref(s);
