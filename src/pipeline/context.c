@@ -425,7 +425,7 @@ static void summarize_start(pl_call *c, uint64_t version)
     const tok_encoding *enc = encoding_for(c, err, sizeof err);
     if (!enc) return;
     json_t *history = json_array();
-    json_array_extend(history, c->conv_history ? c->conv_history : json_array());
+    if (c->conv_history) json_array_extend(history, c->conv_history);
     json_array_extend(history, c->conv_new);
     if (c->answer) json_array_append(history, c->answer);
     ctx_summarize_plan plan = ctx_summarize_decide(c->mcp, enc, history);
