@@ -128,8 +128,6 @@ void pl_finish_stream(pl_call *c)
     call_release(c);
 }
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-
 static void vfail(pl_call *c, int status, const http_header *extra, size_t n_extra,
                   const char *type, const char *code, const char *param, const char *fmt,
                   va_list ap)
@@ -145,11 +143,25 @@ static void vfail(pl_call *c, int status, const http_header *extra, size_t n_ext
     json_decref(err);
     http_header hdrs[8];
     size_t n = 0;
-    hdrs[n++] = json_ct;
+    hdrs[n++] = pl_json_ct;
     for (size_t i = 0; i < n_extra && n < 8; i++)
         hdrs[n++] = extra[i];
     pl_finish(c, status, hdrs, n, body, strlen(body));
     free(body);
+}
+
+const http_header pl_json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
+
+void pl_stream_begin(pl_call *c)
+{
+    if (c->stream_started) return;
+    c->stream_started = true;
+    http_header h[4] = {
+        {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
+        {STR_LIT("Cache-Control"), STR_LIT("no-cache")},
+    };
+    size_t n = 2 + pl_context_headers(c, h + 2);
+    http_stream_begin(c->r, 200, h, n);
 }
 
 void pl_fail(pl_call *c, int status, const char *type, const char *code, const char *param,

@@ -72,6 +72,13 @@ typedef struct pl_call {
     uint64_t start_ns;
 } pl_call;
 
+/* Content-Type: application/json, for every JSON answer. */
+extern const http_header pl_json_ct;
+
+/* Sends the status line and headers of a streamed (SSE) answer once: text/event-stream plus
+ * the context headers when the call has a conversation. */
+void pl_stream_begin(pl_call *c);
+
 /* errors.c — OpenAI-format error answers, ending the call */
 void pl_fail(pl_call *c, int status, const char *type, const char *code, const char *param,
              const char *fmt, ...) __attribute__((format(printf, 6, 7)));

@@ -18,8 +18,6 @@
 #include "core/log.h"
 #include "pipeline/call.h"
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-
 /* Conflicts and misses are answers, not failures of the store. */
 void pl_context_observe(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const char *op,
                         uint64_t start_ns, int result)
@@ -598,7 +596,7 @@ void pl_context_finish_whole(pl_call *c, int result)
         pl_context_fail(c, result, c->error ? c->error : ctx_strerror(result));
         return;
     }
-    http_header h[3] = {json_ct};
+    http_header h[3] = {pl_json_ct};
     size_t n = 1 + pl_context_headers(c, h + 1);
     pl_finish(c, 200, h, n, c->resp.data ? c->resp.data : "", c->resp.len);
 }

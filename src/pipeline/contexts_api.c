@@ -24,8 +24,6 @@
 
 #define CONTEXTS_PATH "/v1/contexts"
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-
 typedef enum { API_LIST, API_GET, API_DELETE, API_APPEND, API_MESSAGES } api_op;
 
 /* One API request's state while a store operation runs; freed before the call finishes. */
@@ -70,7 +68,7 @@ static void api_respond(ctx_api *a, int status, json_t *doc)
     }
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    pl_finish(c, status, &json_ct, 1, body, strlen(body));
+    pl_finish(c, status, &pl_json_ct, 1, body, strlen(body));
     free(body);
 }
 

@@ -9,11 +9,9 @@
 #include "pipeline/call.h"
 #include "pipeline/route.h"
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-
 static void respond_json(http_request *r, int status, const char *body)
 {
-    http_respond(r, status, &json_ct, 1, body, strlen(body));
+    http_respond(r, status, &pl_json_ct, 1, body, strlen(body));
 }
 
 static void serve_metrics(http_request *r)
@@ -78,7 +76,7 @@ static void list_models(pl_call *c)
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     json_decref(seen);
-    pl_finish(c, 200, &json_ct, 1, body, strlen(body));
+    pl_finish(c, 200, &pl_json_ct, 1, body, strlen(body));
     free(body);
 }
 
@@ -122,36 +120,22 @@ void pl_handle(http_request *r, void *ctx)
     pl_call *c = call_new(r, w);
     r->on_abort = on_abort;
     if (pl_contexts_handle(c)) return; /* fixed paths: never a route's /v1 */
-    size_t prefix_len;
-    str suffix;
-    bool chat = false;
-    if (!route_prefix_match(gw, r->path, &prefix_len, &suffix)) {
+    size_t prefix_len = 0;
+    str suffix = STR_NULL;
+    bool routed = route_prefix_match(gw, r->path, &prefix_len, &suffix);
+    bool chat = routed && str_eq_c(suffix, "/chat/completions");
+    const char *method = chat ? "POST" : routed && str_eq_c(suffix, "/models") ? "GET" : NULL;
+    if (!method) {
         pl_fail(c, 404, "invalid_request_error", "unknown_url", NULL,
                 "Unknown request URL: %.*s %.*s. Please check the URL for typos.",
                 (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
         return;
     }
-    if (str_eq_c(suffix, "/chat/completions")) {
-        chat = true;
-        if (!str_eq_c(r->method_name, "POST")) {
-            static const http_header allow = {STR_LIT("Allow"), STR_LIT("POST")};
-            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed", NULL,
-                            "Method %.*s is not allowed on %.*s; use POST.", (int)r->method_name.n,
-                            r->method_name.p, (int)r->path.n, r->path.p);
-            return;
-        }
-    } else if (str_eq_c(suffix, "/models")) {
-        if (!str_eq_c(r->method_name, "GET")) {
-            static const http_header allow = {STR_LIT("Allow"), STR_LIT("GET")};
-            pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed", NULL,
-                            "Method %.*s is not allowed on %.*s; use GET.", (int)r->method_name.n,
-                            r->method_name.p, (int)r->path.n, r->path.p);
-            return;
-        }
-    } else {
-        pl_fail(c, 404, "invalid_request_error", "unknown_url", NULL,
-                "Unknown request URL: %.*s %.*s. Please check the URL for typos.",
-                (int)r->method_name.n, r->method_name.p, (int)r->path.n, r->path.p);
+    if (!str_eq_c(r->method_name, method)) {
+        http_header allow = {STR_LIT("Allow"), str_c(method)};
+        pl_fail_headers(c, 405, &allow, 1, "invalid_request_error", "method_not_allowed", NULL,
+                        "Method %.*s is not allowed on %.*s; use %s.", (int)r->method_name.n,
+                        r->method_name.p, (int)r->path.n, r->path.p, method);
         return;
     }
 

@@ -7,12 +7,6 @@
 #include "core/clock.h"
 #include "pipeline/call.h"
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-static const http_header sse_hdrs[] = {
-    {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
-    {STR_LIT("Cache-Control"), STR_LIT("no-cache")},
-};
-
 static void emit_event(void *ctx, const char *event, size_t len)
 {
     pl_call *c = ctx;
@@ -51,14 +45,11 @@ static void mock_answer(pl_call *c)
             pl_context_commit(c, pl_context_finish_whole);
             return;
         }
-        pl_finish(c, 200, &json_ct, 1, answer, strlen(answer));
+        pl_finish(c, 200, &pl_json_ct, 1, answer, strlen(answer));
         free(answer);
         return;
     }
-    c->stream_started = true;
-    http_header h[4] = {sse_hdrs[0], sse_hdrs[1]};
-    size_t n = 2 + pl_context_headers(c, h + 2);
-    http_stream_begin(c->r, 200, h, n);
+    pl_stream_begin(c);
     mock_stream_events(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens,
                        c->include_usage, emit_event, c);
     if (c->ctx_store) {

@@ -9,12 +9,6 @@
 #include "core/log.h"
 #include "pipeline/call.h"
 
-static const http_header json_ct = {STR_LIT("Content-Type"), STR_LIT("application/json")};
-static const http_header sse_hdrs[] = {
-    {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
-    {STR_LIT("Cache-Control"), STR_LIT("no-cache")},
-};
-
 static void on_client_drain(http_request *r)
 {
     pl_call *c = r->udata;
@@ -26,12 +20,8 @@ static void on_client_drain(http_request *r)
 
 static void stream_begin(pl_call *c)
 {
-    if (c->stream_started) return;
-    c->stream_started = true;
-    c->r->on_drain = on_client_drain;
-    http_header h[4] = {sse_hdrs[0], sse_hdrs[1]};
-    size_t n = 2 + pl_context_headers(c, h + 2);
-    http_stream_begin(c->r, 200, h, n);
+    if (!c->stream_started) c->r->on_drain = on_client_drain;
+    pl_stream_begin(c);
 }
 
 /* Forwards every complete SSE event in c->resp; keeps a trailing partial event. */
@@ -176,7 +166,7 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
         if (relay) {
             free(c->error);
             c->error = strdup(pmsg);
-            pl_finish(c, status, &json_ct, 1, c->resp.data, c->resp.len);
+            pl_finish(c, status, &pl_json_ct, 1, c->resp.data, c->resp.len);
             return;
         }
         pl_fail(c, status, "invalid_request_error", "upstream_rejected", NULL,
@@ -223,7 +213,7 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             pl_context_commit(c, pl_context_finish_whole);
             return;
         }
-        pl_finish(c, 200, &json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
+        pl_finish(c, 200, &pl_json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
         return;
     }
     if (ok) {
