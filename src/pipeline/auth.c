@@ -3,6 +3,7 @@
  * not depend on how much of a key matched. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "pipeline/auth.h"
@@ -24,6 +25,21 @@ str auth_presented_key(const http_request *r)
     return http_request_header(r, "api-key");
 }
 
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+bool auth_key_digest(str key, unsigned char out[32])
+{
+    pthread_once(&g_sha256_once, sha256_fetch);
+    unsigned int len = 0;
+    return g_sha256 && EVP_Digest(key.p, key.n, out, &len, g_sha256, NULL) == 1 && len == 32;
+}
+
 auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_api_key **key)
 {
     *key = NULL;
@@ -31,8 +47,7 @@ auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_a
     str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char digest[32];
-    unsigned int dlen = 0;
-    if (!EVP_Digest(k.p, k.n, digest, &dlen, EVP_sha256(), NULL)) return AUTH_INVALID;
+    if (!auth_key_digest(k, digest)) return AUTH_INVALID;
     const cfg_api_key *found = NULL;
     for (size_t i = 0; i < gw->n_api_keys; i++) {
         if (CRYPTO_memcmp(digest, gw->api_keys[i].sha256, 32) == 0 && !found)

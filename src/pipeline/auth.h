@@ -2,6 +2,8 @@
 #ifndef CTXGATE_PIPELINE_AUTH_H
 #define CTXGATE_PIPELINE_AUTH_H
 
+#include <stdbool.h>
+
 #include "config/config.h"
 #include "http/server.h"
 
@@ -10,6 +12,10 @@ typedef enum { AUTH_OK, AUTH_MISSING, AUTH_INVALID } auth_result;
 /* The key the caller presents: `Authorization: Bearer K` (OpenAI SDK), `x-api-key: K` (Anthropic
  * SDK) or `api-key: K` (Azure SDK), in that order; STR_NULL when none. */
 str auth_presented_key(const http_request *r);
+
+/* SHA-256 of a presented key (the form every configured key is kept in); false on an OpenSSL
+ * failure. The digest algorithm is fetched once per process, not per request. */
+bool auth_key_digest(str key, unsigned char out[32]);
 
 /* Finds the caller's key in `Authorization: Bearer`, `x-api-key` or `api-key`. On AUTH_OK,
  * *key is the matching key (NULL when the gateway's authentication is None). */

@@ -427,8 +427,7 @@ static auth_result admin_check(const cfg_mcp *mcp, const http_request *r)
     str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char got[32];
-    unsigned int n = 0;
-    if (!EVP_Digest(k.p, k.n, got, &n, EVP_sha256(), NULL)) return AUTH_INVALID;
+    if (!auth_key_digest(k, got)) return AUTH_INVALID;
     return CRYPTO_memcmp(got, mcp->api_key_sha256, 32) == 0 ? AUTH_OK : AUTH_INVALID;
 }
 
