@@ -99,12 +99,7 @@ void pl_chat(pl_call *c)
         /* name what this prefix does serve, so a typo is obvious */
         const cfg_route *any = route_select(gw, r->path, c->prefix_len, r, NULL);
         buf known = BUF_INIT;
-        for (size_t k = 0; k < gw->n_routes; k++) {
-            const cfg_route *rt = &gw->routes[k];
-            if (rt->path_prefix_len != c->prefix_len) continue;
-            if (known.len) buf_puts(&known, ", ");
-            route_known_models(rt, &known);
-        }
+        route_list_models_buf(gw, r->path, c->prefix_len, r, c->key, &known);
         pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist on %s%s%s. Known models: %s.", c->model,
                 any ? "route '" : "this path", any ? any->name : "", any ? "'" : "",
@@ -124,7 +119,7 @@ void pl_chat(pl_call *c)
             return;
         }
         buf known = BUF_INIT;
-        route_known_models(c->route, &known);
+        route_list_models_buf(gw, r->path, c->prefix_len, r, c->key, &known);
         pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist on route '%s'. Known models: %s.", c->model,
                 c->route->name, known.data ? known.data : "(none)");

@@ -176,12 +176,75 @@ static void key_models_restrict(void **state)
     assert_true(route_key_allows(NULL, &targets[1]));
 }
 
-static void known_models_listed(void **state)
+static void collect(const char *id, void *ud)
 {
-    buf b = BUF_INIT;
-    route_known_models(&routes[0], &b);
-    assert_string_equal(b.data, "support, a, gpt-4o, b");
-    buf_free(&b);
+    buf *b = ud;
+    if (b->len) buf_puts(b, ", ");
+    buf_puts(b, id);
+}
+
+static buf listed_buf = BUF_INIT;
+
+/* the ids listed on /v1 for r and key, comma-separated; NULL when no route takes r */
+static const char *listed(const cfg_gateway *g, const http_request *r, const cfg_api_key *key)
+{
+    buf_free(&listed_buf);
+    listed_buf = (buf)BUF_INIT;
+    if (!route_list_models(g, STR_LIT("/v1/models"), 3, r, key, collect, &listed_buf)) return NULL;
+    return listed_buf.data ? listed_buf.data : "";
+}
+
+static void models_listed_are_the_reachable_ones(void **state)
+{
+    http_request with = {.headers = hdr_billing, .n_headers = 1};
+    http_request without = {0};
+    /* with the header: the filtered route's virtual model, then the catch-all's names */
+    assert_string_equal(listed(&gw, &with, NULL), "support, a, gpt-4o, b");
+    /* without it the filtered route is out of reach, and so is "support" */
+    assert_string_equal(listed(&gw, &without, NULL), "a, gpt-4o, b");
+    /* the key's models filter both the names and the virtual model's backends */
+    static const char *only_b[] = {"b"};
+    cfg_api_key key = {.name = "k", .models = only_b, .n_models = 1};
+    assert_string_equal(listed(&gw, &with, &key), "support, b");
+    static const char *only_c[] = {"c"};
+    cfg_api_key kc = {.name = "kc", .models = only_c, .n_models = 1};
+    assert_string_equal(listed(&gw, &with, &kc), "");
+
+    /* a second catch-all on the same prefix is shadowed by the first: its names are not
+     * listed, because chat requests for them reach the first route and get 404 */
+    cfg_route two[2] = {routes[1], routes[1]};
+    two[0].backends = be_ab;
+    two[0].n_backends = 1; /* a */
+    two[1].backends = be_ab + 1;
+    two[1].n_backends = 1; /* b */
+    cfg_gateway g2 = gw;
+    g2.routes = two;
+    g2.n_routes = 2;
+    assert_string_equal(listed(&g2, &without, NULL), "a, gpt-4o");
+    _Atomic unsigned long rr = 0;
+    uint64_t rng = 1;
+    route_pick_ctx ctx = {.rr = &rr, .rng = &rng, .r = &without};
+    bool forbidden;
+    const cfg_route *rb = route_select(&g2, STR_LIT("/v1/chat/completions"), 3, &without, "b");
+    assert_ptr_equal(rb, &two[0]);
+    assert_null(route_resolve(rb, "b", NULL, &ctx, &forbidden));
+
+    /* only routes with the prefix count; none accepting the headers: false */
+    cfg_route filtered = routes[0];
+    cfg_gateway g3 = gw;
+    g3.routes = &filtered;
+    g3.n_routes = 1;
+    assert_null(listed(&g3, &without, NULL));
+    assert_string_equal(listed(&g3, &with, NULL), "support");
+    /* Weighted with only weight-0 backends the key may use: not listed */
+    cfg_backend zero[2] = {{&targets[0], 0}, {&targets[1], 1}};
+    filtered.backends = zero;
+    static const char *only_a[] = {"a"};
+    cfg_api_key ka = {.name = "ka", .models = only_a, .n_models = 1};
+    assert_string_equal(listed(&g3, &with, &ka), "");
+    assert_int_equal(route_model_check(&filtered, "support", &ka, &with), ROUTE_MODEL_FORBIDDEN);
+    assert_string_equal(listed(&g3, &with, NULL), "support");
+    buf_free(&listed_buf);
 }
 
 static const char *virt[] = {"pool"};
@@ -299,7 +362,7 @@ int main(void)
         cmocka_unit_test_setup(weighted_follows_weights, setup),
         cmocka_unit_test_setup(weighted_zero_weight_never_chosen, setup),
         cmocka_unit_test_setup(key_models_restrict, setup),
-        cmocka_unit_test_setup(known_models_listed, setup),
+        cmocka_unit_test_setup(models_listed_are_the_reachable_ones, setup),
         cmocka_unit_test_setup(header_based_maps_values, setup),
         cmocka_unit_test_setup(least_connections_prefers_idle, setup),
         cmocka_unit_test_setup(latency_based_prefers_fast_and_explores, setup),
