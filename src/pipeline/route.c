@@ -1,8 +1,10 @@
 /* route.c — route matching, backend selection by the route's strategy, the models a caller can
- * reach on a path prefix. */
+ * reach on a path prefix, and the failover timing (backoff with jitter, Retry-After). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <curl/curl.h>
 
 #include "pipeline/route.h"
 
@@ -300,4 +302,45 @@ bool route_list_models_buf(const cfg_gateway *gw, str path, size_t prefix_len,
                            const http_request *r, const cfg_api_key *key, buf *out)
 {
     return route_list_models(gw, path, prefix_len, r, key, append_name, out);
+}
+
+uint64_t route_backoff_ms(int base_ms, int n, uint64_t *rng)
+{
+    if (base_ms <= 0) return 0;
+    uint64_t cap = base_ms > ROUTE_BACKOFF_CAP_MS ? (uint64_t)base_ms : ROUTE_BACKOFF_CAP_MS;
+    uint64_t d = (uint64_t)base_ms;
+    for (int i = 1; i < n && d < cap; i++)
+        d *= 2;
+    if (d > cap) d = cap;
+    uint64_t half = d / 2;
+    return half + xorshift(rng) % (d - half + 1);
+}
+
+int64_t route_retry_after_ms(const char *value, int64_t now_wall_ms)
+{
+    if (!value) return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t len = strlen(value);
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    if (len == 0) return -1;
+    size_t digits = strspn(value, "0123456789");
+    if (digits == len) { /* delay-seconds */
+        int64_t s = 0;
+        for (size_t i = 0; i < len; i++) {
+            s = s * 10 + (value[i] - '0');
+            if (s > INT64_MAX / 1000 / 10) return INT64_MAX / 1000 * 1000; /* "very long" */
+        }
+        return s * 1000;
+    }
+    if (digits) return -1; /* "12abc", "1.5": neither form */
+    char date[64];
+    if (len >= sizeof date) return -1;
+    memcpy(date, value, len);
+    date[len] = '\0';
+    time_t t = curl_getdate(date, NULL);
+    if (t == (time_t)-1) return -1;
+    int64_t ms = (int64_t)t * 1000 - now_wall_ms;
+    return ms > 0 ? ms : 0;
 }

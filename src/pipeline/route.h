@@ -65,4 +65,16 @@ bool route_list_models(const cfg_gateway *gw, str path, size_t prefix_len, const
 bool route_list_models_buf(const cfg_gateway *gw, str path, size_t prefix_len,
                            const http_request *r, const cfg_api_key *key, buf *out);
 
+/* Failover timing (docs/gateway.md, "Timeouts and failover"). */
+enum {
+    ROUTE_BACKOFF_CAP_MS = 10000,     /* the doubling stops here (or at backoffMs if larger) */
+    ROUTE_RETRY_AFTER_MAX_MS = 30000, /* longer waits are not made: the answer goes out */
+};
+/* The pause before the attempt that follows the n-th failed one (n >= 1), "equal jitter":
+ * d = min(base_ms * 2^(n-1), max(base_ms, ROUTE_BACKOFF_CAP_MS)); uniform in [d/2, d]. */
+uint64_t route_backoff_ms(int base_ms, int n, uint64_t *rng);
+/* A Retry-After value (delta-seconds, or an HTTP-date compared with now_wall_ms) in ms from
+ * now: 0 for a date already past; -1 when the value is neither. */
+int64_t route_retry_after_ms(const char *value, int64_t now_wall_ms);
+
 #endif

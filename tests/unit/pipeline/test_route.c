@@ -247,6 +247,52 @@ static void models_listed_are_the_reachable_ones(void **state)
     buf_free(&listed_buf);
 }
 
+static void backoff_is_equal_jitter_doubling_to_the_cap(void **state)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    struct {
+        int base, n;
+        uint64_t lo, hi;
+    } cases[] = {
+        {100, 1, 50, 100},      {100, 2, 100, 200},     {100, 3, 200, 400},
+        {100, 10, 5000, 10000}, {100, 60, 5000, 10000}, {20000, 3, 10000, 20000},
+        {1, 1, 0, 1},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint64_t min = UINT64_MAX, max = 0;
+        for (int i = 0; i < 500; i++) {
+            uint64_t w = route_backoff_ms(cases[k].base, cases[k].n, &rng);
+            assert_in_range(w, cases[k].lo, cases[k].hi);
+            if (w < min) min = w;
+            if (w > max) max = w;
+        }
+        if (cases[k].hi - cases[k].lo >= 50)
+            assert_true(max - min > (cases[k].hi - cases[k].lo) / 2);
+    }
+    assert_int_equal(route_backoff_ms(0, 1, &rng), 0);
+    assert_int_equal(route_backoff_ms(0, 5, &rng), 0);
+}
+
+static void retry_after_seconds_and_dates(void **state)
+{
+    const int64_t t = 1445412480000; /* Wed, 21 Oct 2015 07:28:00 GMT */
+    assert_int_equal(route_retry_after_ms("1", t), 1000);
+    assert_int_equal(route_retry_after_ms(" 120 ", t), 120000);
+    assert_int_equal(route_retry_after_ms("0", t), 0);
+    assert_true(route_retry_after_ms("99999999999999999999999", t) > 86400000);
+    assert_int_equal(route_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", t - 2500), 2500);
+    assert_int_equal(route_retry_after_ms("Wednesday, 21-Oct-15 07:28:00 GMT", t - 4000), 4000);
+    assert_int_equal(route_retry_after_ms("Wed Oct 21 07:28:00 2015", t - 1000), 1000);
+    assert_int_equal(route_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", t + 5000), 0); /* past */
+    assert_int_equal(route_retry_after_ms("1.5", t), -1);
+    assert_int_equal(route_retry_after_ms("-1", t), -1);
+    assert_int_equal(route_retry_after_ms("12abc", t), -1);
+    assert_int_equal(route_retry_after_ms("soon", t), -1);
+    assert_int_equal(route_retry_after_ms("", t), -1);
+    assert_int_equal(route_retry_after_ms("  ", t), -1);
+    assert_int_equal(route_retry_after_ms(NULL, t), -1);
+}
+
 static const char *virt[] = {"pool"};
 
 static void header_based_maps_values(void **state)
@@ -363,6 +409,8 @@ int main(void)
         cmocka_unit_test_setup(weighted_zero_weight_never_chosen, setup),
         cmocka_unit_test_setup(key_models_restrict, setup),
         cmocka_unit_test_setup(models_listed_are_the_reachable_ones, setup),
+        cmocka_unit_test_setup(backoff_is_equal_jitter_doubling_to_the_cap, setup),
+        cmocka_unit_test_setup(retry_after_seconds_and_dates, setup),
         cmocka_unit_test_setup(header_based_maps_values, setup),
         cmocka_unit_test_setup(least_connections_prefers_idle, setup),
         cmocka_unit_test_setup(latency_based_prefers_fast_and_explores, setup),
