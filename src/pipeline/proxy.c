@@ -179,6 +179,7 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     buf_reset(&c->resp);
     c->up_status = 0;
     c->ttft_us = 0;
+    uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
     return true;
 }
