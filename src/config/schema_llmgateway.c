@@ -281,18 +281,20 @@ static const sch_field route_fields[] = {
               .def = "[429, 500, 502, 503, 504, \"connect-failure\", \"timeout\"]",
               .items =
                   &(const sch_field){.kind = SCH_INT_OR_STRING, .flags = ENF, .enums = retry_on},
-              .desc = "Failures that move on to the next target."},
+              .desc = "Failures that lead to the next planned attempt."},
              {.name = "maxAttempts",
               .kind = SCH_INT,
               .flags = ENF,
               MIN(1),
-              .desc = "Upstream attempts in all; default 1 + number of failover targets."},
+              .desc = "Upstream attempts in all, retries included; default 1 + number of "
+                      "failover targets."},
              {.name = "backoffMs",
               .kind = SCH_INT,
               .flags = ENF,
               .def = "100",
               MIN(0),
-              .desc = "Pause between attempts, in milliseconds."},
+              .desc = "Base pause between attempts, in milliseconds: doubled per failed attempt, "
+                      "with jitter (docs/gateway.md)."},
              {0},
          },
      .desc = "What happens when an upstream fails."},

@@ -30,10 +30,14 @@ typedef struct pl_call {
     const char *model;      /* as the client sent it (in the request's arena) */
     bool stream, include_usage;
 
-    const cfg_target *attempts[PL_MAX_ATTEMPTS]; /* chosen target, then failover targets */
-    int n_attempts, attempt;
+    /* the plan (chat.c): the chosen target, then the failover targets the key may use, each
+     * once; attempt i (0-based) runs attempts[i % n_plan], n_attempts in all (maxAttempts) */
+    const cfg_target *attempts[PL_MAX_ATTEMPTS];
+    int n_plan, n_attempts, attempt;
     const cfg_target *target; /* the current attempt's */
     bool target_counted;      /* target's in_flight includes this call */
+    /* per plan entry: not to be asked again before (clock_mono_ns), from its Retry-After */
+    uint64_t not_before_ns[PL_MAX_ATTEMPTS];
 
     upstream_req *up;
     char *up_body; /* request body sent upstream (borrowed by the upstream request) */
@@ -96,7 +100,7 @@ void pl_chat(pl_call *c);
 /* The request body as a document (parsed on first use, owned by c); NULL when it cannot be
  * parsed as one (the probe accepted it, so only for bodies jansson refuses). */
 json_t *pl_call_body(pl_call *c);
-void pl_start_attempt(pl_call *c); /* runs attempts[attempt] */
+void pl_start_attempt(pl_call *c); /* runs attempts[attempt % n_plan] */
 /* The current attempt is over: in-flight count down, latency figure folded in when ok. */
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us);
 /* proxy.c */

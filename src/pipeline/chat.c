@@ -11,32 +11,31 @@
 
 static bool attempts_have(const pl_call *c, const cfg_target *t)
 {
-    for (int i = 0; i < c->n_attempts; i++)
+    for (int i = 0; i < c->n_plan; i++)
         if (c->attempts[i] == t) return true;
     return false;
 }
 
+/* The attempt plan (docs/gateway.md, "Timeouts and failover"): the chosen target, then the
+ * route's failover targets in order (each once; skipping the chosen one and those the key may
+ * not use). maxAttempts counts every attempt; when it exceeds the plan the plan starts over, so
+ * a route without failover targets retries its chosen target. */
 static void plan_attempts(pl_call *c, const cfg_target *first)
 {
     const cfg_route *rt = c->route;
-    int max = rt->max_attempts > 0 ? rt->max_attempts : 1;
-    if (max > PL_MAX_ATTEMPTS) max = PL_MAX_ATTEMPTS;
-    c->attempts[c->n_attempts++] = first;
-    for (size_t i = 0; i < rt->n_failover_targets && c->n_attempts < max; i++) {
+    c->n_plan = 0;
+    c->attempts[c->n_plan++] = first;
+    for (size_t i = 0; i < rt->n_failover_targets && c->n_plan < PL_MAX_ATTEMPTS; i++) {
         const cfg_target *t = rt->failover_targets[i];
         if (attempts_have(c, t) || !route_key_allows(c->key, t)) continue;
-        c->attempts[c->n_attempts++] = t;
+        c->attempts[c->n_plan++] = t;
     }
-    /* maxAttempts beyond the distinct targets retries the last one */
-    while (c->n_attempts < max && c->n_attempts > 1) {
-        c->attempts[c->n_attempts] = c->attempts[c->n_attempts - 1];
-        c->n_attempts++;
-    }
+    c->n_attempts = rt->max_attempts > 0 ? rt->max_attempts : 1;
 }
 
 void pl_start_attempt(pl_call *c)
 {
-    c->target = c->attempts[c->attempt];
+    c->target = c->attempts[c->attempt % c->n_plan];
     atomic_fetch_add_explicit(&c->rt->stats[c->target->index].in_flight, 1, memory_order_relaxed);
     c->target_counted = true;
     if (provider_is_local(c->target))
@@ -99,12 +98,7 @@ void pl_chat(pl_call *c)
         /* name what this prefix does serve, so a typo is obvious */
         const cfg_route *any = route_select(gw, r->path, c->prefix_len, r, NULL);
         buf known = BUF_INIT;
-        for (size_t k = 0; k < gw->n_routes; k++) {
-            const cfg_route *rt = &gw->routes[k];
-            if (rt->path_prefix_len != c->prefix_len) continue;
-            if (known.len) buf_puts(&known, ", ");
-            route_known_models(rt, &known);
-        }
+        route_list_models_buf(gw, r->path, c->prefix_len, r, c->key, &known);
         pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist on %s%s%s. Known models: %s.", c->model,
                 any ? "route '" : "this path", any ? any->name : "", any ? "'" : "",
@@ -124,7 +118,7 @@ void pl_chat(pl_call *c)
             return;
         }
         buf known = BUF_INIT;
-        route_known_models(c->route, &known);
+        route_list_models_buf(gw, r->path, c->prefix_len, r, c->key, &known);
         pl_fail(c, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist on route '%s'. Known models: %s.", c->model,
                 c->route->name, known.data ? known.data : "(none)");

@@ -51,31 +51,28 @@ static pl_call *call_new(http_request *r, pl_worker *w)
     return c;
 }
 
-static void add_model(json_t *data, json_t *seen, const char *id)
+static void add_model(const char *id, void *ud)
 {
-    if (json_object_get(seen, id)) return;
-    json_object_set_new(seen, id, json_true());
-    json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model",
-                                          "created", 0, "owned_by", "ctxgate"));
+    json_array_append_new(ud, json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model",
+                                        "created", 0, "owned_by", "ctxgate"));
 }
 
-static void list_models(pl_call *c)
+/* GET {prefix}/models: what a chat request on this prefix, with this request's headers and key,
+ * is answered for (route_list_models); 404 when no route of the prefix takes these headers. */
+static void list_models(pl_call *c, const cfg_gateway *gw, size_t prefix_len)
 {
-    const cfg_route *rt = c->route;
-    json_t *data = json_array(), *seen = json_object();
-    for (size_t i = 0; i < rt->n_match_models; i++)
-        add_model(data, seen, rt->match_models[i]);
-    for (size_t i = 0; i < rt->n_backends; i++) {
-        const cfg_target *t = rt->backends[i].target;
-        if (!route_key_allows(c->key, t)) continue;
-        add_model(data, seen, t->name);
-        for (size_t a = 0; a < t->n_aliases; a++)
-            add_model(data, seen, t->aliases[a]);
+    http_request *r = c->r;
+    json_t *data = json_array();
+    if (!route_list_models(gw, r->path, prefix_len, r, c->key, add_model, data)) {
+        json_decref(data);
+        pl_fail(c, 404, "invalid_request_error", "route_not_found", NULL,
+                "No route under %.*s accepts this request (check the route's match headers).",
+                (int)prefix_len, r->path.p);
+        return;
     }
     json_t *doc = json_pack("{s:s, s:o}", "object", "list", "data", data);
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    json_decref(seen);
     pl_finish(c, 200, &pl_json_ct, 1, body, strlen(body));
     free(body);
 }
@@ -158,12 +155,5 @@ void pl_handle(http_request *r, void *ctx)
         pl_chat(c);
         return;
     }
-    c->route = route_select(gw, r->path, prefix_len, r, NULL);
-    if (!c->route) {
-        pl_fail(c, 404, "invalid_request_error", "route_not_found", NULL,
-                "No route under %.*s accepts this request (check the route's match headers).",
-                (int)prefix_len, r->path.p);
-        return;
-    }
-    list_models(c);
+    list_models(c, gw, prefix_len);
 }

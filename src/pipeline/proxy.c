@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "pipeline/call.h"
+#include "pipeline/route.h"
 
 static void on_client_drain(http_request *r)
 {
@@ -116,6 +117,87 @@ static void on_backoff(uv_timer_t *t)
     pl_call *c = t->data;
     c->attempt++;
     pl_start_attempt(c);
+}
+
+/* What went wrong with an attempt, for the log: "HTTP 503", "connect failed: ...", ... */
+static void describe_failure(char *out, size_t n, upstream_result res, int status,
+                             const char *errmsg, const char *retry_after)
+{
+    const char *what = res == UPSTREAM_CONNECT_FAILED ? "connect failed"
+                       : res == UPSTREAM_TIMEOUT      ? "timeout"
+                                                      : "transport error";
+    if (res == UPSTREAM_OK)
+        snprintf(out, n, "HTTP %d%s%s", status, retry_after ? ", Retry-After: " : "",
+                 retry_after ? retry_after : "");
+    else
+        snprintf(out, n, "%s%s%s", what, errmsg && *errmsg ? ": " : "", errmsg ? errmsg : "");
+}
+
+/* After a failure in retryOn, before any byte reached the client: schedules the next planned
+ * attempt after its pause (route_backoff_ms, or longer when that attempt's target asked for it
+ * with Retry-After). False when no attempt is left or the pause would exceed
+ * ROUTE_RETRY_AFTER_MAX_MS or the next target's timeouts.total: the failure goes to the client. */
+static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int status,
+                        const char *errmsg)
+{
+    const char *ra = res == UPSTREAM_OK ? upstream_header_get(u, "retry-after") : NULL;
+    int64_t ra_ms = ra ? route_retry_after_ms(ra, clock_wall_ms()) : -1;
+    char why[384];
+    describe_failure(why, sizeof why, res, status, errmsg, ra_ms >= 0 ? ra : NULL);
+    uint64_t now = clock_mono_ns();
+    if (ra_ms >= 0) { /* the target that said so is not asked again before then */
+        if (ra_ms > 86400000) ra_ms = 86400000;
+        uint64_t nb = now + (uint64_t)ra_ms * 1000000u;
+        int cur = c->attempt % c->n_plan;
+        if (nb > c->not_before_ns[cur]) c->not_before_ns[cur] = nb;
+    }
+    int next = c->attempt + 1;
+    if (next >= c->n_attempts) {
+        if (c->n_attempts > 1)
+            log_info("request %s: attempt %d on target '%s' failed (%s); no attempts left "
+                     "(maxAttempts %d)",
+                     c->request_id, next, c->target->name, why, c->n_attempts);
+        return false;
+    }
+    const cfg_target *nt = c->attempts[next % c->n_plan];
+    uint64_t wait_ms = route_backoff_ms(c->route->backoff_ms, next, &c->w->rng);
+    uint64_t nb = c->not_before_ns[next % c->n_plan];
+    if (nb > now && (nb - now + 999999u) / 1000000u > wait_ms)
+        wait_ms = (nb - now + 999999u) / 1000000u;
+    uint64_t limit = ROUTE_RETRY_AFTER_MAX_MS;
+    if (nt->total_timeout_s > 0 && (uint64_t)nt->total_timeout_s * 1000u < limit)
+        limit = (uint64_t)nt->total_timeout_s * 1000u;
+    if (wait_ms > limit) {
+        log_info("request %s: attempt %d on target '%s' failed (%s); not retrying: the wait for "
+                 "'%s' would be %llu ms, over the %llu ms limit",
+                 c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms,
+                 (unsigned long long)limit);
+        return false;
+    }
+    log_info("request %s: attempt %d on target '%s' failed (%s); retrying on '%s' in %llu ms",
+             c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms);
+    buf_reset(&c->resp);
+    c->up_status = 0;
+    c->ttft_us = 0;
+    uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
+    pl_call_timer(c, wait_ms, on_backoff);
+    return true;
+}
+
+/* A 503 with a valid Retry-After reaches the client as a 503 with that Retry-After (not the
+ * usual 502): the provider said when to come back. */
+static bool fail_unavailable(pl_call *c, upstream_req *u, upstream_result res, int status)
+{
+    const char *ra =
+        res == UPSTREAM_OK && status == 503 ? upstream_header_get(u, "retry-after") : NULL;
+    if (!ra || route_retry_after_ms(ra, clock_wall_ms()) < 0) return false;
+    char pmsg[512];
+    provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
+    http_header h = {STR_LIT("Retry-After"), str_c(ra)};
+    pl_fail_headers(c, 503, &h, 1, "upstream_error", "upstream_overloaded", NULL,
+                    "Model target '%s' is unavailable (HTTP 503, Retry-After: %s): %s",
+                    c->target->name, ra, pmsg[0] ? pmsg : "no details");
+    return true;
 }
 
 /* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). */
@@ -246,16 +328,8 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
                        res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
         return;
     }
-    if (c->attempt + 1 < c->n_attempts && retryable(c, res, status)) {
-        log_info("request %s: attempt %d on target '%s' failed (%s, HTTP %d); failing over",
-                 c->request_id, c->attempt + 1, c->target->name, errmsg ? errmsg : "", status);
-        buf_reset(&c->resp);
-        c->up_status = 0;
-        c->ttft_us = 0;
-        pl_call_timer(c, (uint64_t)(c->route->backoff_ms > 0 ? c->route->backoff_ms : 0),
-                      on_backoff);
-        return;
-    }
+    if (retryable(c, res, status) && retry_later(c, u, res, status, errmsg)) return;
+    if (fail_unavailable(c, u, res, status)) return;
     fail_upstream(c, u, res, status, errmsg ? errmsg : "");
 }
 

@@ -1,6 +1,10 @@
-/* route.c — route matching and backend selection (RoundRobin, Weighted). */
+/* route.c — route matching, backend selection by the route's strategy, the models a caller can
+ * reach on a path prefix, and the failover timing (backoff with jitter, Retry-After). */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <curl/curl.h>
 
 #include "pipeline/route.h"
 
@@ -153,20 +157,42 @@ static const cfg_target *pick_header(const cfg_route *rt, const cfg_api_key *key
     return NULL;
 }
 
+/* the backend named model (name or alias), NULL when none */
+static const cfg_target *named_backend(const cfg_route *rt, const char *model)
+{
+    for (size_t i = 0; i < rt->n_backends; i++)
+        if (target_named(rt->backends[i].target, model)) return rt->backends[i].target;
+    return NULL;
+}
+
+route_model_status route_model_check(const cfg_route *rt, const char *model, const cfg_api_key *key,
+                                     const http_request *r)
+{
+    const cfg_target *named = named_backend(rt, model);
+    if (named) return route_key_allows(key, named) ? ROUTE_MODEL_OK : ROUTE_MODEL_FORBIDDEN;
+    if (!model_listed(rt, model)) return ROUTE_MODEL_UNKNOWN;
+    if (rt->strategy == STRATEGY_HEADER_BASED) {
+        route_pick_ctx hc = {.r = r};
+        if (pick_header(rt, key, &hc)) return ROUTE_MODEL_OK;
+    }
+    for (size_t i = 0; i < rt->n_backends; i++) {
+        const cfg_backend *b = &rt->backends[i];
+        if (!route_key_allows(key, b->target)) continue;
+        if (rt->strategy == STRATEGY_WEIGHTED && b->weight <= 0) continue; /* never drawn */
+        return ROUTE_MODEL_OK;
+    }
+    return ROUTE_MODEL_FORBIDDEN;
+}
+
 const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cfg_api_key *key,
                                 route_pick_ctx *ctx, bool *forbidden)
 {
-    *forbidden = false;
-    for (size_t i = 0; i < rt->n_backends; i++) {
-        const cfg_target *t = rt->backends[i].target;
-        if (!target_named(t, model)) continue;
-        if (!route_key_allows(key, t)) {
-            *forbidden = true;
-            return NULL;
-        }
-        return t;
-    }
-    if (!model_listed(rt, model)) return NULL;
+    /* one judgement for the chat surface and the models listing */
+    route_model_status st = route_model_check(rt, model, key, ctx->r);
+    *forbidden = st == ROUTE_MODEL_FORBIDDEN;
+    if (st != ROUTE_MODEL_OK) return NULL;
+    const cfg_target *named = named_backend(rt, model);
+    if (named) return named;
 
     /* a virtual model name: balance over the backends this caller may use */
     if (rt->strategy == STRATEGY_HEADER_BASED) {
@@ -216,20 +242,105 @@ void route_stats_observe(route_target_stats *s, uint64_t ttfb_us)
     atomic_store_explicit(&s->ewma_ttfb_us, next ? next : 1, memory_order_relaxed);
 }
 
-void route_known_models(const cfg_route *rt, buf *out)
+/* A candidate id is listed when the route a chat request for it would select resolves it: the
+ * very judgement pl_chat makes (route_select, then route_resolve via route_model_check). */
+static void offer(const cfg_gateway *gw, str path, size_t prefix_len, const http_request *r,
+                  const cfg_api_key *key, const char *id, const char **seen, size_t *n_seen,
+                  route_model_fn fn, void *ud)
 {
-    size_t start = out->len;
-    for (size_t i = 0; i < rt->n_match_models; i++) {
-        if (out->len > start) buf_puts(out, ", ");
-        buf_puts(out, rt->match_models[i]);
+    for (size_t i = 0; i < *n_seen; i++)
+        if (strcmp(seen[i], id) == 0) return;
+    seen[(*n_seen)++] = id;
+    const cfg_route *rt = route_select(gw, path, prefix_len, r, id);
+    if (rt && route_model_check(rt, id, key, r) == ROUTE_MODEL_OK) fn(id, ud);
+}
+
+bool route_list_models(const cfg_gateway *gw, str path, size_t prefix_len, const http_request *r,
+                       const cfg_api_key *key, route_model_fn fn, void *ud)
+{
+    size_t n_candidates = 0;
+    bool any = false;
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const cfg_route *rt = &gw->routes[i];
+        if (rt->path_prefix_len != prefix_len || memcmp(path.p, rt->path_prefix, prefix_len) != 0)
+            continue;
+        if (headers_match(rt, r)) any = true;
+        n_candidates += rt->n_match_models;
+        for (size_t b = 0; b < rt->n_backends; b++)
+            n_candidates += 1 + rt->backends[b].target->n_aliases;
     }
-    for (size_t i = 0; i < rt->n_backends; i++) {
-        const cfg_target *t = rt->backends[i].target;
-        if (out->len > start) buf_puts(out, ", ");
-        buf_puts(out, t->name);
-        for (size_t a = 0; a < t->n_aliases; a++) {
-            buf_puts(out, ", ");
-            buf_puts(out, t->aliases[a]);
+    if (!any) return false;
+    const char **seen = calloc(n_candidates + 1, sizeof *seen);
+    if (!seen) abort();
+    size_t n_seen = 0;
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const cfg_route *rt = &gw->routes[i];
+        if (rt->path_prefix_len != prefix_len || memcmp(path.p, rt->path_prefix, prefix_len) != 0)
+            continue;
+        if (!headers_match(rt, r)) continue; /* unreachable with these headers */
+        for (size_t m = 0; m < rt->n_match_models; m++)
+            offer(gw, path, prefix_len, r, key, rt->match_models[m], seen, &n_seen, fn, ud);
+        for (size_t b = 0; b < rt->n_backends; b++) {
+            const cfg_target *t = rt->backends[b].target;
+            offer(gw, path, prefix_len, r, key, t->name, seen, &n_seen, fn, ud);
+            for (size_t a = 0; a < t->n_aliases; a++)
+                offer(gw, path, prefix_len, r, key, t->aliases[a], seen, &n_seen, fn, ud);
         }
     }
+    free(seen);
+    return true;
+}
+
+static void append_name(const char *id, void *ud)
+{
+    buf *out = ud;
+    if (out->len) buf_puts(out, ", ");
+    buf_puts(out, id);
+}
+
+bool route_list_models_buf(const cfg_gateway *gw, str path, size_t prefix_len,
+                           const http_request *r, const cfg_api_key *key, buf *out)
+{
+    return route_list_models(gw, path, prefix_len, r, key, append_name, out);
+}
+
+uint64_t route_backoff_ms(int base_ms, int n, uint64_t *rng)
+{
+    if (base_ms <= 0) return 0;
+    uint64_t cap = base_ms > ROUTE_BACKOFF_CAP_MS ? (uint64_t)base_ms : ROUTE_BACKOFF_CAP_MS;
+    uint64_t d = (uint64_t)base_ms;
+    for (int i = 1; i < n && d < cap; i++)
+        d *= 2;
+    if (d > cap) d = cap;
+    uint64_t half = d / 2;
+    return half + xorshift(rng) % (d - half + 1);
+}
+
+int64_t route_retry_after_ms(const char *value, int64_t now_wall_ms)
+{
+    if (!value) return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t len = strlen(value);
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    if (len == 0) return -1;
+    size_t digits = strspn(value, "0123456789");
+    if (digits == len) { /* delay-seconds */
+        int64_t s = 0;
+        for (size_t i = 0; i < len; i++) {
+            s = s * 10 + (value[i] - '0');
+            if (s > INT64_MAX / 1000 / 10) return INT64_MAX / 1000 * 1000; /* "very long" */
+        }
+        return s * 1000;
+    }
+    if (digits) return -1; /* "12abc", "1.5": neither form */
+    char date[64];
+    if (len >= sizeof date) return -1;
+    memcpy(date, value, len);
+    date[len] = '\0';
+    time_t t = curl_getdate(date, NULL);
+    if (t == (time_t)-1) return -1;
+    int64_t ms = (int64_t)t * 1000 - now_wall_ms;
+    return ms > 0 ? ms : 0;
 }

@@ -35,16 +35,46 @@ typedef struct route_pick_ctx {
     const http_request *r;     /* the request (HeaderBased); may be NULL */
 } route_pick_ctx;
 
+/* Whether route_resolve would serve model on rt for key and request r (headers read by
+ * HeaderBased), without picking: OK, FORBIDDEN (targets exist, key may use none it could get,
+ * or only weight-0 ones under Weighted) or UNKNOWN (neither a backend name/alias nor one of
+ * match.models). */
+typedef enum { ROUTE_MODEL_OK, ROUTE_MODEL_FORBIDDEN, ROUTE_MODEL_UNKNOWN } route_model_status;
+route_model_status route_model_check(const cfg_route *rt, const char *model, const cfg_api_key *key,
+                                     const http_request *r);
+
 /* Resolves model on route: a backend target by name/alias, or a match.models name picked by the
  * route's strategy among the backends key may use. Returns the target or NULL;
- * *forbidden is set when targets exist but key may use none of them. */
+ * *forbidden is set when targets exist but key may use none of them (route_model_check). */
 const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cfg_api_key *key,
                                 route_pick_ctx *ctx, bool *forbidden);
 
 /* Folds one measured time to first byte into the target's moving average. */
 void route_stats_observe(route_target_stats *s, uint64_t ttfb_us);
 
-/* Appends the model names this route answers to, comma-separated, for messages. */
-void route_known_models(const cfg_route *rt, buf *out);
+/* The models surface: calls fn once per model id that a chat request on this path prefix, with
+ * r's headers and key, is served for — every route of the prefix whose match.headers r carries
+ * contributes its match.models, backend names and aliases (in manifest order), and an id is
+ * kept only when the route route_select picks for it resolves it (route_model_check OK), so
+ * every id listed answers and none that answers is left out. False (fn never called) when no
+ * route of the prefix accepts r's headers. */
+typedef void (*route_model_fn)(const char *id, void *ud);
+bool route_list_models(const cfg_gateway *gw, str path, size_t prefix_len, const http_request *r,
+                       const cfg_api_key *key, route_model_fn fn, void *ud);
+/* The same ids appended to out, comma-separated (for messages). */
+bool route_list_models_buf(const cfg_gateway *gw, str path, size_t prefix_len,
+                           const http_request *r, const cfg_api_key *key, buf *out);
+
+/* Failover timing (docs/gateway.md, "Timeouts and failover"). */
+enum {
+    ROUTE_BACKOFF_CAP_MS = 10000,     /* the doubling stops here (or at backoffMs if larger) */
+    ROUTE_RETRY_AFTER_MAX_MS = 30000, /* longer waits are not made: the answer goes out */
+};
+/* The pause before the attempt that follows the n-th failed one (n >= 1), "equal jitter":
+ * d = min(base_ms * 2^(n-1), max(base_ms, ROUTE_BACKOFF_CAP_MS)); uniform in [d/2, d]. */
+uint64_t route_backoff_ms(int base_ms, int n, uint64_t *rng);
+/* A Retry-After value (delta-seconds, or an HTTP-date compared with now_wall_ms) in ms from
+ * now: 0 for a date already past; -1 when the value is neither. */
+int64_t route_retry_after_ms(const char *value, int64_t now_wall_ms);
 
 #endif

@@ -7,6 +7,8 @@
 //   fake.next({ status: 500 })                     // the next request gets this behaviour
 //   fake.setDefault({ text: 'hi' })                // every request without a queued behaviour
 //   fake.requests                                  // [{method, path, headers, body, raw, ...}]
+//                                                  // each with receivedAt: performance.now()
+//                                                  // (ms, monotonic) when its body had arrived
 //   await fake.close()
 //
 // Behaviour fields (all optional):
@@ -122,6 +124,7 @@ export async function startFakeOpenAI(options = {}) {
         body = undefined; // not JSON
       }
       const rec = {
+        receivedAt: performance.now(),
         method: req.method,
         path: req.url,
         headers: { ...req.headers },

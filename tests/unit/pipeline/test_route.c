@@ -176,12 +176,121 @@ static void key_models_restrict(void **state)
     assert_true(route_key_allows(NULL, &targets[1]));
 }
 
-static void known_models_listed(void **state)
+static void collect(const char *id, void *ud)
 {
-    buf b = BUF_INIT;
-    route_known_models(&routes[0], &b);
-    assert_string_equal(b.data, "support, a, gpt-4o, b");
-    buf_free(&b);
+    buf *b = ud;
+    if (b->len) buf_puts(b, ", ");
+    buf_puts(b, id);
+}
+
+static buf listed_buf = BUF_INIT;
+
+/* the ids listed on /v1 for r and key, comma-separated; NULL when no route takes r */
+static const char *listed(const cfg_gateway *g, const http_request *r, const cfg_api_key *key)
+{
+    buf_free(&listed_buf);
+    listed_buf = (buf)BUF_INIT;
+    if (!route_list_models(g, STR_LIT("/v1/models"), 3, r, key, collect, &listed_buf)) return NULL;
+    return listed_buf.data ? listed_buf.data : "";
+}
+
+static void models_listed_are_the_reachable_ones(void **state)
+{
+    http_request with = {.headers = hdr_billing, .n_headers = 1};
+    http_request without = {0};
+    /* with the header: the filtered route's virtual model, then the catch-all's names */
+    assert_string_equal(listed(&gw, &with, NULL), "support, a, gpt-4o, b");
+    /* without it the filtered route is out of reach, and so is "support" */
+    assert_string_equal(listed(&gw, &without, NULL), "a, gpt-4o, b");
+    /* the key's models filter both the names and the virtual model's backends */
+    static const char *only_b[] = {"b"};
+    cfg_api_key key = {.name = "k", .models = only_b, .n_models = 1};
+    assert_string_equal(listed(&gw, &with, &key), "support, b");
+    static const char *only_c[] = {"c"};
+    cfg_api_key kc = {.name = "kc", .models = only_c, .n_models = 1};
+    assert_string_equal(listed(&gw, &with, &kc), "");
+
+    /* a second catch-all on the same prefix is shadowed by the first: its names are not
+     * listed, because chat requests for them reach the first route and get 404 */
+    cfg_route two[2] = {routes[1], routes[1]};
+    two[0].backends = be_ab;
+    two[0].n_backends = 1; /* a */
+    two[1].backends = be_ab + 1;
+    two[1].n_backends = 1; /* b */
+    cfg_gateway g2 = gw;
+    g2.routes = two;
+    g2.n_routes = 2;
+    assert_string_equal(listed(&g2, &without, NULL), "a, gpt-4o");
+    _Atomic unsigned long rr = 0;
+    uint64_t rng = 1;
+    route_pick_ctx ctx = {.rr = &rr, .rng = &rng, .r = &without};
+    bool forbidden;
+    const cfg_route *rb = route_select(&g2, STR_LIT("/v1/chat/completions"), 3, &without, "b");
+    assert_ptr_equal(rb, &two[0]);
+    assert_null(route_resolve(rb, "b", NULL, &ctx, &forbidden));
+
+    /* only routes with the prefix count; none accepting the headers: false */
+    cfg_route filtered = routes[0];
+    cfg_gateway g3 = gw;
+    g3.routes = &filtered;
+    g3.n_routes = 1;
+    assert_null(listed(&g3, &without, NULL));
+    assert_string_equal(listed(&g3, &with, NULL), "support");
+    /* Weighted with only weight-0 backends the key may use: not listed */
+    cfg_backend zero[2] = {{&targets[0], 0}, {&targets[1], 1}};
+    filtered.backends = zero;
+    static const char *only_a[] = {"a"};
+    cfg_api_key ka = {.name = "ka", .models = only_a, .n_models = 1};
+    assert_string_equal(listed(&g3, &with, &ka), "");
+    assert_int_equal(route_model_check(&filtered, "support", &ka, &with), ROUTE_MODEL_FORBIDDEN);
+    assert_string_equal(listed(&g3, &with, NULL), "support");
+    buf_free(&listed_buf);
+}
+
+static void backoff_is_equal_jitter_doubling_to_the_cap(void **state)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    struct {
+        int base, n;
+        uint64_t lo, hi;
+    } cases[] = {
+        {100, 1, 50, 100},      {100, 2, 100, 200},     {100, 3, 200, 400},
+        {100, 10, 5000, 10000}, {100, 60, 5000, 10000}, {20000, 3, 10000, 20000},
+        {1, 1, 0, 1},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint64_t min = UINT64_MAX, max = 0;
+        for (int i = 0; i < 500; i++) {
+            uint64_t w = route_backoff_ms(cases[k].base, cases[k].n, &rng);
+            assert_in_range(w, cases[k].lo, cases[k].hi);
+            if (w < min) min = w;
+            if (w > max) max = w;
+        }
+        if (cases[k].hi - cases[k].lo >= 50)
+            assert_true(max - min > (cases[k].hi - cases[k].lo) / 2);
+    }
+    assert_int_equal(route_backoff_ms(0, 1, &rng), 0);
+    assert_int_equal(route_backoff_ms(0, 5, &rng), 0);
+}
+
+static void retry_after_seconds_and_dates(void **state)
+{
+    const int64_t t = 1445412480000; /* Wed, 21 Oct 2015 07:28:00 GMT */
+    assert_int_equal(route_retry_after_ms("1", t), 1000);
+    assert_int_equal(route_retry_after_ms(" 120 ", t), 120000);
+    assert_int_equal(route_retry_after_ms("0", t), 0);
+    assert_true(route_retry_after_ms("99999999999999999999999", t) > 86400000);
+    assert_int_equal(route_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", t - 2500), 2500);
+    assert_int_equal(route_retry_after_ms("Wednesday, 21-Oct-15 07:28:00 GMT", t - 4000), 4000);
+    assert_int_equal(route_retry_after_ms("Wed Oct 21 07:28:00 2015", t - 1000), 1000);
+    assert_int_equal(route_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", t + 5000), 0); /* past */
+    assert_int_equal(route_retry_after_ms("1.5", t), -1);
+    assert_int_equal(route_retry_after_ms("-1", t), -1);
+    assert_int_equal(route_retry_after_ms("12abc", t), -1);
+    assert_int_equal(route_retry_after_ms("soon", t), -1);
+    assert_int_equal(route_retry_after_ms("", t), -1);
+    assert_int_equal(route_retry_after_ms("  ", t), -1);
+    assert_int_equal(route_retry_after_ms(NULL, t), -1);
 }
 
 static const char *virt[] = {"pool"};
@@ -299,7 +408,9 @@ int main(void)
         cmocka_unit_test_setup(weighted_follows_weights, setup),
         cmocka_unit_test_setup(weighted_zero_weight_never_chosen, setup),
         cmocka_unit_test_setup(key_models_restrict, setup),
-        cmocka_unit_test_setup(known_models_listed, setup),
+        cmocka_unit_test_setup(models_listed_are_the_reachable_ones, setup),
+        cmocka_unit_test_setup(backoff_is_equal_jitter_doubling_to_the_cap, setup),
+        cmocka_unit_test_setup(retry_after_seconds_and_dates, setup),
         cmocka_unit_test_setup(header_based_maps_values, setup),
         cmocka_unit_test_setup(least_connections_prefers_idle, setup),
         cmocka_unit_test_setup(latency_based_prefers_fast_and_explores, setup),
