@@ -237,6 +237,28 @@ static bool has_match(json_t *route)
            json_array_size(json_object_get(m, "headers"));
 }
 
+/* Types whose endpoint has no safe default: without one the provider key would be sent to
+ * whoever the default names (a Hugging Face token to OpenAI). Only OpenAI, Anthropic and Gemini
+ * default to their own API; Mock needs none. NULL: not required. */
+static const char *endpoint_example(const char *type)
+{
+    static const struct {
+        const char *type, *example;
+    } required[] = {
+        {"AzureOpenAI", "https://{resource}.openai.azure.com"},
+        {"HuggingFaceEndpoint", "the Inference Endpoint's URL with /v1, e.g. "
+                                "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1"},
+        {"OpenAICompatible", "the server's OpenAI-compatible base URL, e.g. "
+                             "http://127.0.0.1:8000/v1 for vLLM, http://127.0.0.1:11434/v1 for "
+                             "Ollama"},
+        {"CustomLocalModel",
+         "the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"},
+    };
+    for (size_t i = 0; type && i < sizeof required / sizeof required[0]; i++)
+        if (!strcmp(type, required[i].type)) return required[i].example;
+    return NULL;
+}
+
 static void check_gateway(chk *c)
 {
     json_t *spec = json_object_get(c->doc->json, "spec");
@@ -265,10 +287,10 @@ static void check_gateway(chk *c)
                 json_object_set_new(c->targets, n, json_integer((json_int_t)i));
         }
         const char *type = json_string_value(json_object_get(t, "type"));
-        if (type && !strcmp(type, "AzureOpenAI") &&
-            !at(json_object_get(t, "config"), "endpoint", NULL)) {
+        const char *example = endpoint_example(type);
+        if (example && !at(json_object_get(t, "config"), "endpoint", NULL)) {
             path_of(p, sizeof p, "spec.modelTargets[%zu].config.endpoint", i);
-            err(c, p, "required for type AzureOpenAI (https://{resource}.openai.azure.com)");
+            err(c, p, "required for type %s (%s)", type, example);
         }
     }
     name_set(c->routes, json_object_get(spec, "routes"));

@@ -19,9 +19,9 @@ static const sch_enum target_types[] = {
     {.value = "AzureOpenAI", .note = NOT_501},
     {.value = "Anthropic", .note = NOT_501},
     {.value = "Gemini", .note = NOT_501},
-    {.value = "HuggingFaceEndpoint", .note = NOT_501},
+    {.value = "HuggingFaceEndpoint", .enforced = true},
     {.value = "OpenAICompatible", .enforced = true},
-    {.value = "CustomLocalModel", .note = NOT_501},
+    {.value = "CustomLocalModel", .enforced = true},
     {.value = "Mock", .enforced = true},
     {0},
 };
@@ -73,7 +73,9 @@ static const sch_field target_config_fields[] = {
      .kind = SCH_STRING,
      .flags = ENF,
      .format = FMT_HTTP_URL,
-     .desc = "Provider base URL as its SDK takes it; defaults per type, required for AzureOpenAI."},
+     .desc = "Provider base URL as its SDK takes it; defaults only for OpenAI, Anthropic and "
+             "Gemini (their own APIs); required for AzureOpenAI, HuggingFaceEndpoint, "
+             "OpenAICompatible and CustomLocalModel."},
     {.name = "modelName",
      .kind = SCH_STRING,
      .flags = ENF,

@@ -126,6 +126,15 @@ static const error_case cases[] = {
      "azure.yaml:6: spec.modelTargets[0].config.endpoint: required for type AzureOpenAI "
      "(https://{resource}.openai.azure.com)\n"
      "azure.yaml:7: spec.authentication.apiKeys: type APIKey needs at least one key\n"},
+    {"endpoints.yaml",
+     "endpoints.yaml:10: spec.modelTargets[2].config.endpoint: required for type "
+     "HuggingFaceEndpoint (the Inference Endpoint's URL with /v1, e.g. "
+     "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1)\n"
+     "endpoints.yaml:11: spec.modelTargets[3].config.endpoint: required for type OpenAICompatible "
+     "(the server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 for vLLM, "
+     "http://127.0.0.1:11434/v1 for Ollama)\n"
+     "endpoints.yaml:12: spec.modelTargets[4].config.endpoint: required for type CustomLocalModel "
+     "(the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1)\n"},
     {"mcp_rules.yaml",
      "mcp_rules.yaml:5: spec.storage.config.url: rediss:// (TLS) is not supported: this build's "
      "Redis client (Debian bookworm's hiredis 0.14) has no TLS; use redis:// on a trusted network "
