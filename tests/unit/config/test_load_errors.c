@@ -7,6 +7,12 @@
 
 #include "config_test.h"
 
+/* what every refused security policy says (the schema's SCH_REFUSED_MSG, spelled out so a
+ * changed text is noticed) */
+#define REFUSED                                                                                    \
+    "not supported yet; remove it or upgrade (this version of ctxgate does not enforce it, so "    \
+    "requests would pass unchecked)"
+
 typedef struct error_case {
     const char *file;
     const char *errors; /* every error line, in order */
@@ -64,21 +70,16 @@ static const error_case cases[] = {
                           "refs_targets.yaml:13: spec.authentication.apiKeys[0].models[0]: \"b4\" "
                           "is not a modelTargets name or alias "
                           "(known: a, alias-a)\n"
-                          "refs_targets.yaml:15: spec.authorization.rules[0].models[0]: \"b5\" is "
-                          "not a modelTargets name or alias "
-                          "(known: a, alias-a)\n"
-                          "refs_targets.yaml:15: spec.authorization.rules[0].routes[1]: \"r2\" is "
-                          "not a routes name (known: r)\n"
-                          "refs_targets.yaml:17: spec.transformation.promptAPIs[0].target: \"b6\" "
+                          "refs_targets.yaml:15: spec.transformation.promptAPIs[0].target: \"b6\" "
                           "is not a modelTargets name or alias "
                           "(known: a, alias-a)\n"},
     {"refs_mcp.yaml", "refs_mcp.yaml:7: spec.routes[0].contextRef: ModelContextProtocol "
                       "\"missing\" not found in namespace "
                       "\"default\"\n"
-                      "refs_mcp.yaml:8: spec.rateLimiting.storeRef: ModelContextProtocol \"mem\" "
+                      "refs_mcp.yaml:8: spec.caching.cacheStoreRef: ModelContextProtocol \"mem\" "
                       "has storage.type Memory; a shared "
                       "store must be type Redis\n"
-                      "refs_mcp.yaml:9: spec.caching.cacheStoreRef: ModelContextProtocol "
+                      "refs_mcp.yaml:15: spec.caching.cacheStoreRef: ModelContextProtocol "
                       "\"other-ns\" not found in namespace "
                       "\"default\"\n"},
     {"refs_secrets.yaml", "refs_secrets.yaml:35: data.apiKey: the value of key \"apiKey\" is not "
@@ -96,7 +97,8 @@ static const error_case cases[] = {
                           "\"short-key\" key \"key\" holds 16 bytes; an "
                           "AES-256 key must be exactly 32 bytes (data: base64 of 32 random bytes, "
                           "e.g. `openssl rand -base64 32`)\n"},
-    {"regex.yaml", "regex.yaml:8: spec.transformation.inputValidation.denyPatterns[1]: "
+    {"regex.yaml", "regex.yaml:8: spec.transformation.inputValidation.denyPatterns: " REFUSED "\n"
+                   "regex.yaml:8: spec.transformation.inputValidation.denyPatterns[1]: "
                    "\"(?i)ignore (previous\" does not compile: "
                    "missing closing parenthesis at offset 20\n"
                    "regex.yaml:9: spec.transformation.responseParsers[0].pattern: \"a{2,1}\" does "
@@ -135,6 +137,20 @@ static const error_case cases[] = {
      "http://127.0.0.1:11434/v1 for Ollama)\n"
      "endpoints.yaml:12: spec.modelTargets[4].config.endpoint: required for type CustomLocalModel "
      "(the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1)\n"},
+    {"policies.yaml",
+     "policies.yaml:9: spec.authentication.type: \"JWT\" is " REFUSED "\n"
+     "policies.yaml:10: spec.authentication.types[1]: \"OAuth2\" is " REFUSED "\n"
+     "policies.yaml:14: spec.authentication.apiKeys[0].rateLimiting: " REFUSED "\n"
+     "policies.yaml:15: spec.authentication.jwt: " REFUSED "\n"
+     "policies.yaml:16: spec.authentication.oauth2: " REFUSED "\n"
+     "policies.yaml:17: spec.authorization: " REFUSED "\n"
+     "policies.yaml:20: spec.rateLimiting: " REFUSED "\n"
+     "policies.yaml:21: spec.budgets: " REFUSED "\n"
+     "policies.yaml:25: spec.transformation.inputValidation.maxMessages: " REFUSED "\n"
+     "policies.yaml:26: spec.transformation.inputValidation.maxPromptTokens: " REFUSED "\n"
+     "policies.yaml:27: spec.transformation.inputValidation.jsonSchema: " REFUSED "\n"
+     "policies.yaml:28: spec.transformation.inputValidation.denyPatterns: " REFUSED "\n"
+     "policies.yaml:29: spec.transformation.inputValidation.redactPII: " REFUSED "\n"},
     {"mcp_rules.yaml",
      "mcp_rules.yaml:5: spec.storage.config.url: rediss:// (TLS) is not supported: this build's "
      "Redis client (Debian bookworm's hiredis 0.14) has no TLS; use redis:// on a trusted network "
