@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "config_test.h"
+#include "tokens/tokens.h"
 
 /* what every refused security policy says (the schema's SCH_REFUSED_MSG, spelled out so a
  * changed text is noticed) */
@@ -254,6 +255,52 @@ static void test_duplicate_documents(void **state)
     unlink(path);
 }
 
+/* TokenBudget needs the rank files when the configuration loads, not at the first request: a
+ * damaged (or missing) file is an error naming the route, the encoding and the file. */
+static void test_tokenizer_data_checked_at_load(void **state)
+{
+    (void)state;
+    cfgt_chdir("misc");
+    char dir[] = "/tmp/ctxgate-tokdir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[256];
+    snprintf(file, sizeof file, "%s/o200k_base.tiktoken", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("IQ== 0\n", f);
+    fclose(f);
+    const char *saved = getenv("CTXGATE_TOKENIZER_DIR");
+    char *keep = saved ? strdup(saved) : NULL;
+    setenv("CTXGATE_TOKENIZER_DIR", dir, 1);
+    tok_shutdown(); /* an encoding loaded earlier in this process would hide the damage */
+
+    cfg_diags d = {0};
+    cfg_snapshot *s = NULL;
+    const char *paths[] = {"tokenbudget.yaml"};
+    assert_int_equal(cfg_load_paths(paths, 1, &s, &d), -1);
+    assert_null(s);
+    assert_int_equal(d.n_errors, 1);
+    assert_int_equal(d.items[0].line, 17);
+    assert_string_equal(d.items[0].path, "spec.routes[0].contextRef");
+    assert_non_null(strstr(d.items[0].message, "ModelContextProtocol \"conv\" has "
+                                               "contextStrategy.type TokenBudget, which counts "
+                                               "tokens in o200k_base, and that cannot be loaded"));
+    assert_non_null(strstr(d.items[0].message, file));
+    cfg_diags_free(&d);
+
+    unlink(file);
+    rmdir(dir);
+    if (keep)
+        setenv("CTXGATE_TOKENIZER_DIR", keep, 1);
+    else
+        unsetenv("CTXGATE_TOKENIZER_DIR");
+    free(keep);
+    /* with the data back (the checkout's node_modules) the same files load */
+    assert_int_equal(cfg_load_paths(paths, 1, &s, &d), 0);
+    cfg_snapshot_unref(s);
+    cfg_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_errors_across_files),
         cmocka_unit_test(test_empty_directory_and_no_paths),
         cmocka_unit_test(test_duplicate_documents),
+        cmocka_unit_test(test_tokenizer_data_checked_at_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
