@@ -110,4 +110,35 @@ describe('installed binary', () => {
     assert.notEqual(s.code, 0);
     assert.match(s.stderr, /spec\.routes\[0\]\.contextRef: .*o200k_base\.tiktoken not found; looked in /);
   });
+
+  test('without rank files a Mock-only gateway starts with a warning, and a reload adding TokenBudget is refused', async () => {
+    const bin = path.join(tmp, 'alone', 'bin', 'ctxgate'); // copied by the previous test
+    const env = { ...NO_ENV, CTXGATE_DATA_DIR: path.join(tmp, 'empty-data') };
+    const mockOnly = `apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-install}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - {name: m, type: Mock, config: {mock: {text: "old"}}}
+`;
+    let gw;
+    try {
+      gw = await startGateway({ manifests: mockOnly, bin, cwd: tmp, env, workers: 1 });
+      await withLogs(
+        () => gw,
+        async () => {
+          assert.match(gw.stderr(), /spec\.modelTargets\[0\]\.type: Mock usage figures will be estimates .*not found; looked in /);
+          const delta = await gw.reload(manifests, { expect: 'failure' });
+          assert.equal(delta.success, 0, 'the configuration that needs the missing files is not applied');
+          assert.match(gw.stderr(), /spec\.routes\[0\]\.contextRef: .*o200k_base\.tiktoken not found/);
+          const res = await postJSON(`${gw.baseURL}/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'hi' }] });
+          assert.equal(res.status, 200, res.text);
+          assert.equal(res.json.choices[0].message.content, 'old', 'the previous configuration keeps serving');
+        }
+      )();
+    } finally {
+      if (gw) await gw.stop();
+    }
+  });
 });
