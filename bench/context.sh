@@ -146,8 +146,8 @@ storage_yaml() {
     esac
 }
 
-# write_config BACKEND PORT FILE: the yardstick's gateway (ctxgate-bench.yaml: API key, rate limit
-# checked but never hit, metrics and JSON access log on) with a second route that has contextRef
+# write_config BACKEND PORT FILE: the yardstick's gateway (ctxgate-bench.yaml: API key, metrics
+# and JSON access log on) with a second route that has contextRef
 write_config() {
     cat >"$3" <<EOF
 apiVersion: v1
@@ -184,7 +184,6 @@ spec:
   authentication:
     type: APIKey
     apiKeys: [{name: bench, secretRef: {name: bench-keys, key: bench}, user: bench, app: bench, tenant: bench}]
-  rateLimiting: {requestsPerMinute: 100000000, tokensPerMinute: 100000000000, scope: PerUser}
   observability:
     loggingLevel: info
     accessLog: {format: JSON}

@@ -8,6 +8,7 @@
 
 #include "config/load_internal.h"
 #include "core/buf.h"
+#include "tokens/tokens.h"
 
 typedef struct chk {
     cfg_doc *docs;
@@ -24,12 +25,24 @@ static void err(chk *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void err(chk *c, const char *path, const char *fmt, ...)
 {
-    char msg[1536];
+    char msg[8192];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     cfg_diag_add(c->d, c->doc->file, cfg_doc_line(c->doc, path), false, path, "%s", msg);
+}
+
+static void warn(chk *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void warn(chk *c, const char *path, const char *fmt, ...)
+{
+    char msg[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cfg_diag_add(c->d, c->doc->file, cfg_doc_line(c->doc, path), true, path, "%s", msg);
 }
 
 const cfg_doc *cfg_find_doc(const cfg_doc *docs, size_t n, sch_kind_id kind, const char *ns,
@@ -237,6 +250,126 @@ static bool has_match(json_t *route)
            json_array_size(json_object_get(m, "headers"));
 }
 
+/* Types whose endpoint has no safe default: without one the provider key would be sent to
+ * whoever the default names (a Hugging Face token to OpenAI). Only OpenAI, Anthropic and Gemini
+ * default to their own API; Mock needs none. NULL: not required. */
+static const char *endpoint_example(const char *type)
+{
+    static const struct {
+        const char *type, *example;
+    } required[] = {
+        {"AzureOpenAI", "https://{resource}.openai.azure.com"},
+        {"HuggingFaceEndpoint", "the Inference Endpoint's URL with /v1, e.g. "
+                                "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1"},
+        {"OpenAICompatible", "the server's OpenAI-compatible base URL, e.g. "
+                             "http://127.0.0.1:8000/v1 for vLLM, http://127.0.0.1:11434/v1 for "
+                             "Ollama"},
+        {"CustomLocalModel",
+         "the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"},
+    };
+    for (size_t i = 0; type && i < sizeof required / sizeof required[0]; i++)
+        if (!strcmp(type, required[i].type)) return required[i].example;
+    return NULL;
+}
+
+/* ---- tokenizer data: checked when the configuration is loaded, not at the first request ---- */
+
+/* The encodings a target's requests may be counted in: its modelName's (the pipeline counts in
+ * the chosen target's), and those of the names clients send for it. */
+static void target_encodings(json_t *t, json_t *need)
+{
+    const char *model = json_string_value(at(t, "config", "modelName"));
+    if (!model) model = json_string_value(json_object_get(t, "name"));
+    json_object_set_new(need, tok_encoding_for_model(model), json_true());
+    const char *n = json_string_value(json_object_get(t, "name"));
+    if (n) json_object_set_new(need, tok_encoding_for_model(n), json_true());
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(t, "aliases"), i, a)
+    {
+        if (json_is_string(a))
+            json_object_set_new(need, tok_encoding_for_model(json_string_value(a)), json_true());
+    }
+}
+
+static json_t *target_named(json_t *targets, const char *name)
+{
+    size_t i, k;
+    json_t *t, *a;
+    json_array_foreach(targets, i, t)
+    {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        if (n && name && !strcmp(n, name)) return t;
+        json_array_foreach(json_object_get(t, "aliases"), k, a)
+        {
+            if (name && json_is_string(a) && !strcmp(json_string_value(a), name)) return t;
+        }
+    }
+    return NULL;
+}
+
+/* A route whose ModelContextProtocol trims by tokens (TokenBudget, Summarize) counts every
+ * request: the rank files of each encoding its targets use must load now, or the load fails
+ * with a message saying where they were looked for. A Mock target counts the tokens of its
+ * usage figures and falls back to an estimate without them: a warning. */
+static void check_tokenizer(chk *c, json_t *spec)
+{
+    json_t *targets = json_object_get(spec, "modelTargets");
+    json_t *reported = json_object();
+    char p[256], why[8192];
+    size_t i, j;
+    json_t *r, *t;
+    json_array_foreach(json_object_get(spec, "routes"), i, r)
+    {
+        const char *mcp = json_string_value(at(r, "contextRef", "name"));
+        const cfg_doc *m = mcp ? cfg_find_doc(c->docs, c->n, SCH_KIND_MCP, c->doc->ns, mcp) : NULL;
+        const char *strategy =
+            m ? json_string_value(at(json_object_get(m->json, "spec"), "contextStrategy", "type"))
+              : NULL;
+        if (!strategy || (strcmp(strategy, "TokenBudget") && strcmp(strategy, "Summarize")))
+            continue;
+        json_t *need = json_object();
+        json_array_foreach(json_object_get(r, "backends"), j, t)
+        {
+            json_t *tj = target_named(targets, json_string_value(json_object_get(t, "target")));
+            if (tj) target_encodings(tj, need);
+        }
+        json_array_foreach(at(r, "failover", "targets"), j, t)
+        {
+            json_t *tj = target_named(targets, json_string_value(t));
+            if (tj) target_encodings(tj, need);
+        }
+        const char *enc;
+        json_t *v;
+        json_object_foreach(need, enc, v)
+        {
+            if (json_object_get(reported, enc) || tok_load_detailed(enc, why, sizeof why)) continue;
+            json_object_set_new(reported, enc, json_true());
+            path_of(p, sizeof p, "spec.routes[%zu].contextRef", i);
+            err(c, p,
+                "ModelContextProtocol \"%s\" has contextStrategy.type %s, which counts tokens "
+                "in %s, and that cannot be loaded: %s",
+                mcp, strategy, enc, why);
+        }
+        json_decref(need);
+    }
+    json_array_foreach(targets, i, t)
+    {
+        const char *type = json_string_value(json_object_get(t, "type"));
+        if (!type || strcmp(type, "Mock")) continue;
+        const char *model = json_string_value(at(t, "config", "modelName"));
+        if (!model) model = json_string_value(json_object_get(t, "name"));
+        const char *enc = tok_encoding_for_model(model);
+        if (json_object_get(reported, enc) || tok_load_detailed(enc, why, sizeof why)) continue;
+        json_object_set_new(reported, enc, json_true());
+        path_of(p, sizeof p, "spec.modelTargets[%zu].type", i);
+        warn(c, p,
+             "Mock usage figures will be estimates (ceil(bytes/4) per text), not %s counts: %s",
+             enc, why);
+    }
+    json_decref(reported);
+}
+
 static void check_gateway(chk *c)
 {
     json_t *spec = json_object_get(c->doc->json, "spec");
@@ -265,10 +398,10 @@ static void check_gateway(chk *c)
                 json_object_set_new(c->targets, n, json_integer((json_int_t)i));
         }
         const char *type = json_string_value(json_object_get(t, "type"));
-        if (type && !strcmp(type, "AzureOpenAI") &&
-            !at(json_object_get(t, "config"), "endpoint", NULL)) {
+        const char *example = endpoint_example(type);
+        if (example && !at(json_object_get(t, "config"), "endpoint", NULL)) {
             path_of(p, sizeof p, "spec.modelTargets[%zu].config.endpoint", i);
-            err(c, p, "required for type AzureOpenAI (https://{resource}.openai.azure.com)");
+            err(c, p, "required for type %s (%s)", type, example);
         }
     }
     name_set(c->routes, json_object_get(spec, "routes"));
@@ -323,6 +456,7 @@ static void check_gateway(chk *c)
             err(c, p, "required for type Regex");
         }
     }
+    check_tokenizer(c, spec);
 }
 
 /* True when gateway document g has a model target named (or aliased) name. */

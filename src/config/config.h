@@ -38,11 +38,11 @@ typedef struct cfg_target {
     const char **aliases; /* further names clients may send */
     size_t n_aliases;
     cfg_target_type type;
-    const char *endpoint;      /* base URL, no trailing '/'; type default: OpenAI, OpenAICompatible,
-                                * HuggingFaceEndpoint, CustomLocalModel https://api.openai.com/v1;
-                                * Anthropic https://api.anthropic.com; Gemini
-                                * https://generativelanguage.googleapis.com; AzureOpenAI: required;
-                                * Mock: NULL */
+    const char *endpoint;      /* base URL, no trailing '/'; type default: OpenAI
+                                * https://api.openai.com/v1; Anthropic https://api.anthropic.com;
+                                * Gemini https://generativelanguage.googleapis.com; AzureOpenAI,
+                                * HuggingFaceEndpoint, OpenAICompatible, CustomLocalModel: required
+                                * (never NULL); Mock: NULL */
     const char *model_name;    /* provider's model id; defaults to name */
     const char *api_key;       /* resolved Secret value, NULL when none */
     const char *api_version;   /* AzureOpenAI api-version / Anthropic version header */

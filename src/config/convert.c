@@ -27,6 +27,7 @@ typedef struct cvt {
     cfg_diags *d;
     json_t *lines;
     buf path;
+    bool in_refused; /* inside a SCH_REFUSE field: already reported once, nothing more */
 } cvt;
 
 static int node_line(const yaml_node_t *n)
@@ -407,7 +408,9 @@ static json_t *convert_scalar(cvt *c, yaml_node_t *n, const sch_field *f, bool e
             json_decref(v);
             return NULL;
         }
-        if (enforced && !e->enforced) {
+        if (e->refused && !c->in_refused) {
+            error_at(c, n, "\"%s\" is " SCH_REFUSED_MSG, s);
+        } else if (enforced && !e->enforced) {
             const char *p = cpath(c), *dot = strrchr(p, '.');
             char field[128];
             snprintf(field, sizeof field, "%s", dot ? dot + 1 : p);
@@ -487,11 +490,17 @@ static json_t *convert_object(cvt *c, yaml_node_t *n, const sch_field *f, bool e
             record_line(c, k); /* `field:` with no value means absent, as in kubectl */
         } else {
             bool m_enf = (m->flags & SCH_ENF) != 0;
-            if (enforced && !m_enf)
+            bool refuse = (m->flags & SCH_REFUSE) && !c->in_refused;
+            if (refuse)
+                error_at(c, k, SCH_REFUSED_MSG);
+            else if (enforced && !m_enf)
                 cfg_diag_add(c->d, c->file, node_line(k), true, cpath(c),
                              "accepted, not yet enforced");
             record_line(c, k);
+            bool was_refused = c->in_refused;
+            c->in_refused = was_refused || refuse;
             json_t *jv = convert(c, v, m, enforced && m_enf, depth + 1);
+            c->in_refused = was_refused;
             if (jv) json_object_set_new(o, key, jv);
         }
         path_pop(c, old);

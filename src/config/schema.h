@@ -4,7 +4,8 @@
  * defaults, validation and its diagnostics, the "accepted, not yet enforced" warnings, the CRD
  * manifests (`ctxgate crds`) and the field tables in docs/reference.md (`ctxgate schema-doc`).
  * To enforce a field, add SCH_ENF to its flags (or set `enforced` on an enum value): the
- * warning disappears from validation and the docs change with it. */
+ * warning disappears from validation and the docs change with it. Security policies that are
+ * not enforced yet carry SCH_REFUSE (or `refused`) instead: they are errors, not warnings. */
 #ifndef CTXGATE_CONFIG_SCHEMA_H
 #define CTXGATE_CONFIG_SCHEMA_H
 
@@ -51,19 +52,29 @@ enum {
     SCH_REQ = 1u << 0,  /* must be present */
     SCH_ENF = 1u << 1,  /* behaviour implemented; otherwise "accepted, not yet enforced" */
     SCH_UNIQ = 1u << 2, /* array of objects whose "name" must be unique */
+    /* a security policy not implemented yet (authorization, rate limits, ...): declaring it is
+     * an error, "not supported yet; remove it or upgrade", because serving without it would let
+     * the traffic it is meant to stop through. Once implemented it becomes SCH_ENF. */
+    SCH_REFUSE = 1u << 3,
 };
 
 typedef struct sch_enum {
     const char *value;
     bool enforced;    /* false: warns when used in an enforced field */
+    bool refused;     /* like SCH_REFUSE: using this value is an error wherever it appears */
     const char *note; /* appended to that warning, e.g. what happens at run time; may be NULL */
 } sch_enum;
+
+/* The message of a field or value that SCH_REFUSE / sch_enum.refused refuses. */
+#define SCH_REFUSED_MSG                                                                            \
+    "not supported yet; remove it or upgrade (this version of ctxgate does not enforce it, so "    \
+    "requests would pass unchecked)"
 
 typedef struct sch_field sch_field;
 struct sch_field {
     const char *name; /* NULL ends a field list; array items have no name */
     sch_kind kind;
-    unsigned flags;          /* SCH_REQ | SCH_ENF | SCH_UNIQ */
+    unsigned flags;          /* SCH_REQ | SCH_ENF | SCH_UNIQ | SCH_REFUSE */
     const char *def;         /* default as JSON text, applied when the field is absent */
     const sch_field *fields; /* SCH_OBJECT: members */
     const sch_field *items;  /* SCH_ARRAY: the element */

@@ -93,18 +93,23 @@ static void type_cell(FILE *f, const sch_field *fl, bool enforced)
         fputs(": ", f);
         for (const sch_enum *e = t->enums; e->value; e++) {
             fprintf(f, "%s`%s`", e == t->enums ? "" : ", ", e->value);
-            if (enforced && !e->enforced) fputs(" (not enforced)", f);
+            if (e->refused)
+                fputs(" (refused)", f);
+            else if (enforced && !e->enforced)
+                fputs(" (not enforced)", f);
         }
     }
 }
 
-static void rows(FILE *f, const sch_field *obj, const char *prefix, bool enforced, bool status)
+static void rows(FILE *f, const sch_field *obj, const char *prefix, bool enforced, bool status,
+                 bool refused)
 {
     for (const sch_field *m = obj->fields; m->name; m++) {
         char path[256];
         snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", m->name);
         bool enf = enforced && (m->flags & SCH_ENF);
         bool in_status = status || !strcmp(path, "status");
+        bool in_refused = refused || (m->flags & SCH_REFUSE);
         fprintf(f, "| `%s` | ", path);
         type_cell(f, m, enf);
         fputs(" | ", f);
@@ -114,9 +119,10 @@ static void rows(FILE *f, const sch_field *obj, const char *prefix, bool enforce
             fputc('`', f);
         }
         fprintf(f, " | %s | %s | ", m->flags & SCH_REQ ? "yes" : "",
-                in_status ? "-"
-                : enf     ? "yes"
-                          : "no");
+                in_status    ? "-"
+                : in_refused ? "refused"
+                : enf        ? "yes"
+                             : "no");
         cell(f, m->desc);
         cell(f, ref_note(m->kind == SCH_ARRAY ? m->items->ref : m->ref));
         fputs(" |\n", f);
@@ -124,7 +130,7 @@ static void rows(FILE *f, const sch_field *obj, const char *prefix, bool enforce
         if (child->kind == SCH_OBJECT && child->fields && strcmp(path, "metadata")) {
             char sub[260];
             snprintf(sub, sizeof sub, "%s%s", path, m->kind == SCH_ARRAY ? "[]" : "");
-            rows(f, child, sub, enf, in_status);
+            rows(f, child, sub, enf, in_status, in_refused);
         }
     }
 }
@@ -147,6 +153,9 @@ int sch_doc_write(FILE *f)
         "(inside an object that is present); **Enforced** `yes` means the gateway implements the\n"
         "field today, `no` means it is validated and accepted with the warning\n"
         "`accepted, not yet enforced`; enum values marked *(not enforced)* warn the same way.\n"
+        "`refused` marks security policies not implemented yet: a manifest that declares one\n"
+        "(or uses a value marked *(refused)*) is an error, `not supported yet; remove it or\n"
+        "upgrade`, because serving without the policy would let traffic through unchecked.\n"
         "Status fields (`-`) are written by the controller and ignored when loading.\n"
         "`metadata` takes the usual Kubernetes fields (`name` is required, `namespace` defaults "
         "to\n"
@@ -160,7 +169,7 @@ int sch_doc_write(FILE *f)
         fputs("| Field | Type | Default | Required | Enforced | Description |\n"
               "| --- | --- | --- | --- | --- | --- |\n",
               f);
-        rows(f, k->root, "", true, false);
+        rows(f, k->root, "", true, false, false);
     }
     return ferror(f) ? -1 : 0;
 }

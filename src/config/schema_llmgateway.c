@@ -1,11 +1,15 @@
 /* schema_llmgateway.c — the LLMGateway kind (API.md §1) as schema tables: spec and status.
- * SCH_ENF marks what the gateway implements today; everything else is validated and accepted
- * with a "not yet enforced" warning. */
+ * SCH_ENF marks what the gateway implements today. Security policies that are not implemented
+ * yet (authorization, rate limits, budgets, JWT/OAuth2, input checks beyond the body size) are
+ * SCH_REFUSE: declaring one is an error, since serving without it would fail open. Everything
+ * else is validated and accepted with a "not yet enforced" warning (docs/configuration.md
+ * lists which is which). */
 #include "config/schema.h"
 
 #define ENF SCH_ENF
 #define REQ SCH_REQ
 #define UNIQ SCH_UNIQ
+#define REFUSE SCH_REFUSE
 #define MIN(x) .has_min = true, .min = (x)
 #define MAX(x) .has_max = true, .max = (x)
 
@@ -19,9 +23,9 @@ static const sch_enum target_types[] = {
     {.value = "AzureOpenAI", .note = NOT_501},
     {.value = "Anthropic", .note = NOT_501},
     {.value = "Gemini", .note = NOT_501},
-    {.value = "HuggingFaceEndpoint", .note = NOT_501},
+    {.value = "HuggingFaceEndpoint", .enforced = true},
     {.value = "OpenAICompatible", .enforced = true},
-    {.value = "CustomLocalModel", .note = NOT_501},
+    {.value = "CustomLocalModel", .enforced = true},
     {.value = "Mock", .enforced = true},
     {0},
 };
@@ -73,7 +77,9 @@ static const sch_field target_config_fields[] = {
      .kind = SCH_STRING,
      .flags = ENF,
      .format = FMT_HTTP_URL,
-     .desc = "Provider base URL as its SDK takes it; defaults per type, required for AzureOpenAI."},
+     .desc = "Provider base URL as its SDK takes it; defaults only for OpenAI, Anthropic and "
+             "Gemini (their own APIs); required for AzureOpenAI, HuggingFaceEndpoint, "
+             "OpenAICompatible and CustomLocalModel."},
     {.name = "modelName",
      .kind = SCH_STRING,
      .flags = ENF,
@@ -313,8 +319,8 @@ static const sch_field route_fields[] = {
 
 static const sch_enum auth_types[] = {{.value = "None", .enforced = true},
                                       {.value = "APIKey", .enforced = true},
-                                      {.value = "JWT"},
-                                      {.value = "OAuth2"},
+                                      {.value = "JWT", .refused = true},
+                                      {.value = "OAuth2", .refused = true},
                                       {0}};
 
 static const sch_field api_key_fields[] = {
@@ -336,6 +342,22 @@ static const sch_field api_key_fields[] = {
      .flags = ENF,
      .items = &target_item,
      .desc = "Targets this key may use; empty = all."},
+    {.name = "rateLimiting",
+     .kind = SCH_OBJECT,
+     .flags = REFUSE,
+     .fields =
+         (const sch_field[]){
+             {.name = "requestsPerMinute",
+              .kind = SCH_INT,
+              MIN(0),
+              .desc = "Requests per minute for this key."},
+             {.name = "tokensPerMinute",
+              .kind = SCH_INT,
+              MIN(0),
+              .desc = "Tokens per minute for this key."},
+             {0},
+         },
+     .desc = "Overrides spec.rateLimiting for this key."},
     {0},
 };
 
@@ -364,6 +386,7 @@ static const sch_field authentication_fields[] = {
      .desc = "type APIKey: the accepted keys."},
     {.name = "jwt",
      .kind = SCH_OBJECT,
+     .flags = REFUSE,
      .fields =
          (const sch_field[]){
              {.name = "issuer", .kind = SCH_STRING, .desc = "Expected iss claim."},
@@ -397,6 +420,7 @@ static const sch_field authentication_fields[] = {
      .desc = "type JWT: token validation."},
     {.name = "oauth2",
      .kind = SCH_OBJECT,
+     .flags = REFUSE,
      .fields =
          (const sch_field[]){
              {.name = "introspectionURL",
@@ -599,21 +623,26 @@ static const sch_field transformation_fields[] = {
               .desc = "Larger request bodies get 413."},
              {.name = "maxMessages",
               .kind = SCH_INT,
+              .flags = REFUSE,
               MIN(1),
               .desc = "Most messages one request may carry."},
              {.name = "maxPromptTokens",
               .kind = SCH_INT,
+              .flags = REFUSE,
               MIN(1),
               .desc = "Most prompt tokens one request may carry."},
              {.name = "jsonSchema",
               .kind = SCH_FREE,
+              .flags = REFUSE,
               .desc = "JSON Schema applied to request bodies."},
              {.name = "denyPatterns",
               .kind = SCH_ARRAY,
+              .flags = REFUSE,
               .items = &(const sch_field){.kind = SCH_STRING, .format = FMT_REGEX},
               .desc = "PCRE2 patterns; a matching prompt is rejected."},
              {.name = "redactPII",
               .kind = SCH_ARRAY,
+              .flags = REFUSE,
               .items =
                   &(const sch_field){
                       .kind = SCH_STRING,
@@ -738,10 +767,12 @@ static const sch_field spec_fields[] = {
      .desc = "Who may call the gateway."},
     {.name = "authorization",
      .kind = SCH_OBJECT,
+     .flags = REFUSE,
      .fields = authorization_fields,
      .desc = "What an authenticated caller may use."},
     {.name = "rateLimiting",
      .kind = SCH_OBJECT,
+     .flags = REFUSE,
      .fields =
          (const sch_field[]){
              {.name = "requestsPerMinute",
@@ -767,6 +798,7 @@ static const sch_field spec_fields[] = {
      .desc = "Request and token rate limits."},
     {.name = "budgets",
      .kind = SCH_ARRAY,
+     .flags = REFUSE,
      .items =
          &(const sch_field){
              .kind = SCH_OBJECT,

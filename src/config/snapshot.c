@@ -14,15 +14,18 @@ static _Atomic uint64_t cfg_generation;
 static const struct {
     const char *name;
     cfg_target_type type;
-    const char *endpoint; /* API.md §1; NULL: none (Mock answers itself, AzureOpenAI must set it) */
+    /* the provider's own API (API.md §1), only where the type names one provider. NULL: none
+     * (Mock answers itself; the others must set config.endpoint, check.c refuses them without,
+     * so a key is never sent to another provider's default) */
+    const char *endpoint;
 } target_types[] = {
     {"OpenAI", TARGET_OPENAI, "https://api.openai.com/v1"},
     {"AzureOpenAI", TARGET_AZURE_OPENAI, NULL},
     {"Anthropic", TARGET_ANTHROPIC, "https://api.anthropic.com"},
     {"Gemini", TARGET_GEMINI, "https://generativelanguage.googleapis.com"},
-    {"HuggingFaceEndpoint", TARGET_HUGGINGFACE, "https://api.openai.com/v1"},
-    {"OpenAICompatible", TARGET_OPENAI_COMPATIBLE, "https://api.openai.com/v1"},
-    {"CustomLocalModel", TARGET_CUSTOM_LOCAL, "https://api.openai.com/v1"},
+    {"HuggingFaceEndpoint", TARGET_HUGGINGFACE, NULL},
+    {"OpenAICompatible", TARGET_OPENAI_COMPATIBLE, NULL},
+    {"CustomLocalModel", TARGET_CUSTOM_LOCAL, NULL},
     {"Mock", TARGET_MOCK, NULL},
 };
 

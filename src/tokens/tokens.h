@@ -18,8 +18,11 @@ typedef struct tok_encoding tok_encoding;
 
 /* "o200k_base" or "cl100k_base". The first call reads and checks the rank file (tens of ms);
  * later calls return the same object. NULL with a message in err when the name is unknown or
- * the data is missing or damaged (the message names every path tried). */
+ * the data is missing or damaged. The message names no file: it may reach a client. */
 tok_encoding *tok_load(const char *name, char *err, size_t errlen);
+/* tok_load whose message names every path tried and how to fix it: for start-up checks and
+ * `ctxgate validate` (src/config/check.c), never for a response. */
+tok_encoding *tok_load_detailed(const char *name, char *err, size_t errlen);
 const char *tok_encoding_name(const tok_encoding *enc);
 
 /* Number of tokens in text[0..len). Never fails: bytes that are not valid UTF-8 are encoded

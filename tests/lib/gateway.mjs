@@ -58,11 +58,14 @@ export function writeFileAtomic(file, content) {
   fs.renameSync(tmp, file);
 }
 
-/** Runs the ctxgate binary to completion: {code, signal, stdout, stderr}. */
-export function runCtxgate(args, { timeoutMs = 30000, env } = {}) {
+/**
+ * Runs the ctxgate binary to completion: {code, signal, stdout, stderr}. `bin` and `cwd` run
+ * another copy of it elsewhere (an installed one); an `env` value of undefined removes it.
+ */
+export function runCtxgate(args, { timeoutMs = 30000, env, bin, cwd } = {}) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(gatewayBinary(), args, {
-      cwd: REPO_ROOT,
+    const proc = spawn(bin || gatewayBinary(), args, {
+      cwd: cwd || REPO_ROOT,
       env: { ...process.env, ...(env || {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -126,7 +129,9 @@ process.on('exit', () => {
  * @param {Record<string,string>} [o.files] further files (name → content) in the same directory
  * @param {number} [o.workers] default 2
  * @param {string[]} [o.extraArgs]
- * @param {Record<string,string>} [o.env]
+ * @param {Record<string,string>} [o.env] an undefined value removes the variable
+ * @param {string} [o.bin] another ctxgate binary (default: gatewayBinary())
+ * @param {string} [o.cwd] its working directory (default: the repository root)
  * @param {string} [o.metricsPath] default /metrics
  * @param {number} [o.startTimeoutMs] default 20000 (sanitizer builds start slower)
  */
@@ -140,8 +145,8 @@ export async function startGateway(o) {
     fs.writeFileSync(path.join(dir, name), substitute(content, vars));
   }
   const args = ['serve', '-f', dir, '--workers', String(o.workers || 2), ...(o.extraArgs || [])];
-  const proc = spawn(gatewayBinary(), args, {
-    cwd: REPO_ROOT,
+  const proc = spawn(o.bin || gatewayBinary(), args, {
+    cwd: o.cwd || REPO_ROOT,
     env: { ...process.env, ...(o.env || {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -6,6 +6,13 @@
 #include <cmocka.h>
 
 #include "config_test.h"
+#include "tokens/tokens.h"
+
+/* what every refused security policy says (the schema's SCH_REFUSED_MSG, spelled out so a
+ * changed text is noticed) */
+#define REFUSED                                                                                    \
+    "not supported yet; remove it or upgrade (this version of ctxgate does not enforce it, so "    \
+    "requests would pass unchecked)"
 
 typedef struct error_case {
     const char *file;
@@ -64,21 +71,16 @@ static const error_case cases[] = {
                           "refs_targets.yaml:13: spec.authentication.apiKeys[0].models[0]: \"b4\" "
                           "is not a modelTargets name or alias "
                           "(known: a, alias-a)\n"
-                          "refs_targets.yaml:15: spec.authorization.rules[0].models[0]: \"b5\" is "
-                          "not a modelTargets name or alias "
-                          "(known: a, alias-a)\n"
-                          "refs_targets.yaml:15: spec.authorization.rules[0].routes[1]: \"r2\" is "
-                          "not a routes name (known: r)\n"
-                          "refs_targets.yaml:17: spec.transformation.promptAPIs[0].target: \"b6\" "
+                          "refs_targets.yaml:15: spec.transformation.promptAPIs[0].target: \"b6\" "
                           "is not a modelTargets name or alias "
                           "(known: a, alias-a)\n"},
     {"refs_mcp.yaml", "refs_mcp.yaml:7: spec.routes[0].contextRef: ModelContextProtocol "
                       "\"missing\" not found in namespace "
                       "\"default\"\n"
-                      "refs_mcp.yaml:8: spec.rateLimiting.storeRef: ModelContextProtocol \"mem\" "
+                      "refs_mcp.yaml:8: spec.caching.cacheStoreRef: ModelContextProtocol \"mem\" "
                       "has storage.type Memory; a shared "
                       "store must be type Redis\n"
-                      "refs_mcp.yaml:9: spec.caching.cacheStoreRef: ModelContextProtocol "
+                      "refs_mcp.yaml:15: spec.caching.cacheStoreRef: ModelContextProtocol "
                       "\"other-ns\" not found in namespace "
                       "\"default\"\n"},
     {"refs_secrets.yaml", "refs_secrets.yaml:35: data.apiKey: the value of key \"apiKey\" is not "
@@ -96,7 +98,8 @@ static const error_case cases[] = {
                           "\"short-key\" key \"key\" holds 16 bytes; an "
                           "AES-256 key must be exactly 32 bytes (data: base64 of 32 random bytes, "
                           "e.g. `openssl rand -base64 32`)\n"},
-    {"regex.yaml", "regex.yaml:8: spec.transformation.inputValidation.denyPatterns[1]: "
+    {"regex.yaml", "regex.yaml:8: spec.transformation.inputValidation.denyPatterns: " REFUSED "\n"
+                   "regex.yaml:8: spec.transformation.inputValidation.denyPatterns[1]: "
                    "\"(?i)ignore (previous\" does not compile: "
                    "missing closing parenthesis at offset 20\n"
                    "regex.yaml:9: spec.transformation.responseParsers[0].pattern: \"a{2,1}\" does "
@@ -126,6 +129,29 @@ static const error_case cases[] = {
      "azure.yaml:6: spec.modelTargets[0].config.endpoint: required for type AzureOpenAI "
      "(https://{resource}.openai.azure.com)\n"
      "azure.yaml:7: spec.authentication.apiKeys: type APIKey needs at least one key\n"},
+    {"endpoints.yaml",
+     "endpoints.yaml:10: spec.modelTargets[2].config.endpoint: required for type "
+     "HuggingFaceEndpoint (the Inference Endpoint's URL with /v1, e.g. "
+     "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1)\n"
+     "endpoints.yaml:11: spec.modelTargets[3].config.endpoint: required for type OpenAICompatible "
+     "(the server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 for vLLM, "
+     "http://127.0.0.1:11434/v1 for Ollama)\n"
+     "endpoints.yaml:12: spec.modelTargets[4].config.endpoint: required for type CustomLocalModel "
+     "(the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1)\n"},
+    {"policies.yaml",
+     "policies.yaml:9: spec.authentication.type: \"JWT\" is " REFUSED "\n"
+     "policies.yaml:10: spec.authentication.types[1]: \"OAuth2\" is " REFUSED "\n"
+     "policies.yaml:14: spec.authentication.apiKeys[0].rateLimiting: " REFUSED "\n"
+     "policies.yaml:15: spec.authentication.jwt: " REFUSED "\n"
+     "policies.yaml:16: spec.authentication.oauth2: " REFUSED "\n"
+     "policies.yaml:17: spec.authorization: " REFUSED "\n"
+     "policies.yaml:20: spec.rateLimiting: " REFUSED "\n"
+     "policies.yaml:21: spec.budgets: " REFUSED "\n"
+     "policies.yaml:25: spec.transformation.inputValidation.maxMessages: " REFUSED "\n"
+     "policies.yaml:26: spec.transformation.inputValidation.maxPromptTokens: " REFUSED "\n"
+     "policies.yaml:27: spec.transformation.inputValidation.jsonSchema: " REFUSED "\n"
+     "policies.yaml:28: spec.transformation.inputValidation.denyPatterns: " REFUSED "\n"
+     "policies.yaml:29: spec.transformation.inputValidation.redactPII: " REFUSED "\n"},
     {"mcp_rules.yaml",
      "mcp_rules.yaml:5: spec.storage.config.url: rediss:// (TLS) is not supported: this build's "
      "Redis client (Debian bookworm's hiredis 0.14) has no TLS; use redis:// on a trusted network "
@@ -229,6 +255,52 @@ static void test_duplicate_documents(void **state)
     unlink(path);
 }
 
+/* TokenBudget needs the rank files when the configuration loads, not at the first request: a
+ * damaged (or missing) file is an error naming the route, the encoding and the file. */
+static void test_tokenizer_data_checked_at_load(void **state)
+{
+    (void)state;
+    cfgt_chdir("misc");
+    char dir[] = "/tmp/ctxgate-tokdir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[256];
+    snprintf(file, sizeof file, "%s/o200k_base.tiktoken", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("IQ== 0\n", f);
+    fclose(f);
+    const char *saved = getenv("CTXGATE_TOKENIZER_DIR");
+    char *keep = saved ? strdup(saved) : NULL;
+    setenv("CTXGATE_TOKENIZER_DIR", dir, 1);
+    tok_shutdown(); /* an encoding loaded earlier in this process would hide the damage */
+
+    cfg_diags d = {0};
+    cfg_snapshot *s = NULL;
+    const char *paths[] = {"tokenbudget.yaml"};
+    assert_int_equal(cfg_load_paths(paths, 1, &s, &d), -1);
+    assert_null(s);
+    assert_int_equal(d.n_errors, 1);
+    assert_int_equal(d.items[0].line, 17);
+    assert_string_equal(d.items[0].path, "spec.routes[0].contextRef");
+    assert_non_null(strstr(d.items[0].message, "ModelContextProtocol \"conv\" has "
+                                               "contextStrategy.type TokenBudget, which counts "
+                                               "tokens in o200k_base, and that cannot be loaded"));
+    assert_non_null(strstr(d.items[0].message, file));
+    cfg_diags_free(&d);
+
+    unlink(file);
+    rmdir(dir);
+    if (keep)
+        setenv("CTXGATE_TOKENIZER_DIR", keep, 1);
+    else
+        unsetenv("CTXGATE_TOKENIZER_DIR");
+    free(keep);
+    /* with the data back (the checkout's node_modules) the same files load */
+    assert_int_equal(cfg_load_paths(paths, 1, &s, &d), 0);
+    cfg_snapshot_unref(s);
+    cfg_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_errors_across_files),
         cmocka_unit_test(test_empty_directory_and_no_paths),
         cmocka_unit_test(test_duplicate_documents),
+        cmocka_unit_test(test_tokenizer_data_checked_at_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -249,9 +249,13 @@ static void test_rank_file_errors(void **state)
     snprintf(path, sizeof path, "%s/o200k_base.tiktoken", dir);
     write_file(path, "IQ== 0\n");
     setenv("CTXGATE_TOKENIZER_DIR", dir, 1);
-    assert_null(tok_load("o200k_base", err, sizeof err));
+    assert_null(tok_load_detailed("o200k_base", err, sizeof err));
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "SHA-256"));
+    /* tok_load's message may reach a client: it names no server file */
+    assert_null(tok_load("o200k_base", err, sizeof err));
+    assert_null(strchr(err, '/'));
+    assert_non_null(strstr(err, "o200k_base"));
     if (keep)
         setenv("CTXGATE_TOKENIZER_DIR", keep, 1);
     else
@@ -264,6 +268,65 @@ static void test_rank_file_errors(void **state)
     unlink(path);
     rmdir(dir);
     assert_non_null(must_load("o200k_base")); /* loads again after the failure */
+}
+
+static void restore_env(const char *name, char *saved)
+{
+    if (saved)
+        setenv(name, saved, 1);
+    else
+        unsetenv(name);
+    free(saved);
+}
+
+static char *save_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? strdup(v) : NULL;
+}
+
+/* Where the rank files are looked for, first found wins (docs/tokens.md):
+ * CTXGATE_TOKENIZER_DIR, CTXGATE_DATA_DIR/tokenizer, <exe dir>/../share/ctxgate/tokenizer,
+ * <exe dir>/../node_modules/gpt-tokenizer/data, /usr/share/ctxgate/tokenizer. A damaged file
+ * shows which place was taken (a file missing everywhere: tests/integration/install.test.mjs). */
+static void test_lookup_order(void **state)
+{
+    char *keep_tok = save_env("CTXGATE_TOKENIZER_DIR"), *keep_data = save_env("CTXGATE_DATA_DIR");
+    char a[] = "/tmp/cg_tok_a_XXXXXX", b[] = "/tmp/cg_tok_b_XXXXXX";
+    assert_non_null(mkdtemp(a));
+    assert_non_null(mkdtemp(b));
+    char sub[256], pa[300], pb[300], err[16384];
+    snprintf(sub, sizeof sub, "%s/tokenizer", b);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(pa, sizeof pa, "%s/cl100k_base.tiktoken", a);
+    snprintf(pb, sizeof pb, "%s/cl100k_base.tiktoken", sub);
+
+    /* CTXGATE_DATA_DIR/tokenizer comes before the executable's own places */
+    tok_shutdown();
+    unsetenv("CTXGATE_TOKENIZER_DIR");
+    setenv("CTXGATE_DATA_DIR", b, 1);
+    write_file(pb, "IQ== 0\n");
+    assert_null(tok_load_detailed("cl100k_base", err, sizeof err));
+    assert_non_null(strstr(err, pb));
+    /* CTXGATE_TOKENIZER_DIR comes before CTXGATE_DATA_DIR */
+    setenv("CTXGATE_TOKENIZER_DIR", a, 1);
+    write_file(pa, "IQ== 0\n");
+    assert_null(tok_load_detailed("cl100k_base", err, sizeof err));
+    assert_non_null(strstr(err, pa));
+    assert_null(strstr(err, pb));
+    unlink(pa);
+    unlink(pb);
+
+    /* nothing in either: the next places are tried, in order; here the checkout's node_modules
+     * (this test binary is build/unit_tokens_test_tokens) has the real file */
+    assert_non_null(tok_load_detailed("cl100k_base", err, sizeof err));
+
+    rmdir(sub);
+    rmdir(a);
+    rmdir(b);
+    restore_env("CTXGATE_TOKENIZER_DIR", keep_tok);
+    restore_env("CTXGATE_DATA_DIR", keep_data);
+    assert_non_null(must_load("cl100k_base"));
 }
 
 static void test_invalid_utf8_and_large_input(void **state)
@@ -328,6 +391,7 @@ int main(void)
     find_src_dir();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rank_file_errors),
+        cmocka_unit_test(test_lookup_order),
         cmocka_unit_test(test_unknown_encoding),
         cmocka_unit_test(test_o200k_fixture),
         cmocka_unit_test(test_cl100k_fixture),
