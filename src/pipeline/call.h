@@ -101,7 +101,8 @@ void pl_start_attempt(pl_call *c); /* runs attempts[attempt] */
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us);
 /* proxy.c */
 void pl_proxy_start(pl_call *c);
-/* Ends a started stream with an error event (no [DONE]) and finishes the call. */
+/* Ends a started stream with an error event (no [DONE]) and finishes the call; it is logged
+ * with c->status when the caller set an error status (>= 400) first, else as 502. */
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg);
 /* mock.c */
 void pl_mock_start(pl_call *c);

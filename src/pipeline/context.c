@@ -584,10 +584,11 @@ void pl_context_finish_stream(pl_call *c, int result)
     else
         snprintf(msg, sizeof msg, "This answer was not recorded in conversation '%s': %s",
                  c->conv_id, c->error ? c->error : ctx_strerror(result));
+    /* the status to log is set first: pl_stream_fail finishes (and frees) the call */
+    c->status = result == CTX_ECONFLICT ? 409 : 503;
     pl_stream_fail(c, result == CTX_ECONFLICT ? "invalid_request_error" : "server_error",
                    result == CTX_ECONFLICT ? "conversation_conflict" : "context_store_unavailable",
                    msg);
-    c->status = result == CTX_ECONFLICT ? 409 : 503;
 }
 
 void pl_context_finish_whole(pl_call *c, int result)

