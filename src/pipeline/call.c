@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/clock.h"
 #include "obs/accesslog.h"
@@ -112,6 +113,19 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
 {
     c->status = c->aborted ? 499 : status;
     call_account_request(c);
+    /* every answer of a request with X-Conversation-Id echoes it (context.c decides) */
+    http_header h[16];
+    bool has_conv = false;
+    for (size_t i = 0; i < n; i++)
+        has_conv |= str_case_eq_c(hdrs[i].name, "x-conversation-id");
+    if (!has_conv && n + 2 <= sizeof h / sizeof h[0]) {
+        size_t extra = pl_context_headers(c, h + n);
+        if (extra) {
+            if (n) memcpy(h, hdrs, n * sizeof *hdrs);
+            hdrs = h;
+            n += extra;
+        }
+    }
     http_request *r = c->r;
     c->r = NULL;
     http_respond(r, status, hdrs, n, body, len);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "context/record.h"
 #include "context/strategy.h"
 #include "core/clock.h"
 #include "core/json.h"
@@ -127,6 +128,78 @@ static void on_loaded(ctx_req *req)
     pl_start_attempt(c);
 }
 
+/* The request's messages are checked against what the store accepts (ctx_messages_validate)
+ * before anything is read or sent upstream: a message the store would refuse at commit time
+ * would otherwise cost a billed upstream call whose answer is then dropped. Fails c with the
+ * field at fault as param; false when c failed. */
+static bool request_messages_ok(pl_call *c, json_t *messages)
+{
+    static const char *const roles[] = {"system", "user",      "assistant",
+                                        "tool",   "developer", "function"};
+    size_t i;
+    json_t *m;
+    char param[64];
+    json_array_foreach(messages, i, m)
+    {
+        if (!json_is_object(m)) {
+            snprintf(param, sizeof param, "messages[%zu]", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an object.", param);
+            return false;
+        }
+        const char *role = json_string_value(json_object_get(m, "role"));
+        bool known = false;
+        for (size_t k = 0; role && k < sizeof roles / sizeof roles[0]; k++)
+            known |= strcmp(role, roles[k]) == 0;
+        if (!known) {
+            snprintf(param, sizeof param, "messages[%zu].role", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_value", param,
+                    "Invalid value for '%s': expected one of system, user, assistant, tool, "
+                    "developer, function.",
+                    param);
+            return false;
+        }
+        json_t *content = json_object_get(m, "content");
+        if (content && !json_is_string(content) && !json_is_array(content) &&
+            !json_is_null(content)) {
+            snprintf(param, sizeof param, "messages[%zu].content", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected a string, an array of content parts or "
+                    "null.",
+                    param);
+            return false;
+        }
+        json_t *tc = json_object_get(m, "tool_calls");
+        if (tc && !json_is_array(tc)) {
+            snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an array.", param);
+            return false;
+        }
+        json_t *tcid = json_object_get(m, "tool_call_id");
+        if (tcid && !json_is_string(tcid)) {
+            snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected a string.", param);
+            return false;
+        }
+        json_t *ts = json_object_get(m, "ts");
+        if (ts && !json_is_integer(ts)) {
+            snprintf(param, sizeof param, "messages[%zu].ts", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an integer (Unix milliseconds).", param);
+            return false;
+        }
+    }
+    /* whatever else the store checks is refused here too, before the upstream call */
+    char err[256];
+    if (ctx_messages_validate(messages, err, sizeof err) != 0) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages", "%s", err);
+        return false;
+    }
+    return true;
+}
+
 bool pl_context_begin(pl_call *c)
 {
     const cfg_mcp *mcp = c->route->context;
@@ -153,6 +226,7 @@ bool pl_context_begin(pl_call *c)
                 "The request body could not be read as a JSON document.");
         return true;
     }
+    if (!request_messages_ok(c, json_object_get(body, "messages"))) return true;
     /* what this request adds to the conversation: its own messages, without system ones */
     c->conv_new = json_array();
     size_t i;
@@ -177,7 +251,15 @@ bool pl_context_begin(pl_call *c)
 
 size_t pl_context_headers(pl_call *c, http_header *h)
 {
-    if (!c->ctx_store) return 0;
+    if (!c->r) return 0;
+    if (!c->ctx_store) {
+        /* the stage did not run (another route, an error before it, an answer it never saw):
+         * a valid id is still echoed, so every answer of the request carries it */
+        str id = http_request_header(c->r, "x-conversation-id");
+        if (!id.p || !id_ok(id)) return 0;
+        h[0] = (http_header){STR_LIT("X-Conversation-Id"), id};
+        return 1;
+    }
     char *turns = arena_printf(c->r->pool, "%d", c->context_turns);
     h[0] = (http_header){STR_LIT("X-Conversation-Id"), str_c(c->conv_id)};
     h[1] = (http_header){STR_LIT("X-Context-Turns"), str_c(turns)};

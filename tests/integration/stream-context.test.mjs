@@ -118,4 +118,60 @@ spec:
       assert.doesNotMatch(gw.stderr(), /AddressSanitizer|heap-use-after-free/);
     })
   );
+  test(
+    'bad message shapes on a context route are refused before any upstream call, naming the field (streamed or not)',
+    withLogs(logs, async () => {
+      const cases = [
+        [{ role: 'hacker', content: 'hi' }, 'messages[1].role'],
+        [{ role: 'user', content: 5 }, 'messages[1].content'],
+        [{ role: 'assistant', content: 'x', tool_calls: 5 }, 'messages[1].tool_calls'],
+        [{ role: 'user', content: 'hi', ts: 'x' }, 'messages[1].ts'],
+        [{ role: 'tool', content: 'r', tool_call_id: 7 }, 'messages[1].tool_call_id'],
+      ];
+      for (const [bad, param] of cases) {
+        for (const stream of [false, true]) {
+          const conv = newConv('shape');
+          const res = await chat(
+            { model: 'smart', stream, messages: [{ role: 'user', content: 'fine' }, bad] },
+            conv
+          );
+          const e = assertOpenAIError(assert, res, 400);
+          assert.equal(e.type, 'invalid_request_error', res.text);
+          assert.equal(e.param, param, res.text);
+          assert.equal(res.headers['x-conversation-id'], conv, 'the error echoes X-Conversation-Id');
+        }
+      }
+      assert.deepEqual(fake.requests, [], 'nothing reached the upstream');
+    })
+  );
+  test(
+    'every answer of a request with X-Conversation-Id echoes it: errors before and after the context stage, streams, plain routes',
+    withLogs(logs, async () => {
+      const conv = newConv('echo');
+      const cases = [
+        ['unknown model', { model: 'nope', messages: [{ role: 'user', content: 'x' }] }, {}, 404],
+        ['upstream 500', { model: 'smart', messages: [{ role: 'user', content: 'x' }] }, { status: 500 }, 502],
+        ['upstream 500, stream', { model: 'smart', stream: true, messages: [{ role: 'user', content: 'x' }] }, { status: 500 }, 502],
+        ['ok, stream', { model: 'smart', stream: true, messages: [{ role: 'user', content: 'x' }] }, {}, 200],
+      ];
+      for (const url of [`${gw.baseURL}/chat/completions`, `${gw.url}/plain/v1/chat/completions`]) {
+        for (const [what, body, behaviour, status] of cases) {
+          if (status !== 404) fake.next(behaviour); // a 404 never reaches the upstream
+          const res = await chat(body, conv, url);
+          assert.equal(res.status, status, `${what} on ${url}: ${res.text}`);
+          assert.equal(res.headers['x-conversation-id'], conv, `${what} on ${url} echoes X-Conversation-Id`);
+        }
+        fake.reset();
+      }
+      const unauth = await postJSON(`${gw.baseURL}/chat/completions`, { model: 'smart', messages: [{ role: 'user', content: 'x' }] }, {
+        headers: { 'x-conversation-id': conv },
+      });
+      assert.equal(unauth.status, 401);
+      assert.equal(unauth.headers['x-conversation-id'], conv, 'a 401 echoes it too');
+      const bad = await chat({ model: 'smart', messages: [{ role: 'user', content: 'x' }] }, 'has space');
+      const e = assertOpenAIError(assert, bad, 400, 'invalid_conversation');
+      assert.equal(e.param, 'X-Conversation-Id');
+      assert.equal(bad.headers['x-conversation-id'], undefined, 'an invalid id is not echoed');
+    })
+  );
 });
