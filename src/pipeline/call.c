@@ -16,6 +16,8 @@ static void call_free(pl_call *c)
     json_decref(c->body);
     free(c->up_body);
     buf_free(&c->resp);
+    buf_free(&c->relay_out);
+    buf_free(&c->text);
     free(c->error);
     pl_bound_unref(c->bound);
     free(c);
@@ -69,11 +71,17 @@ static void call_account(pl_call *c, const char *method, const char *path)
         .tenant = c->key ? c->key->tenant : NULL,
         .prompt_tokens = c->usage.prompt_tokens,
         .completion_tokens = c->usage.completion_tokens,
+        .usage_source = c->usage_source                             ? c->usage_source
+                        : !c->usage.present                         ? NULL
+                        : c->target && provider_is_local(c->target) ? "counted"
+                                                                    : "upstream",
         .attempts = c->attempt + (c->target ? 1 : 0),
         .stream = c->stream,
         .error = c->error,
         .req_body = (gw->obs.access_log_bodies && c->r) ? c->r->body.p : NULL,
-        .resp_body = (gw->obs.access_log_bodies && !c->stream) ? c->resp.data : NULL,
+        /* a relayed answer is not held: c->resp has only its tail */
+        .resp_body =
+            (gw->obs.access_log_bodies && !c->stream && !c->passthrough) ? c->resp.data : NULL,
     };
     accesslog_write(&e, gw->obs.access_log_json);
 }
@@ -139,6 +147,16 @@ void pl_finish_stream(pl_call *c)
     http_request *r = c->r;
     c->r = NULL;
     http_stream_end(r);
+    call_release(c);
+}
+
+void pl_abort_stream(pl_call *c)
+{
+    if (c->aborted) c->status = 499;
+    call_account_request(c);
+    http_request *r = c->r;
+    c->r = NULL;
+    http_stream_abort(r);
     call_release(c);
 }
 

@@ -274,27 +274,19 @@ static json_t *answer_get(pl_call *c)
     return c->answer;
 }
 
-static void append_string(json_t *obj, const char *key, json_t *piece)
+/* tool_calls arrive as deltas keyed by index: id, type and name once (in the first delta of
+ * the call), arguments in pieces (kept in c->tc_args until the answer is finalized) */
+static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why, size_t whylen)
 {
-    if (!json_is_string(piece)) return;
-    json_t *cur = json_object_get(obj, key);
-    if (!json_is_string(cur)) {
-        json_object_set(obj, key, piece);
-        return;
+    json_t *jindex = json_object_get(delta, "index");
+    json_int_t index = json_integer_value(jindex);
+    if (!json_is_integer(jindex) || index < 0 || index >= PL_MAX_TOOL_CALLS) {
+        char *shown = jindex ? json_dumps(jindex, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        snprintf(why, whylen, "a tool-call delta has index %.40s; expected an integer from 0 to %d",
+                 shown ? shown : "(none)", PL_MAX_TOOL_CALLS - 1);
+        free(shown);
+        return false;
     }
-    size_t a = json_string_length(cur), b = json_string_length(piece);
-    char *s = malloc(a + b + 1);
-    if (!s) abort();
-    memcpy(s, json_string_value(cur), a);
-    memcpy(s + a, json_string_value(piece), b);
-    json_object_set_new(obj, key, json_stringn(s, a + b));
-    free(s);
-}
-
-/* tool_calls arrive as deltas keyed by index: id, type and name once, arguments in pieces */
-static void merge_tool_call(json_t *calls, json_t *delta)
-{
-    json_int_t index = json_integer_value(json_object_get(delta, "index"));
     json_t *tc = NULL;
     size_t i;
     json_t *x;
@@ -302,37 +294,66 @@ static void merge_tool_call(json_t *calls, json_t *delta)
     {
         if (json_integer_value(json_object_get(x, "_index")) == index) tc = x;
     }
+    json_t *id = json_object_get(delta, "id"), *type = json_object_get(delta, "type");
+    json_t *fn = json_object_get(delta, "function");
+    json_t *name = json_object_get(fn, "name");
     if (!tc) {
+        if (!json_is_string(id) || !json_is_string(type) || !json_is_string(name)) {
+            snprintf(why, whylen,
+                     "the first delta of tool call %d has no %s; a tool call starts with its id, "
+                     "type and function.name",
+                     (int)index,
+                     !json_is_string(id)     ? "id"
+                     : !json_is_string(type) ? "type"
+                                             : "function.name");
+            return false;
+        }
         tc = json_pack("{s:I, s:{}}", "_index", index, "function");
         json_array_append_new(calls, tc);
     }
-    json_t *id = json_object_get(delta, "id"), *type = json_object_get(delta, "type");
     if (json_is_string(id)) json_object_set(tc, "id", id);
     if (json_is_string(type)) json_object_set(tc, "type", type);
-    json_t *fn = json_object_get(delta, "function");
     json_t *tfn = json_object_get(tc, "function");
     if (json_is_object(fn)) {
-        json_t *name = json_object_get(fn, "name");
         if (json_is_string(name)) json_object_set(tfn, "name", name);
-        append_string(tfn, "arguments", json_object_get(fn, "arguments"));
+        json_t *args = json_object_get(fn, "arguments");
+        if (json_is_string(args)) {
+            if (!c->tc_args) {
+                c->tc_args = calloc(PL_MAX_TOOL_CALLS, sizeof *c->tc_args);
+                if (!c->tc_args) abort();
+            }
+            buf *b = &c->tc_args[index];
+            buf_append(b, json_string_value(args), json_string_length(args));
+            if (!b->data) buf_reserve(b, 1); /* "" still makes the arguments present */
+        }
     }
+    return true;
 }
 
-void pl_context_stream_event(pl_call *c, const char *event, size_t len)
+bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *why, size_t whylen)
 {
-    if (len < 6 || memcmp(event, "data:", 5) != 0) return;
+    if (len < 6 || memcmp(event, "data:", 5) != 0) return true;
     const char *p = event + 5;
     size_t n = len - 5;
     while (n && *p == ' ')
         p++, n--;
-    if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return;
+    if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return true;
     json_t *ev = json_decode_fast(p, n, NULL, 0);
-    if (!ev) return;
+    if (!ev) return true;
+    bool ok = true;
     json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
     if (json_is_object(delta)) {
         json_t *a = answer_get(c);
-        append_string(a, "content", json_object_get(delta, "content"));
+        json_t *content = json_object_get(delta, "content");
+        if (json_is_string(content)) {
+            buf_append(&c->ans_text, json_string_value(content), json_string_length(content));
+            c->ans_has_text = true;
+        }
         json_t *tcs = json_object_get(delta, "tool_calls");
+        if (tcs && !json_is_array(tcs) && !json_is_null(tcs)) {
+            snprintf(why, whylen, "a delta's tool_calls is not an array");
+            ok = false;
+        }
         if (json_is_array(tcs)) {
             json_t *calls = json_object_get(a, "tool_calls");
             if (!calls) {
@@ -343,44 +364,124 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
             json_t *d;
             json_array_foreach(tcs, i, d)
             {
-                merge_tool_call(calls, d);
+                if (!ok) break;
+                if (!json_is_object(d)) {
+                    snprintf(why, whylen, "a tool-call delta is not an object");
+                    ok = false;
+                    break;
+                }
+                ok = merge_tool_call(c, calls, d, why, whylen);
             }
         }
     }
     json_decref(ev);
+    return ok;
 }
 
-void pl_context_whole_answer(pl_call *c, const char *body, size_t len)
+/* A stored tool call must be replayable: an object with an id, a type and function.name. */
+static bool tool_calls_ok(json_t *tcs, char *why, size_t whylen)
+{
+    if (!tcs || json_is_null(tcs)) return true;
+    if (!json_is_array(tcs)) {
+        snprintf(why, whylen, "choices[0].message.tool_calls is not an array");
+        return false;
+    }
+    size_t i;
+    json_t *tc;
+    json_array_foreach(tcs, i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        const char *missing = !json_is_string(json_object_get(tc, "id"))     ? "id"
+                              : !json_is_string(json_object_get(tc, "type")) ? "type"
+                              : !json_is_string(json_object_get(fn, "name")) ? "function.name"
+                                                                             : NULL;
+        if (missing) {
+            snprintf(why, whylen, "choices[0].message.tool_calls[%zu] has no %s", i, missing);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why, size_t whylen)
 {
     json_t *doc = json_decode_fast(body, len, NULL, 0);
-    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
-    if (json_is_object(msg)) {
-        json_t *a = json_object();
-        json_object_set_new(a, "role", json_string("assistant"));
-        json_t *content = json_object_get(msg, "content");
-        json_object_set(a, "content", json_is_string(content) ? content : json_null());
-        json_t *tcs = json_object_get(msg, "tool_calls");
-        if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
-        json_decref(c->answer);
-        c->answer = a;
+    if (!json_is_object(doc)) {
+        snprintf(why, whylen, "the answer is not a JSON object");
+        json_decref(doc);
+        return false;
     }
+    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
+    if (!json_is_object(msg)) {
+        snprintf(why, whylen, "the answer has no choices[0].message");
+        json_decref(doc);
+        return false;
+    }
+    json_t *tcs = json_object_get(msg, "tool_calls");
+    if (!tool_calls_ok(tcs, why, whylen)) {
+        json_decref(doc);
+        return false;
+    }
+    json_t *a = json_object();
+    json_object_set_new(a, "role", json_string("assistant"));
+    json_t *content = json_object_get(msg, "content");
+    json_object_set(a, "content", json_is_string(content) ? content : json_null());
+    if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
+    json_decref(c->answer);
+    c->answer = a;
     json_decref(doc);
+    return true;
 }
 
-/* A streamed answer's tool calls lose their bookkeeping index before they are stored. */
-static void answer_finalize(json_t *a)
+/* A streamed answer's pieces become its content and arguments; the tool calls lose their
+ * bookkeeping index before they are stored. Idempotent. */
+static void answer_finalize(pl_call *c)
 {
+    json_t *a = c->answer;
+    if (!a) return;
+    if (c->ans_has_text) {
+        json_object_set_new(
+            a, "content", json_stringn(c->ans_text.data ? c->ans_text.data : "", c->ans_text.len));
+        c->ans_has_text = false;
+        buf_free(&c->ans_text);
+    }
     json_t *calls = json_object_get(a, "tool_calls");
     size_t i;
     json_t *tc;
     json_array_foreach(calls, i, tc)
     {
+        json_t *ix = json_object_get(tc, "_index");
+        if (!ix) continue;
+        json_int_t index = json_integer_value(ix);
+        buf *b = c->tc_args && index >= 0 && index < PL_MAX_TOOL_CALLS ? &c->tc_args[index] : NULL;
+        if (b && b->data)
+            json_object_set_new(json_object_get(tc, "function"), "arguments",
+                                json_stringn(b->data, b->len));
         json_object_del(tc, "_index");
     }
     json_t *content = json_object_get(a, "content");
     if (calls && json_array_size(calls) && json_is_string(content) &&
         json_string_length(content) == 0)
         json_object_set_new(a, "content", json_null());
+}
+
+void pl_context_answer_text(pl_call *c, buf *out)
+{
+    answer_finalize(c);
+    json_t *a = c->answer;
+    json_t *content = json_object_get(a, "content");
+    if (json_is_string(content))
+        buf_append(out, json_string_value(content), json_string_length(content));
+    size_t i;
+    json_t *tc;
+    json_array_foreach(json_object_get(a, "tool_calls"), i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        if (name) buf_puts(out, name);
+        if (args) buf_puts(out, args);
+    }
 }
 
 /* ---- summarising in the background ---- */
@@ -602,7 +703,7 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_t *msgs = json_array();
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
-        answer_finalize(c->answer);
+        answer_finalize(c);
         json_array_append(msgs, c->answer);
     }
     if (json_array_size(msgs) == 0) {
@@ -645,6 +746,11 @@ void pl_context_free(pl_call *c)
     json_decref(c->conv_history);
     json_decref(c->conv_new);
     json_decref(c->answer);
+    buf_free(&c->ans_text);
+    if (c->tc_args)
+        for (int i = 0; i < PL_MAX_TOOL_CALLS; i++)
+            buf_free(&c->tc_args[i]);
+    free(c->tc_args);
 }
 
 void pl_context_finish_stream(pl_call *c, int result)

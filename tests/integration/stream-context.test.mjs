@@ -174,4 +174,102 @@ spec:
       assert.equal(bad.headers['x-conversation-id'], undefined, 'an invalid id is not echoed');
     })
   );
+  test(
+    'non-JSON or wrong-kind upstream 200 answers get 502 invalid_upstream_response, and a context route stores nothing',
+    withLogs(logs, async () => {
+      const html = { contentType: 'text/html; charset=utf-8', body: '<html><body>Bad gateway page</body></html>' };
+      const lyingHtml = { contentType: 'application/json', body: '<html>not json</html>' };
+      const sse = { contentType: 'text/event-stream', body: 'data: {"choices":[]}\n\ndata: [DONE]\n\n' };
+      const json = { contentType: 'application/json', body: '{"id":"x","object":"chat.completion","choices":[]}' };
+      const lyingJson = { contentType: 'text/event-stream', body: '{"id":"x","object":"chat.completion"}' };
+      const cases = [
+        ['html', html, false, /Content-Type text\/html/],
+        ['html labelled JSON', lyingHtml, false, /not JSON/],
+        ['an event stream to a non-stream request', sse, false, /event stream/],
+        ['JSON to a stream request', json, true, /instead of an event stream/],
+        ['JSON labelled as an event stream to a stream request', lyingJson, true, /JSON body instead of an event stream/],
+      ];
+      for (const url of [`${gw.baseURL}/chat/completions`, `${gw.url}/plain/v1/chat/completions`]) {
+        for (const [what, raw, stream, message] of cases) {
+          const conv = newConv('kind');
+          fake.next({ raw });
+          const res = await chat({ model: 'smart', stream, messages: [{ role: 'user', content: `kind: ${what}` }] }, conv, url);
+          const e = assertOpenAIError(assert, res, 502, 'invalid_upstream_response');
+          assert.match(e.message, message, `${what}: ${res.text}`);
+          assert.match(e.message, /smart/, 'the message names the target');
+          if (url.includes('/plain/')) continue;
+          const h = await history(conv);
+          assert.equal(h.turns, '0', `${what}: nothing was recorded`);
+        }
+      }
+      // a JSON object that is not a chat.completion cannot be recorded either
+      const conv = newConv('kind');
+      fake.next({ body: { hello: 'world' } });
+      const res = await chat({ model: 'smart', messages: [{ role: 'user', content: 'not a completion' }] }, conv);
+      const e = assertOpenAIError(assert, res, 502, 'invalid_upstream_response');
+      assert.match(e.message, /choices\[0\]\.message/);
+      assert.equal((await history(conv)).turns, '0');
+    })
+  );
+
+  test(
+    'a streamed tool-call delta with a bad index (or a call without id/type/name) is refused with an error event and stores nothing',
+    withLogs(logs, async () => {
+      const good = { index: 0, id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '' } };
+      const cases = [
+        ['index -1', [[{ ...good, index: -1 }]]],
+        ['index 129', [[{ ...good, index: 129 }]]],
+        ['index "0"', [[{ ...good, index: '0' }]]],
+        ['index 1.5', [[{ ...good, index: 1.5 }]]],
+        ['no index', [[{ id: 'call_1', type: 'function', function: { name: 'lookup' } }]]],
+        ['no id', [[{ index: 0, type: 'function', function: { name: 'lookup', arguments: '{}' } }]]],
+        ['arguments before the call', [[{ index: 0, function: { arguments: '{}' } }]]],
+        ['a later bad index', [[good], [{ index: 0, function: { arguments: '{"a":1}' } }], [{ index: -1, function: { arguments: 'x' } }]]],
+      ];
+      for (const [what, toolDeltas] of cases) {
+        const conv = newConv('tool');
+        const id = `tool-${process.pid}-${++seq}`;
+        fake.next({ toolDeltas });
+        const res = await postJSON(
+          `${gw.baseURL}/chat/completions`,
+          { model: 'smart', stream: true, messages: [{ role: 'user', content: `tools: ${what}` }] },
+          auth(conv, { 'x-request-id': id })
+        );
+        if (res.status === 200) {
+          const last = sseData(res.text).at(-1);
+          assert.notEqual(last, '[DONE]', `${what}: the stream does not end well`);
+          assert.equal(JSON.parse(last).error.code, 'invalid_upstream_response', `${what}: ${res.text}`);
+        } else {
+          assertOpenAIError(assert, res, 502, 'invalid_upstream_response');
+        }
+        assert.equal((await logLine(id)).status, 502);
+        assert.equal((await history(conv)).turns, '0', `${what}: nothing was recorded`);
+      }
+      // the well-formed call is recorded, arguments assembled
+      const conv = newConv('tool');
+      fake.next({ toolDeltas: [[good], [{ index: 0, function: { arguments: '{"order":' } }], [{ index: 0, function: { arguments: '"A-1"}' } }]] });
+      const res = await chat({ model: 'smart', stream: true, messages: [{ role: 'user', content: 'tools ok' }] }, conv);
+      assert.equal(sseData(res.text).at(-1), '[DONE]', res.text);
+      const h = await history(conv);
+      assert.equal(h.turns, '2');
+      assert.deepEqual(h.sent[1], {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"order":"A-1"}' } }],
+      });
+      // non-stream: a tool call without an id is refused too
+      const conv2 = newConv('tool');
+      fake.next({
+        body: {
+          id: 'c',
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }] } }],
+        },
+      });
+      const whole = await chat({ model: 'smart', messages: [{ role: 'user', content: 'tools whole' }] }, conv2);
+      const e = assertOpenAIError(assert, whole, 502, 'invalid_upstream_response');
+      assert.match(e.message, /tool_calls\[0\] has no id/);
+      assert.equal((await history(conv2)).turns, '0');
+    })
+  );
 });
