@@ -152,7 +152,7 @@ enum ev_action { EV_FORWARD, EV_CUT, EV_DROP, EV_REPLACE, EV_END, EV_REFUSED };
 /* What becomes of one complete event: forwarded as is, with [cut_from, cut_to) removed, dropped,
  * replaced by *repl (malloc'd), the end of what is forwarded (context: [DONE]), or refused. */
 static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_t *cut_from,
-                                   size_t *cut_to, char **repl)
+                                   size_t *cut_to, char **repl, char *why, size_t whylen)
 {
     if (len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) {
         c->done_seen = true;
@@ -192,8 +192,7 @@ static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_
         }
     }
     if (c->ctx_store) {
-        char why[320];
-        if (!pl_context_stream_event(c, ev, len, why, sizeof why)) {
+        if (!pl_context_stream_event(c, ev, len, why, whylen)) {
             if (act == EV_REPLACE) free(*repl);
             return EV_REFUSED;
         }
@@ -247,7 +246,9 @@ static bool relay_events(pl_call *c)
         }
         size_t ev_len = ev_end - pos;
         if (ev_len > max_event(c)) {
-            relay_write(c, copying ? out->data : d, copying ? out->len : fwd);
+            if (copying) buf_append(out, d + fwd, pos - fwd);
+            relay_write(c, copying ? out->data : d, copying ? out->len : pos);
+            buf_reset(out);
             refuse_answer(c, "upstream_response_too_large",
                           "An event of model target '%s' is larger than %zu bytes; the stream "
                           "was broken off.",
@@ -256,18 +257,16 @@ static bool relay_events(pl_call *c)
         }
         size_t cut_from = 0, cut_to = 0;
         char *repl = NULL;
-        enum ev_action act = handle_event(c, d + pos, ev_len, &cut_from, &cut_to, &repl);
+        char why[320];
+        enum ev_action act =
+            handle_event(c, d + pos, ev_len, &cut_from, &cut_to, &repl, why, sizeof why);
         if (act == EV_REFUSED) {
             if (copying) buf_append(out, d + fwd, pos - fwd);
             relay_write(c, copying ? out->data : d, copying ? out->len : pos);
             buf_reset(out);
-            char why[320];
-            /* the reason was folded into the stage's message: say it again for the client */
-            snprintf(why, sizeof why,
-                     "model target '%s' sent a streamed answer that cannot be "
-                     "recorded",
-                     c->target->name);
-            refuse_answer(c, "invalid_upstream_response", "%s", why);
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
+                          c->target->name, why);
             return false;
         }
         if (act != EV_FORWARD && act != EV_END) {
