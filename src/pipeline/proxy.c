@@ -317,12 +317,11 @@ static bool relay_events(pl_call *c)
 }
 
 /* A JSON answer starts with '{' (after white space); false when what came is not JSON. */
-static bool starts_like_json(const char *d, size_t n, bool *undecided)
+static bool starts_like_json(const char *d, size_t n)
 {
     size_t i = 0;
     while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\r' || d[i] == '\n'))
         i++;
-    *undecided = i == n;
     return i < n && d[i] == '{';
 }
 
@@ -362,8 +361,7 @@ static void whole_data(pl_call *c, const char *data, size_t len)
     }
     buf_append(&c->resp, data, len);
     if (c->ctx_store || c->resp.len <= PL_WHOLE_BUFFER) return;
-    bool undecided;
-    if (!starts_like_json(c->resp.data, c->resp.len, &undecided)) {
+    if (!starts_like_json(c->resp.data, c->resp.len)) {
         refuse_not_json(c);
         return;
     }
@@ -607,8 +605,7 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             pl_finish_stream(c);
             return;
         }
-        bool undecided;
-        if (!starts_like_json(c->resp.data, c->resp.len, &undecided)) {
+        if (!starts_like_json(c->resp.data, c->resp.len)) {
             refuse_not_json(c);
             return;
         }
@@ -639,8 +636,7 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     }
     if (ok) {
         if (c->resp.len) { /* a last event without its blank line */
-            bool undecided;
-            if (!c->stream_started && starts_like_json(c->resp.data, c->resp.len, &undecided)) {
+            if (!c->stream_started && starts_like_json(c->resp.data, c->resp.len)) {
                 refuse_answer(c, "invalid_upstream_response",
                               "Model target '%s' answered a streamed request with a JSON body "
                               "instead of an event stream.",
