@@ -30,6 +30,8 @@
 //   toolDeltas: [[...], ...]  stream: one event per entry, its delta.tool_calls the given array,
 //                           then finish_reason tool_calls and [DONE]
 //   omitUsage: true         stream: no usage chunk even when stream_options.include_usage asks
+//   sseBytes: '...'         stream: exactly these bytes as the body (text/event-stream), written
+//                           one byte per write (every split an SSE parser can meet)
 //   Requests that were answered with a big body record `bigSent` (bytes written).
 import http from 'node:http';
 
@@ -363,6 +365,14 @@ export async function startFakeOpenAI(options = {}) {
       ...(b.headers || {}),
     });
     res.flushHeaders();
+    if (b.sseBytes !== undefined) {
+      const bytes = Buffer.from(b.sseBytes);
+      for (let i = 0; i < bytes.length && !res.destroyed; i++) {
+        await new Promise((resolve) => res.write(bytes.subarray(i, i + 1), () => resolve()));
+      }
+      if (!res.destroyed) res.end(() => (rec.finished = true));
+      return;
+    }
     if (b.bigEvent || b.streamBytes) {
       rec.bigSent = 0;
       await writeAll(res, rec, `data: ${JSON.stringify(events[0])}\n\n`);

@@ -175,4 +175,28 @@ spec:
       ]);
     })
   );
+  test(
+    'events split byte by byte, CRLF or LF, usage:null with or without spaces: each event is relayed once, usage removed, counted',
+    withLogs(logs, async () => {
+      const sseBytes = [
+        'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}],"usage":null}\r\n\r\n',
+        'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"b\\"usage\\":null"}}], "usage": null}\n\n',
+        ': a comment\n\n',
+        'data: {"id":"c1","usage":null,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\r\n\r\n',
+        'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\r\n\r\n',
+        'data: [DONE]\r\n\r\n',
+      ].join('');
+      fake.next({ sseBytes });
+      const { res, chunks, line } = await stream({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'bytes' }] });
+      assert.deepEqual(chunks, [
+        { id: 'c1', choices: [{ index: 0, delta: { role: 'assistant', content: 'a' } }] },
+        { id: 'c1', choices: [{ index: 0, delta: { content: 'b"usage":null' } }] },
+        { id: 'c1', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] },
+      ]);
+      assert.ok(res.text.includes(': a comment\n\n'), 'other events pass unchanged');
+      assert.equal(line.prompt_tokens, 7);
+      assert.equal(line.completion_tokens, 3);
+      assert.equal(line.usage_source, 'upstream');
+    })
+  );
 });
