@@ -51,6 +51,7 @@ typedef struct cfg_target {
     int connect_timeout_s;     /* default 5 */
     int first_token_timeout_s; /* default 30 */
     int total_timeout_s;       /* default 300 */
+    size_t max_response_bytes; /* config.maxResponseBytes; default 16 MiB */
     bool has_pricing;
     double input_per_million;   /* USD */
     double output_per_million;  /* USD */

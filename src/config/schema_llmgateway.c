@@ -103,6 +103,14 @@ static const sch_field target_config_fields[] = {
      .flags = ENF,
      .fields = timeouts_fields,
      .desc = "Upstream timeouts."},
+    {.name = "maxResponseBytes",
+     .kind = SCH_INT,
+     .flags = ENF,
+     .def = "16777216",
+     MIN(1024),
+     .desc = "Largest answer accepted from this target, in bytes: a whole answer (over it: 502 "
+             "before anything is sent) or a streamed one (over it: the stream ends with an error "
+             "event). One SSE event may be at most 1 MiB (or this, when smaller)."},
     {.name = "mock",
      .kind = SCH_OBJECT,
      .flags = ENF,

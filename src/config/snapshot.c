@@ -221,6 +221,8 @@ static void build_target(build *b, cfg_target *t, json_t *j)
     t->connect_timeout_s = (int)get_int(to, tof, "connect");
     t->first_token_timeout_s = (int)get_int(to, tof, "firstToken");
     t->total_timeout_s = (int)get_int(to, tof, "total");
+    t->max_response_bytes = (size_t)get_int(
+        config, sch_field_at(root, "spec.modelTargets[].config"), "maxResponseBytes");
     json_t *pr = json_object_get(j, "pricing");
     t->has_pricing = pr != NULL;
     t->input_per_million = json_number_value(json_object_get(pr, "inputPerMillion"));

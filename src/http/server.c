@@ -1114,6 +1114,14 @@ void http_stream_end(http_request *r)
     request_finish(r);
 }
 
+void http_stream_abort(http_request *r)
+{
+    /* no terminating chunk: the connection closes after what is queued, so the client sees
+     * an incomplete body rather than a complete-looking short one */
+    r->conn->resp_keep = false;
+    request_finish(r);
+}
+
 str http_request_header(const http_request *r, const char *lower_name)
 {
     for (size_t i = 0; i < r->n_headers; i++)

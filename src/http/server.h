@@ -108,5 +108,9 @@ void http_stream_begin(http_request *r, int status, const http_header *hdrs, siz
  * Connection: close instead of chunked coding. */
 bool http_stream_write(http_request *r, const char *data, size_t len);
 void http_stream_end(http_request *r); /* finishes the request */
+/* Ends a streamed response without its end: no terminating chunk, and the connection closes
+ * once the queued bytes are written, so the client sees a broken body, not a short complete
+ * one. Finishes the request. */
+void http_stream_abort(http_request *r);
 
 #endif

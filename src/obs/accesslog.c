@@ -160,6 +160,7 @@ static void format_json(buf *out, const accesslog_entry *e)
     buf_put_u64(out, e->prompt_tokens);
     buf_puts(out, ",\"completion_tokens\":");
     buf_put_u64(out, e->completion_tokens);
+    json_str(out, "usage_source", e->usage_source);
     buf_puts(out, ",\"attempts\":");
     buf_put_i64(out, e->attempts);
     buf_puts(out, e->stream ? ",\"stream\":true" : ",\"stream\":false");
@@ -220,6 +221,7 @@ static void format_text(buf *out, const accesslog_entry *e)
     buf_put_u64(out, e->prompt_tokens);
     buf_puts(out, " completion_tokens=");
     buf_put_u64(out, e->completion_tokens);
+    text_str(out, "usage_source", e->usage_source);
     buf_puts(out, " attempts=");
     buf_put_i64(out, e->attempts);
     buf_puts(out, e->stream ? " stream=true" : " stream=false");

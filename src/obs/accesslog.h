@@ -20,6 +20,9 @@ typedef struct accesslog_entry {
     const char *gateway, *route, *model, *target; /* may be NULL */
     const char *user, *app, *tenant;              /* may be NULL */
     uint64_t prompt_tokens, completion_tokens;
+    /* where the token counts come from: "upstream" (the provider's usage), "counted" (the
+     * gateway's tokenizer) or "none" (no usage arrived); NULL (left out) without an answer */
+    const char *usage_source;
     int attempts; /* upstream attempts (retries/failover) */
     bool stream;
     const char *error;    /* error message sent to the client, NULL on success */

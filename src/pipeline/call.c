@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/clock.h"
 #include "obs/accesslog.h"
@@ -15,6 +16,8 @@ static void call_free(pl_call *c)
     json_decref(c->body);
     free(c->up_body);
     buf_free(&c->resp);
+    buf_free(&c->relay_out);
+    buf_free(&c->text);
     free(c->error);
     pl_bound_unref(c->bound);
     free(c);
@@ -68,11 +71,17 @@ static void call_account(pl_call *c, const char *method, const char *path)
         .tenant = c->key ? c->key->tenant : NULL,
         .prompt_tokens = c->usage.prompt_tokens,
         .completion_tokens = c->usage.completion_tokens,
+        .usage_source = c->usage_source                             ? c->usage_source
+                        : !c->usage.present                         ? NULL
+                        : c->target && provider_is_local(c->target) ? "counted"
+                                                                    : "upstream",
         .attempts = c->attempt + (c->target ? 1 : 0),
         .stream = c->stream,
         .error = c->error,
         .req_body = (gw->obs.access_log_bodies && c->r) ? c->r->body.p : NULL,
-        .resp_body = (gw->obs.access_log_bodies && !c->stream) ? c->resp.data : NULL,
+        /* a relayed answer is not held: c->resp has only its tail */
+        .resp_body =
+            (gw->obs.access_log_bodies && !c->stream && !c->passthrough) ? c->resp.data : NULL,
     };
     accesslog_write(&e, gw->obs.access_log_json);
 }
@@ -112,6 +121,19 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
 {
     c->status = c->aborted ? 499 : status;
     call_account_request(c);
+    /* every answer of a request with X-Conversation-Id echoes it (context.c decides) */
+    http_header h[16];
+    bool has_conv = false;
+    for (size_t i = 0; i < n; i++)
+        has_conv |= str_case_eq_c(hdrs[i].name, "x-conversation-id");
+    if (!has_conv && n + 2 <= sizeof h / sizeof h[0]) {
+        size_t extra = pl_context_headers(c, h + n);
+        if (extra) {
+            if (n) memcpy(h, hdrs, n * sizeof *hdrs);
+            hdrs = h;
+            n += extra;
+        }
+    }
     http_request *r = c->r;
     c->r = NULL;
     http_respond(r, status, hdrs, n, body, len);
@@ -125,6 +147,16 @@ void pl_finish_stream(pl_call *c)
     http_request *r = c->r;
     c->r = NULL;
     http_stream_end(r);
+    call_release(c);
+}
+
+void pl_abort_stream(pl_call *c)
+{
+    if (c->aborted) c->status = 499;
+    call_account_request(c);
+    http_request *r = c->r;
+    c->r = NULL;
+    http_stream_abort(r);
     call_release(c);
 }
 

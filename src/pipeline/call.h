@@ -15,7 +15,13 @@
 #include "pipeline/chat_probe.h"
 #include "providers/provider.h"
 
-enum { PL_MAX_ATTEMPTS = 16 };
+enum {
+    PL_MAX_ATTEMPTS = 16,
+    PL_MAX_TOOL_CALLS = 128,     /* tool-call indices of a streamed answer: 0..127 */
+    PL_SSE_EVENT_MAX = 1 << 20,  /* one SSE event (or maxResponseBytes when smaller) */
+    PL_WHOLE_BUFFER = 256 << 10, /* a non-stream answer without context is relayed beyond it */
+    PL_USAGE_TAIL = 16 << 10,    /* kept of a relayed answer: its usage is at the end */
+};
 
 typedef struct pl_call {
     http_request *r; /* NULL once the response is finished */
@@ -52,6 +58,16 @@ typedef struct pl_call {
     provider_usage usage;
     uint64_t up_start_ns, upstream_us, ttft_us;
 
+    /* the answer relay (proxy.c) */
+    size_t scan_pos;     /* stream: where the blank-line scan of c->resp resumes */
+    size_t resp_total;   /* bytes of the 2xx answer received (maxResponseBytes) */
+    bool passthrough;    /* non-stream answer relayed as it arrives; c->resp keeps its tail */
+    bool usage_injected; /* the upstream was asked for stream usage the client did not ask for */
+    bool count_text;     /* stream without usage coming: its text is collected in text */
+    buf relay_out;       /* stream: events rewritten for the client (usage removed) */
+    buf text;            /* count_text: the answer's text, counted with the tokenizer */
+    const char *usage_source; /* "upstream", "counted", "none" (access log) */
+
     /* context stage (context.c); active when ctx_store != NULL */
     const cfg_mcp *mcp;    /* the route's ModelContextProtocol */
     ctx_store *ctx_store;  /* this worker's handle on it */
@@ -61,10 +77,13 @@ typedef struct pl_call {
     char *conv_summary;    /* stored summary as read */
     json_t *conv_new;      /* the request's own non-system messages, appended on success */
     json_t *answer;        /* the assistant's message, assembled from the answer */
-    int context_turns;     /* stored messages sent upstream with this request */
-    bool body_modified;    /* the body differs from the client's bytes: never pass through */
-    bool ctx_pending;      /* a store request is in flight (creq) */
-    uint64_t ctx_op_ns;    /* when the store request in flight was issued */
+    buf ans_text;          /* stream: its content so far (one buffer: no quadratic appends) */
+    bool ans_has_text;
+    buf *tc_args;       /* stream: the tool calls' arguments so far, by index (PL_MAX_TOOL_CALLS) */
+    int context_turns;  /* stored messages sent upstream with this request */
+    bool body_modified; /* the body differs from the client's bytes: never pass through */
+    bool ctx_pending;   /* a store request is in flight (creq) */
+    uint64_t ctx_op_ns; /* when the store request in flight was issued */
     ctx_req creq;
     /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
     ctx_record *conv_record;
@@ -94,6 +113,8 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
                size_t len);
 /* Ends a streamed answer, then logs and frees the call. */
 void pl_finish_stream(pl_call *c);
+/* Breaks off a streamed answer (no end: the client sees an incomplete body), logs, frees. */
+void pl_abort_stream(pl_call *c);
 
 /* chat.c */
 void pl_chat(pl_call *c);
@@ -105,33 +126,26 @@ void pl_start_attempt(pl_call *c); /* runs attempts[attempt % n_plan] */
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us);
 /* proxy.c */
 void pl_proxy_start(pl_call *c);
-/* Ends a started stream with an error event (no [DONE]) and finishes the call. */
+/* Ends a started stream with an error event (no [DONE]) and finishes the call; it is logged
+ * with c->status when the caller set an error status (>= 400) first, else as 502. */
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg);
 /* mock.c */
 void pl_mock_start(pl_call *c);
 /* context.c */
 bool pl_context_begin(pl_call *c); /* true: the stage took over and starts the attempt later */
 bool pl_context_active(const pl_call *c);
-/* Response headers X-Conversation-Id / X-Context-Turns into h (room for 2); how many. */
+/* Response headers into h (room for 2); how many: X-Conversation-Id and X-Context-Turns when
+ * the stage runs, else X-Conversation-Id alone when the request carries a valid one. */
 size_t pl_context_headers(pl_call *c, http_header *h);
-/* Stream: fold one SSE event's delta into the assembled answer. */
-void pl_context_stream_event(pl_call *c, const char *event, size_t len);
-/* Non-stream: take the assistant message from a complete chat.completion body. */
-void pl_context_whole_answer(pl_call *c, const char *body, size_t len);
-/* Appends the turns; then(c, ok) runs after the store answered (ok false: c already failed
- * with the right error and is finished when !c->stream; for streams the caller ends it). */
-void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result));
-/* Called from call_free: releases what the stage holds. */
-void pl_context_free(pl_call *c);
-
-/* context.c */
-bool pl_context_begin(pl_call *c); /* true: the stage took over and starts the attempt later */
-/* Response headers X-Conversation-Id / X-Context-Turns into h (room for 2); how many. */
-size_t pl_context_headers(pl_call *c, http_header *h);
-/* Stream: fold one SSE event's delta into the assembled answer. */
-void pl_context_stream_event(pl_call *c, const char *event, size_t len);
-/* Non-stream: take the assistant message from a complete chat.completion body. */
-void pl_context_whole_answer(pl_call *c, const char *body, size_t len);
+/* Stream: fold one SSE event's delta into the assembled answer. false: the event cannot be
+ * part of a storable answer (a tool-call delta with a bad index, a new tool call without
+ * id/type/function.name); why says so and the answer must be refused. */
+bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *why, size_t n);
+/* Non-stream: take the assistant message from a complete chat.completion body. false: it is
+ * not one (not JSON, no choices[0].message, a malformed tool call); why says so. */
+bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why, size_t n);
+/* The assembled answer's text (content, tool-call names and arguments), for counting. */
+void pl_context_answer_text(pl_call *c, buf *out);
 /* Appends the turns, then calls then(c, result) (CTX_OK or a CTX_E* code). Nothing to append
  * (ReadOnlyMany, no answer): then runs at once with CTX_OK. */
 void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result));

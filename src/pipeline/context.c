@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "context/record.h"
 #include "context/strategy.h"
 #include "core/clock.h"
 #include "core/json.h"
@@ -127,6 +128,78 @@ static void on_loaded(ctx_req *req)
     pl_start_attempt(c);
 }
 
+/* The request's messages are checked against what the store accepts (ctx_messages_validate)
+ * before anything is read or sent upstream: a message the store would refuse at commit time
+ * would otherwise cost a billed upstream call whose answer is then dropped. Fails c with the
+ * field at fault as param; false when c failed. */
+static bool request_messages_ok(pl_call *c, json_t *messages)
+{
+    static const char *const roles[] = {"system", "user",      "assistant",
+                                        "tool",   "developer", "function"};
+    size_t i;
+    json_t *m;
+    char param[64];
+    json_array_foreach(messages, i, m)
+    {
+        if (!json_is_object(m)) {
+            snprintf(param, sizeof param, "messages[%zu]", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an object.", param);
+            return false;
+        }
+        const char *role = json_string_value(json_object_get(m, "role"));
+        bool known = false;
+        for (size_t k = 0; role && k < sizeof roles / sizeof roles[0]; k++)
+            known |= strcmp(role, roles[k]) == 0;
+        if (!known) {
+            snprintf(param, sizeof param, "messages[%zu].role", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_value", param,
+                    "Invalid value for '%s': expected one of system, user, assistant, tool, "
+                    "developer, function.",
+                    param);
+            return false;
+        }
+        json_t *content = json_object_get(m, "content");
+        if (content && !json_is_string(content) && !json_is_array(content) &&
+            !json_is_null(content)) {
+            snprintf(param, sizeof param, "messages[%zu].content", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected a string, an array of content parts or "
+                    "null.",
+                    param);
+            return false;
+        }
+        json_t *tc = json_object_get(m, "tool_calls");
+        if (tc && !json_is_array(tc)) {
+            snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an array.", param);
+            return false;
+        }
+        json_t *tcid = json_object_get(m, "tool_call_id");
+        if (tcid && !json_is_string(tcid)) {
+            snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected a string.", param);
+            return false;
+        }
+        json_t *ts = json_object_get(m, "ts");
+        if (ts && !json_is_integer(ts)) {
+            snprintf(param, sizeof param, "messages[%zu].ts", i);
+            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                    "Invalid type for '%s': expected an integer (Unix milliseconds).", param);
+            return false;
+        }
+    }
+    /* whatever else the store checks is refused here too, before the upstream call */
+    char err[256];
+    if (ctx_messages_validate(messages, err, sizeof err) != 0) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages", "%s", err);
+        return false;
+    }
+    return true;
+}
+
 bool pl_context_begin(pl_call *c)
 {
     const cfg_mcp *mcp = c->route->context;
@@ -153,6 +226,7 @@ bool pl_context_begin(pl_call *c)
                 "The request body could not be read as a JSON document.");
         return true;
     }
+    if (!request_messages_ok(c, json_object_get(body, "messages"))) return true;
     /* what this request adds to the conversation: its own messages, without system ones */
     c->conv_new = json_array();
     size_t i;
@@ -177,7 +251,15 @@ bool pl_context_begin(pl_call *c)
 
 size_t pl_context_headers(pl_call *c, http_header *h)
 {
-    if (!c->ctx_store) return 0;
+    if (!c->r) return 0;
+    if (!c->ctx_store) {
+        /* the stage did not run (another route, an error before it, an answer it never saw):
+         * a valid id is still echoed, so every answer of the request carries it */
+        str id = http_request_header(c->r, "x-conversation-id");
+        if (!id.p || !id_ok(id)) return 0;
+        h[0] = (http_header){STR_LIT("X-Conversation-Id"), id};
+        return 1;
+    }
     char *turns = arena_printf(c->r->pool, "%d", c->context_turns);
     h[0] = (http_header){STR_LIT("X-Conversation-Id"), str_c(c->conv_id)};
     h[1] = (http_header){STR_LIT("X-Context-Turns"), str_c(turns)};
@@ -192,27 +274,19 @@ static json_t *answer_get(pl_call *c)
     return c->answer;
 }
 
-static void append_string(json_t *obj, const char *key, json_t *piece)
+/* tool_calls arrive as deltas keyed by index: id, type and name once (in the first delta of
+ * the call), arguments in pieces (kept in c->tc_args until the answer is finalized) */
+static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why, size_t whylen)
 {
-    if (!json_is_string(piece)) return;
-    json_t *cur = json_object_get(obj, key);
-    if (!json_is_string(cur)) {
-        json_object_set(obj, key, piece);
-        return;
+    json_t *jindex = json_object_get(delta, "index");
+    json_int_t index = json_integer_value(jindex);
+    if (!json_is_integer(jindex) || index < 0 || index >= PL_MAX_TOOL_CALLS) {
+        char *shown = jindex ? json_dumps(jindex, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        snprintf(why, whylen, "a tool-call delta has index %.40s; expected an integer from 0 to %d",
+                 shown ? shown : "(none)", PL_MAX_TOOL_CALLS - 1);
+        free(shown);
+        return false;
     }
-    size_t a = json_string_length(cur), b = json_string_length(piece);
-    char *s = malloc(a + b + 1);
-    if (!s) abort();
-    memcpy(s, json_string_value(cur), a);
-    memcpy(s + a, json_string_value(piece), b);
-    json_object_set_new(obj, key, json_stringn(s, a + b));
-    free(s);
-}
-
-/* tool_calls arrive as deltas keyed by index: id, type and name once, arguments in pieces */
-static void merge_tool_call(json_t *calls, json_t *delta)
-{
-    json_int_t index = json_integer_value(json_object_get(delta, "index"));
     json_t *tc = NULL;
     size_t i;
     json_t *x;
@@ -220,37 +294,66 @@ static void merge_tool_call(json_t *calls, json_t *delta)
     {
         if (json_integer_value(json_object_get(x, "_index")) == index) tc = x;
     }
+    json_t *id = json_object_get(delta, "id"), *type = json_object_get(delta, "type");
+    json_t *fn = json_object_get(delta, "function");
+    json_t *name = json_object_get(fn, "name");
     if (!tc) {
+        if (!json_is_string(id) || !json_is_string(type) || !json_is_string(name)) {
+            snprintf(why, whylen,
+                     "the first delta of tool call %d has no %s; a tool call starts with its id, "
+                     "type and function.name",
+                     (int)index,
+                     !json_is_string(id)     ? "id"
+                     : !json_is_string(type) ? "type"
+                                             : "function.name");
+            return false;
+        }
         tc = json_pack("{s:I, s:{}}", "_index", index, "function");
         json_array_append_new(calls, tc);
     }
-    json_t *id = json_object_get(delta, "id"), *type = json_object_get(delta, "type");
     if (json_is_string(id)) json_object_set(tc, "id", id);
     if (json_is_string(type)) json_object_set(tc, "type", type);
-    json_t *fn = json_object_get(delta, "function");
     json_t *tfn = json_object_get(tc, "function");
     if (json_is_object(fn)) {
-        json_t *name = json_object_get(fn, "name");
         if (json_is_string(name)) json_object_set(tfn, "name", name);
-        append_string(tfn, "arguments", json_object_get(fn, "arguments"));
+        json_t *args = json_object_get(fn, "arguments");
+        if (json_is_string(args)) {
+            if (!c->tc_args) {
+                c->tc_args = calloc(PL_MAX_TOOL_CALLS, sizeof *c->tc_args);
+                if (!c->tc_args) abort();
+            }
+            buf *b = &c->tc_args[index];
+            buf_append(b, json_string_value(args), json_string_length(args));
+            if (!b->data) buf_reserve(b, 1); /* "" still makes the arguments present */
+        }
     }
+    return true;
 }
 
-void pl_context_stream_event(pl_call *c, const char *event, size_t len)
+bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *why, size_t whylen)
 {
-    if (len < 6 || memcmp(event, "data:", 5) != 0) return;
+    if (len < 6 || memcmp(event, "data:", 5) != 0) return true;
     const char *p = event + 5;
     size_t n = len - 5;
     while (n && *p == ' ')
         p++, n--;
-    if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return;
+    if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return true;
     json_t *ev = json_decode_fast(p, n, NULL, 0);
-    if (!ev) return;
+    if (!ev) return true;
+    bool ok = true;
     json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
     if (json_is_object(delta)) {
         json_t *a = answer_get(c);
-        append_string(a, "content", json_object_get(delta, "content"));
+        json_t *content = json_object_get(delta, "content");
+        if (json_is_string(content)) {
+            buf_append(&c->ans_text, json_string_value(content), json_string_length(content));
+            c->ans_has_text = true;
+        }
         json_t *tcs = json_object_get(delta, "tool_calls");
+        if (tcs && !json_is_array(tcs) && !json_is_null(tcs)) {
+            snprintf(why, whylen, "a delta's tool_calls is not an array");
+            ok = false;
+        }
         if (json_is_array(tcs)) {
             json_t *calls = json_object_get(a, "tool_calls");
             if (!calls) {
@@ -261,44 +364,124 @@ void pl_context_stream_event(pl_call *c, const char *event, size_t len)
             json_t *d;
             json_array_foreach(tcs, i, d)
             {
-                merge_tool_call(calls, d);
+                if (!ok) break;
+                if (!json_is_object(d)) {
+                    snprintf(why, whylen, "a tool-call delta is not an object");
+                    ok = false;
+                    break;
+                }
+                ok = merge_tool_call(c, calls, d, why, whylen);
             }
         }
     }
     json_decref(ev);
+    return ok;
 }
 
-void pl_context_whole_answer(pl_call *c, const char *body, size_t len)
+/* A stored tool call must be replayable: an object with an id, a type and function.name. */
+static bool tool_calls_ok(json_t *tcs, char *why, size_t whylen)
+{
+    if (!tcs || json_is_null(tcs)) return true;
+    if (!json_is_array(tcs)) {
+        snprintf(why, whylen, "choices[0].message.tool_calls is not an array");
+        return false;
+    }
+    size_t i;
+    json_t *tc;
+    json_array_foreach(tcs, i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        const char *missing = !json_is_string(json_object_get(tc, "id"))     ? "id"
+                              : !json_is_string(json_object_get(tc, "type")) ? "type"
+                              : !json_is_string(json_object_get(fn, "name")) ? "function.name"
+                                                                             : NULL;
+        if (missing) {
+            snprintf(why, whylen, "choices[0].message.tool_calls[%zu] has no %s", i, missing);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why, size_t whylen)
 {
     json_t *doc = json_decode_fast(body, len, NULL, 0);
-    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
-    if (json_is_object(msg)) {
-        json_t *a = json_object();
-        json_object_set_new(a, "role", json_string("assistant"));
-        json_t *content = json_object_get(msg, "content");
-        json_object_set(a, "content", json_is_string(content) ? content : json_null());
-        json_t *tcs = json_object_get(msg, "tool_calls");
-        if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
-        json_decref(c->answer);
-        c->answer = a;
+    if (!json_is_object(doc)) {
+        snprintf(why, whylen, "the answer is not a JSON object");
+        json_decref(doc);
+        return false;
     }
+    json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
+    if (!json_is_object(msg)) {
+        snprintf(why, whylen, "the answer has no choices[0].message");
+        json_decref(doc);
+        return false;
+    }
+    json_t *tcs = json_object_get(msg, "tool_calls");
+    if (!tool_calls_ok(tcs, why, whylen)) {
+        json_decref(doc);
+        return false;
+    }
+    json_t *a = json_object();
+    json_object_set_new(a, "role", json_string("assistant"));
+    json_t *content = json_object_get(msg, "content");
+    json_object_set(a, "content", json_is_string(content) ? content : json_null());
+    if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
+    json_decref(c->answer);
+    c->answer = a;
     json_decref(doc);
+    return true;
 }
 
-/* A streamed answer's tool calls lose their bookkeeping index before they are stored. */
-static void answer_finalize(json_t *a)
+/* A streamed answer's pieces become its content and arguments; the tool calls lose their
+ * bookkeeping index before they are stored. Idempotent. */
+static void answer_finalize(pl_call *c)
 {
+    json_t *a = c->answer;
+    if (!a) return;
+    if (c->ans_has_text) {
+        json_object_set_new(
+            a, "content", json_stringn(c->ans_text.data ? c->ans_text.data : "", c->ans_text.len));
+        c->ans_has_text = false;
+        buf_free(&c->ans_text);
+    }
     json_t *calls = json_object_get(a, "tool_calls");
     size_t i;
     json_t *tc;
     json_array_foreach(calls, i, tc)
     {
+        json_t *ix = json_object_get(tc, "_index");
+        if (!ix) continue;
+        json_int_t index = json_integer_value(ix);
+        buf *b = c->tc_args && index >= 0 && index < PL_MAX_TOOL_CALLS ? &c->tc_args[index] : NULL;
+        if (b && b->data)
+            json_object_set_new(json_object_get(tc, "function"), "arguments",
+                                json_stringn(b->data, b->len));
         json_object_del(tc, "_index");
     }
     json_t *content = json_object_get(a, "content");
     if (calls && json_array_size(calls) && json_is_string(content) &&
         json_string_length(content) == 0)
         json_object_set_new(a, "content", json_null());
+}
+
+void pl_context_answer_text(pl_call *c, buf *out)
+{
+    answer_finalize(c);
+    json_t *a = c->answer;
+    json_t *content = json_object_get(a, "content");
+    if (json_is_string(content))
+        buf_append(out, json_string_value(content), json_string_length(content));
+    size_t i;
+    json_t *tc;
+    json_array_foreach(json_object_get(a, "tool_calls"), i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        if (name) buf_puts(out, name);
+        if (args) buf_puts(out, args);
+    }
 }
 
 /* ---- summarising in the background ---- */
@@ -520,7 +703,7 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_t *msgs = json_array();
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
-        answer_finalize(c->answer);
+        answer_finalize(c);
         json_array_append(msgs, c->answer);
     }
     if (json_array_size(msgs) == 0) {
@@ -563,6 +746,11 @@ void pl_context_free(pl_call *c)
     json_decref(c->conv_history);
     json_decref(c->conv_new);
     json_decref(c->answer);
+    buf_free(&c->ans_text);
+    if (c->tc_args)
+        for (int i = 0; i < PL_MAX_TOOL_CALLS; i++)
+            buf_free(&c->tc_args[i]);
+    free(c->tc_args);
 }
 
 void pl_context_finish_stream(pl_call *c, int result)
@@ -584,10 +772,11 @@ void pl_context_finish_stream(pl_call *c, int result)
     else
         snprintf(msg, sizeof msg, "This answer was not recorded in conversation '%s': %s",
                  c->conv_id, c->error ? c->error : ctx_strerror(result));
+    /* the status to log is set first: pl_stream_fail finishes (and frees) the call */
+    c->status = result == CTX_ECONFLICT ? 409 : 503;
     pl_stream_fail(c, result == CTX_ECONFLICT ? "invalid_request_error" : "server_error",
                    result == CTX_ECONFLICT ? "conversation_conflict" : "context_store_unavailable",
                    msg);
-    c->status = result == CTX_ECONFLICT ? 409 : 503;
 }
 
 void pl_context_finish_whole(pl_call *c, int result)

@@ -1,11 +1,14 @@
 /* proxy.c — the upstream stage: one attempt against a provider through the upstream client,
  * the relay of its answer (whole, or SSE events forwarded as they complete, with backpressure
  * both ways), error mapping, and failover to the next planned attempt. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/clock.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "pipeline/call.h"
 #include "pipeline/route.h"
@@ -25,69 +28,457 @@ static void stream_begin(pl_call *c)
     pl_stream_begin(c);
 }
 
-/* Forwards every complete SSE event in c->resp; keeps a trailing partial event. */
-static void relay_events(pl_call *c)
+static size_t max_event(const pl_call *c)
 {
-    size_t end = 0, pos = 0;
-    const char *d = c->resp.data;
-    size_t n = c->resp.len;
-    while (pos < n) {
-        const char *sep = memmem(d + pos, n - pos, "\n\n", 2);
-        size_t seplen = 2;
-        const char *crlf = memmem(d + pos, n - pos, "\r\n\r\n", 4);
-        if (crlf && (!sep || crlf < sep)) {
-            sep = crlf;
-            seplen = 4;
-        }
-        if (!sep) break;
-        size_t ev_end = (size_t)(sep - d) + seplen;
-        const char *ev = d + pos;
-        size_t ev_len = ev_end - pos;
-        if (ev_len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) {
-            c->done_seen = true;
-            /* with a context the end is written once the turns are committed: forward what
-             * precedes [DONE], drop [DONE] and anything after it */
-            if (c->ctx_store) break;
-        } else {
-            if (c->include_usage || !c->usage.present)
-                provider_parse_stream_usage(ev, ev_len, &c->usage);
-            if (c->ctx_store) pl_context_stream_event(c, ev, ev_len);
-        }
-        pos = end = ev_end;
+    size_t cap = c->target->max_response_bytes;
+    return cap < PL_SSE_EVENT_MAX ? cap : PL_SSE_EVENT_MAX;
+}
+
+/* The attempt's 2xx answer is refused (the wrong kind, over a limit, not storable): the upstream
+ * request is cancelled, nothing is recorded, and the client gets a 502 when nothing was sent
+ * yet, else an error event (a stream) or a broken body (a relayed JSON answer). Finishes c. */
+static void refuse_answer(pl_call *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse_answer(pl_call *c, const char *code, const char *fmt, ...)
+{
+    char msg[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    upstream_req *u = c->up;
+    if (u) {
+        c->up = NULL;
+        c->upstream_us = (clock_mono_ns() - c->up_start_ns) / 1000u;
+        pl_attempt_end(c, false, 0);
+        upstream_cancel(u);
+        free(c->up_body);
+        c->up_body = NULL;
     }
-    if (c->done_seen && c->ctx_store) {
-        if (end) {
-            stream_begin(c);
-            if (!http_stream_write(c->r, d, end)) c->client_blocked = true;
-        }
-        buf_reset(&c->resp);
+    obs_upstream_error(c->w->obs, c->target->name, "answer");
+    if (!c->stream_started) {
+        pl_fail(c, 502, "upstream_error", code, NULL, "%s", msg);
         return;
     }
-    if (end == 0) return;
+    c->status = 502;
+    if (c->passthrough) {
+        free(c->error);
+        c->error = strdup(msg);
+        pl_abort_stream(c);
+        return;
+    }
+    pl_stream_fail(c, "upstream_error", code, msg);
+}
+
+static void refuse_too_large(pl_call *c)
+{
+    refuse_answer(c, "upstream_response_too_large",
+                  "The answer of model target '%s' is larger than its maxResponseBytes (%zu "
+                  "bytes); it was not relayed in full.",
+                  c->target->name, c->target->max_response_bytes);
+}
+
+/* The removable `"usage":null` member of a chunk (with one adjacent comma): [*from, *to). The
+ * pattern cannot match inside a string, where its quotes would be escaped. */
+static bool find_usage_null(const char *p, size_t n, size_t *from, size_t *to)
+{
+    static const char key[] = "\"usage\":";
+    const char *k = memmem(p, n, key, sizeof key - 1);
+    if (!k) return false;
+    size_t a = (size_t)(k - p), b = a + sizeof key - 1;
+    while (b < n && (p[b] == ' ' || p[b] == '\t'))
+        b++;
+    if (n - b < 4 || memcmp(p + b, "null", 4) != 0) return false;
+    b += 4;
+    size_t before = a;
+    while (before > 0 && (p[before - 1] == ' ' || p[before - 1] == '\t'))
+        before--;
+    if (before > 0 && p[before - 1] == ',') {
+        *from = before - 1;
+        *to = b;
+        return true;
+    }
+    size_t after = b;
+    while (after < n && (p[after] == ' ' || p[after] == '\t'))
+        after++;
+    if (after < n && p[after] == ',') {
+        *from = a;
+        *to = after + 1;
+        return true;
+    }
+    return false;
+}
+
+/* The JSON payload of a `data:` event (without trailing line ends); NULL for other events. */
+static const char *event_json(const char *ev, size_t len, size_t *n)
+{
+    if (len < 6 || memcmp(ev, "data:", 5) != 0) return NULL;
+    const char *p = ev + 5;
+    size_t m = len - 5;
+    while (m && *p == ' ')
+        p++, m--;
+    while (m && (p[m - 1] == '\n' || p[m - 1] == '\r'))
+        m--;
+    if (!m || *p != '{') return NULL;
+    *n = m;
+    return p;
+}
+
+/* count_text: the event's text, kept to be counted when the stream ends. */
+static void collect_text(pl_call *c, const char *ev, size_t len)
+{
+    size_t n;
+    const char *p = event_json(ev, len, &n);
+    if (!p) return;
+    json_t *doc = json_decode_fast(p, n, NULL, 0);
+    json_t *delta = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "delta");
+    json_t *content = json_object_get(delta, "content");
+    if (json_is_string(content))
+        buf_append(&c->text, json_string_value(content), json_string_length(content));
+    size_t i;
+    json_t *tc;
+    json_array_foreach(json_object_get(delta, "tool_calls"), i, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        if (name) buf_puts(&c->text, name);
+        if (args) buf_puts(&c->text, args);
+    }
+    json_decref(doc);
+}
+
+enum ev_action { EV_FORWARD, EV_CUT, EV_DROP, EV_REPLACE, EV_END, EV_REFUSED };
+
+/* What becomes of one complete event: forwarded as is, with [cut_from, cut_to) removed, dropped,
+ * replaced by *repl (malloc'd), the end of what is forwarded (context: [DONE]), or refused. */
+static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_t *cut_from,
+                                   size_t *cut_to, char **repl, char *why, size_t whylen)
+{
+    if (len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) {
+        c->done_seen = true;
+        /* with a context the end is written once the turns are committed: forward what
+         * precedes [DONE], drop [DONE] and anything after it */
+        return c->ctx_store ? EV_END : EV_FORWARD;
+    }
+    if (c->include_usage || c->usage_injected || !c->usage.present)
+        provider_parse_stream_usage(ev, len, &c->usage);
+    enum ev_action act = EV_FORWARD;
+    if (c->usage_injected && memmem(ev, len, "\"usage\"", 7)) {
+        /* the client did not ask for usage: it gets the chunks it would have got without it */
+        if (find_usage_null(ev, len, cut_from, cut_to)) {
+            act = EV_CUT;
+        } else if (memmem(ev, len, "\"choices\":[]", 12) ||
+                   memmem(ev, len, "\"choices\": []", 13)) {
+            return EV_DROP; /* the usage-only chunk */
+        } else {
+            size_t n;
+            const char *p = event_json(ev, len, &n);
+            json_t *doc = p ? json_decode_fast(p, n, NULL, 0) : NULL;
+            if (json_is_object(json_object_get(doc, "usage"))) {
+                json_object_del(doc, "usage");
+                size_t elen;
+                char *enc = json_encode_fast(doc, &elen);
+                if (enc) {
+                    buf b = BUF_INIT;
+                    buf_puts(&b, "data: ");
+                    buf_append(&b, enc, elen);
+                    buf_puts(&b, "\n\n");
+                    free(enc);
+                    *repl = buf_steal(&b);
+                    act = EV_REPLACE;
+                }
+            }
+            json_decref(doc);
+        }
+    }
+    if (c->ctx_store) {
+        if (!pl_context_stream_event(c, ev, len, why, whylen)) {
+            if (act == EV_REPLACE) free(*repl);
+            return EV_REFUSED;
+        }
+    } else if (c->count_text) {
+        collect_text(c, ev, len);
+    }
+    return act;
+}
+
+/* Sends d[0, n) of the relay: the status line first when needed. */
+static void relay_write(pl_call *c, const char *d, size_t n)
+{
+    if (!n) return;
     stream_begin(c);
-    if (!http_stream_write(c->r, d, end)) c->client_blocked = true;
-    buf_consume(&c->resp, end);
+    if (!http_stream_write(c->r, d, n)) c->client_blocked = true;
+}
+
+/* Forwards every complete SSE event in c->resp and keeps a trailing partial one. The scan for
+ * the blank line that ends an event resumes where the previous call stopped (c->scan_pos), so
+ * an event costs one pass however many reads it takes. Events pass as the upstream's bytes, in
+ * one write per call; only when one is changed are they copied to c->relay_out. false: c was
+ * finished (an event over the size limit, an answer refused). */
+static bool relay_events(pl_call *c)
+{
+    char *d = c->resp.data;
+    size_t n = c->resp.len;
+    size_t pos = 0;         /* start of the current event */
+    size_t fwd = 0;         /* forwarded bytes not yet copied to relay_out start here */
+    size_t i = c->scan_pos; /* where the next '\n' is looked for */
+    bool copying = false;   /* the forwarded bytes are in relay_out */
+    bool end = false;       /* context: [DONE] seen, nothing more forwarded */
+    buf *out = &c->relay_out;
+    while (!end) {
+        const char *nl = i < n ? memchr(d + i, '\n', n - i) : NULL;
+        if (!nl) {
+            i = n;
+            break;
+        }
+        size_t k = (size_t)(nl - d), ev_end;
+        if (k + 1 >= n || (d[k + 1] == '\r' && k + 2 >= n)) {
+            i = k; /* the next byte decides */
+            break;
+        }
+        if (d[k + 1] == '\n') {
+            ev_end = k + 2;
+        } else if (d[k + 1] == '\r' && d[k + 2] == '\n') {
+            ev_end = k + 3;
+        } else {
+            i = k + 1;
+            continue;
+        }
+        size_t ev_len = ev_end - pos;
+        if (ev_len > max_event(c)) {
+            if (copying) buf_append(out, d + fwd, pos - fwd);
+            relay_write(c, copying ? out->data : d, copying ? out->len : pos);
+            buf_reset(out);
+            refuse_answer(c, "upstream_response_too_large",
+                          "An event of model target '%s' is larger than %zu bytes; the stream "
+                          "was broken off.",
+                          c->target->name, max_event(c));
+            return false;
+        }
+        size_t cut_from = 0, cut_to = 0;
+        char *repl = NULL;
+        char why[320];
+        enum ev_action act =
+            handle_event(c, d + pos, ev_len, &cut_from, &cut_to, &repl, why, sizeof why);
+        if (act == EV_REFUSED) {
+            if (copying) buf_append(out, d + fwd, pos - fwd);
+            relay_write(c, copying ? out->data : d, copying ? out->len : pos);
+            buf_reset(out);
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
+                          c->target->name, why);
+            return false;
+        }
+        if (act != EV_FORWARD && act != EV_END) {
+            if (!copying) {
+                buf_reset(out);
+                copying = true;
+            }
+            if (act == EV_CUT) {
+                buf_append(out, d + fwd, pos + cut_from - fwd);
+                fwd = pos + cut_to;
+            } else {
+                buf_append(out, d + fwd, pos - fwd);
+                if (repl) buf_puts(out, repl);
+                fwd = ev_end;
+            }
+            free(repl);
+        }
+        if (act == EV_END) {
+            end = true;
+            break;
+        }
+        pos = ev_end;
+        i = ev_end;
+    }
+    /* [0, pos) is done with: forwarded (or dropped) now */
+    if (copying) {
+        buf_append(out, d + fwd, pos - fwd);
+        relay_write(c, out->data, out->len);
+        buf_reset(out);
+    } else {
+        relay_write(c, d, pos);
+    }
+    if (end) {
+        buf_reset(&c->resp);
+        c->scan_pos = 0;
+        return true;
+    }
+    if (n - pos > max_event(c)) {
+        refuse_answer(c, "upstream_response_too_large",
+                      "An event of model target '%s' is larger than %zu bytes; the stream was "
+                      "broken off.",
+                      c->target->name, max_event(c));
+        return false;
+    }
+    if (pos) buf_consume(&c->resp, pos);
+    c->scan_pos = i - pos;
+    return true;
+}
+
+/* A JSON answer starts with '{' (after white space); false when what came is not JSON. */
+static bool starts_like_json(const char *d, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\r' || d[i] == '\n'))
+        i++;
+    return i < n && d[i] == '{';
+}
+
+static void refuse_not_json(pl_call *c)
+{
+    const char *d = c->resp.data ? c->resp.data : "";
+    bool sse = c->resp.len >= 5 && (memcmp(d, "data:", 5) == 0 || memcmp(d, "event", 5) == 0);
+    refuse_answer(c, "invalid_upstream_response",
+                  "Model target '%s' answered with %s instead of a chat.completion JSON object.",
+                  c->target->name,
+                  sse           ? "an event stream to a request without \"stream\": true"
+                  : c->resp.len ? "a body that is not JSON"
+                                : "an empty body");
+}
+
+/* Keeps the last PL_USAGE_TAIL bytes of a relayed answer in c->resp (its usage is there). */
+static void keep_tail(pl_call *c, const char *data, size_t len)
+{
+    if (len >= PL_USAGE_TAIL) {
+        buf_reset(&c->resp);
+        buf_append(&c->resp, data + len - PL_USAGE_TAIL, PL_USAGE_TAIL);
+        return;
+    }
+    buf_append(&c->resp, data, len);
+    if (c->resp.len > 2 * PL_USAGE_TAIL) buf_consume(&c->resp, c->resp.len - PL_USAGE_TAIL);
+}
+
+/* A non-stream 2xx piece. Context routes and small answers are held whole (the context stage
+ * needs it; a small one goes out in one write with its length); beyond PL_WHOLE_BUFFER an answer
+ * without context is relayed as it arrives, once its first byte says it is JSON. */
+static void whole_data(pl_call *c, const char *data, size_t len)
+{
+    if (c->passthrough) {
+        if (!http_stream_write(c->r, data, len)) c->client_blocked = true;
+        keep_tail(c, data, len);
+        return;
+    }
+    buf_append(&c->resp, data, len);
+    if (c->ctx_store || c->resp.len <= PL_WHOLE_BUFFER) return;
+    if (!starts_like_json(c->resp.data, c->resp.len)) {
+        refuse_not_json(c);
+        return;
+    }
+    c->passthrough = true;
+    c->stream_started = true;
+    c->r->on_drain = on_client_drain;
+    http_header h[3] = {pl_json_ct};
+    size_t n = 1 + pl_context_headers(c, h + 1);
+    http_stream_begin(c->r, 200, h, n);
+    if (!http_stream_write(c->r, c->resp.data, c->resp.len)) c->client_blocked = true;
+    buf held = c->resp;
+    c->resp = (buf)BUF_INIT;
+    keep_tail(c, held.data, held.len);
+    buf_free(&held);
 }
 
 static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
 {
     pl_call *c = udata;
+    size_t cap = c->target->max_response_bytes;
     bool ok_status = c->up_status >= 200 && c->up_status < 300;
-    if (!c->stream || !ok_status) {
-        buf_append(&c->resp, data, len);
+    if (!ok_status) {
+        /* an error body, read by fail_upstream: what fits under the limit */
+        if (c->resp.len < cap)
+            buf_append(&c->resp, data, len < cap - c->resp.len ? len : cap - c->resp.len);
         return true;
     }
     if (c->client_blocked) return false; /* not consumed: delivered again after resume */
+    if (len > cap - c->resp_total) {
+        refuse_too_large(c);
+        return true;
+    }
+    c->resp_total += len;
+    if (!c->stream) {
+        whole_data(c, data, len);
+        return true;
+    }
     if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
     buf_append(&c->resp, data, len);
     relay_events(c);
     return true;
 }
 
+static bool ct_is(const char *ct, const char *type)
+{
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strlen(type);
+    return strncasecmp(ct, type, n) == 0 &&
+           (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
+}
+
+/* application/json, or a +json type (application/problem+json would still be JSON) */
+static bool ct_is_json(const char *ct)
+{
+    if (ct_is(ct, "application/json")) return true;
+    const char *semi = strchr(ct, ';');
+    size_t n = semi ? (size_t)(semi - ct) : strlen(ct);
+    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return n >= 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
 static void on_headers(upstream_req *u, int status, void *udata)
 {
     pl_call *c = udata;
     c->up_status = status;
+    if (status < 200 || status >= 300) return;
+    const char *ct = upstream_header_get(u, "content-type");
+    const char *tn = c->target->name;
+    if (c->stream) {
+        if (ct && !ct_is(ct, "text/event-stream"))
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' answered a streamed request with Content-Type %.100s "
+                          "instead of an event stream.",
+                          tn, ct);
+        return;
+    }
+    if (ct && !ct_is_json(ct)) {
+        refuse_answer(c, "invalid_upstream_response",
+                      "Model target '%s' answered with Content-Type %.100s instead of JSON%s.", tn,
+                      ct,
+                      ct_is(ct, "text/event-stream")
+                          ? " (an event stream to a request without \"stream\": true)"
+                          : "");
+        return;
+    }
+    const char *cl = upstream_header_get(u, "content-length");
+    if (cl && strtoull(cl, NULL, 10) > c->target->max_response_bytes)
+        refuse_answer(c, "upstream_response_too_large",
+                      "The answer of model target '%s' is %.30s bytes, larger than its "
+                      "maxResponseBytes (%zu bytes).",
+                      tn, cl, c->target->max_response_bytes);
+}
+
+/* Where the call's token counts come from; counts with the tokenizer when the provider sent
+ * none and the text is known (text NULL: it is not). */
+static void usage_settle(pl_call *c, const char *text, size_t len)
+{
+    if (c->usage.present) {
+        c->usage_source = "upstream";
+        return;
+    }
+    if (!text) {
+        c->usage_source = "none";
+        return;
+    }
+    json_t *body = pl_call_body(c);
+    char *t = strndup(text, len);
+    if (!t) abort();
+    c->usage.completion_tokens = mock_count_tokens(c->target, t);
+    free(t);
+    c->usage.prompt_tokens =
+        body ? mock_count_prompt_tokens(c->target, json_object_get(body, "messages")) : 0;
+    c->usage.present = true;
+    c->usage_source = "counted";
 }
 
 static bool retryable(const pl_call *c, upstream_result res, int status)
@@ -179,6 +570,8 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     buf_reset(&c->resp);
     c->up_status = 0;
     c->ttft_us = 0;
+    c->resp_total = 0;
+    c->scan_pos = 0;
     uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
     return true;
@@ -273,7 +666,7 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
     buf_free(&ev);
     free(c->error);
     c->error = strdup(msg);
-    c->status = 502;
+    if (c->status < 400) c->status = 502; /* a caller may have set the status to log */
     pl_finish_stream(c);
 }
 
@@ -289,22 +682,67 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     c->up_body = NULL;
 
     if (ok && !c->stream) {
+        if (c->passthrough) { /* relayed: the end, and the usage from the tail kept */
+            provider_parse_usage(c->resp.data ? c->resp.data : "", c->resp.len, &c->usage);
+            usage_settle(c, NULL, 0);
+            c->status = 200;
+            pl_finish_stream(c);
+            return;
+        }
+        if (!starts_like_json(c->resp.data, c->resp.len)) {
+            refuse_not_json(c);
+            return;
+        }
         provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
         if (c->ctx_store) {
-            pl_context_whole_answer(c, c->resp.data ? c->resp.data : "", c->resp.len);
+            char why[320];
+            if (!pl_context_whole_answer(c, c->resp.data ? c->resp.data : "", c->resp.len, why,
+                                         sizeof why)) {
+                refuse_answer(c, "invalid_upstream_response",
+                              "Model target '%s' sent an answer that cannot be recorded: %s.",
+                              c->target->name, why);
+                return;
+            }
+            if (!c->usage.present) {
+                buf t = BUF_INIT;
+                pl_context_answer_text(c, &t);
+                usage_settle(c, t.data ? t.data : "", t.len);
+                buf_free(&t);
+            } else {
+                usage_settle(c, NULL, 0);
+            }
             pl_context_commit(c, pl_context_finish_whole);
             return;
         }
+        usage_settle(c, NULL, 0);
         pl_finish(c, 200, &pl_json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
         return;
     }
     if (ok) {
-        stream_begin(c);
         if (c->resp.len) { /* a last event without its blank line */
-            provider_parse_stream_usage(c->resp.data, c->resp.len, &c->usage);
-            if (c->ctx_store) pl_context_stream_event(c, c->resp.data, c->resp.len);
-            http_stream_write(c->r, c->resp.data, c->resp.len);
-            http_stream_write(c->r, "\n\n", 2);
+            if (!c->stream_started && starts_like_json(c->resp.data, c->resp.len)) {
+                refuse_answer(c, "invalid_upstream_response",
+                              "Model target '%s' answered a streamed request with a JSON body "
+                              "instead of an event stream.",
+                              c->target->name);
+                return;
+            }
+            buf_append(&c->resp, "\n\n", 2);
+            if (!relay_events(c)) return;
+        }
+        stream_begin(c);
+        if (!c->usage.present) {
+            if (c->ctx_store) {
+                buf t = BUF_INIT;
+                pl_context_answer_text(c, &t);
+                usage_settle(c, t.data ? t.data : "", t.len);
+                buf_free(&t);
+            } else {
+                usage_settle(c, c->count_text ? (c->text.data ? c->text.data : "") : NULL,
+                             c->text.len);
+            }
+        } else {
+            usage_settle(c, NULL, 0);
         }
         if (c->ctx_store) {
             pl_context_commit(c, pl_context_finish_stream);
@@ -320,6 +758,13 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
                        : res == UPSTREAM_TIMEOUT      ? "timeout"
                        : res == UPSTREAM_ERROR        ? "transport"
                                                       : "status");
+    if (c->stream_started && c->passthrough) { /* a relayed JSON body cannot carry an event */
+        free(c->error);
+        c->error = strdup(res == UPSTREAM_OK ? "bad status" : errmsg ? errmsg : "");
+        c->status = 502;
+        pl_abort_stream(c);
+        return;
+    }
     if (c->stream_started) {
         char msg[512];
         snprintf(msg, sizeof msg, "model target '%s' failed mid-stream: %s", c->target->name,
@@ -354,7 +799,8 @@ void pl_proxy_start(pl_call *c)
                                  .model_end = p->model_end,
                                  .object_end = p->object_end,
                                  .keys = p->top_keys,
-                                 .n_keys = p->n_top_keys};
+                                 .n_keys = p->n_top_keys,
+                                 .stream = c->stream};
         rc = provider_build_chat_raw(t, &raw, c->request_id, c->r->pool, &pr, err, sizeof err);
         if (rc == 0 && !pr.body) pr.body_len = c->r->body.n;
     }
@@ -363,6 +809,9 @@ void pl_proxy_start(pl_call *c)
         return;
     }
     c->up_body = pr.body;
+    c->usage_injected = pr.stream_usage_added;
+    /* no usage will come: the text is collected to count it (context routes assemble it) */
+    c->count_text = c->stream && !c->include_usage && !c->usage_injected && !c->ctx_store;
     upstream_opts o = provider_upstream_opts(t, &pr, pr.body ? pr.body : c->r->body.p, pr.body_len);
     o.udata = c;
     o.on_headers = on_headers;

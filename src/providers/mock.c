@@ -51,14 +51,22 @@ static const tok_encoding *mock_encoding(const cfg_target *t)
     char err[512];
     const tok_encoding *enc = tok_load(tok_encoding_for_model(t->model_name), err, sizeof err);
     if (!enc && !atomic_exchange(&warned, 1))
-        log_warn("Mock usage figures are approximate (ceil(bytes/4) per text): %s", err);
+        log_warn("counted usage figures (Mock targets, providers that report none) are "
+                 "approximate (ceil(bytes/4) per text): %s",
+                 err);
     return enc;
 }
 
 void provider_prepare(const cfg_gateway *gw)
 {
-    for (size_t i = 0; i < gw->n_targets; i++)
-        if (gw->targets[i].type == TARGET_MOCK) (void)mock_encoding(&gw->targets[i]);
+    char err[512];
+    for (size_t i = 0; i < gw->n_targets; i++) {
+        const cfg_target *t = &gw->targets[i];
+        if (t->type == TARGET_MOCK)
+            (void)mock_encoding(t);
+        else /* the relay counts with it when a provider reports no usage (quietly: maybe never) */
+            (void)tok_load(tok_encoding_for_model(t->model_name), err, sizeof err);
+    }
 }
 
 uint64_t mock_count_tokens(const cfg_target *t, const char *text)

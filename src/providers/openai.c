@@ -93,7 +93,11 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
     {
         if (!has_key(b, k)) add = true;
     }
-    if (!rename && !add) return 0; /* the client's bytes as they are */
+    /* a stream reports its usage only when asked: ask, unless the client or the target's
+     * parameters already say what they want */
+    bool add_usage = b->stream && !has_key(b, "stream_options") &&
+                     !json_object_get(t->parameters, "stream_options");
+    if (!rename && !add && !add_usage) return 0; /* the client's bytes as they are */
     buf nb = BUF_INIT;
     buf_reserve(&nb, b->len + 64);
     if (rename) {
@@ -115,6 +119,11 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
         buf_append(&nb, ":", 1);
         append_json(&nb, v);
     }
+    if (add_usage) {
+        static const char so[] = ",\"stream_options\":{\"include_usage\":true}";
+        buf_append(&nb, so, sizeof so - 1);
+        out->stream_usage_added = true;
+    }
     buf_append(&nb, b->body + b->object_end, b->len - b->object_end);
     out->body_len = nb.len;
     out->body = buf_steal(&nb);
@@ -132,6 +141,10 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
     json_object_foreach(t->parameters, k, v)
     {
         if (!json_object_get(body, k)) json_object_set(body, k, v);
+    }
+    if (json_is_true(json_object_get(body, "stream")) && !json_object_get(body, "stream_options")) {
+        json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+        out->stream_usage_added = true;
     }
     chat_headers(t, request_id, pool, out);
     out->body = json_encode_fast(body, &out->body_len);

@@ -26,6 +26,9 @@ typedef struct provider_request {
     size_t n_headers;
     char *body; /* malloc'd by the adapter (json_dumps); freed by the caller */
     size_t body_len;
+    /* the adapter asked for usage on a stream the client did not ask it for (OpenAI family:
+     * stream_options.include_usage): the relay strips what the client would not have got */
+    bool stream_usage_added;
 } provider_request;
 
 typedef struct provider_usage {
@@ -35,10 +38,11 @@ typedef struct provider_usage {
 } provider_usage;
 
 /* Builds the upstream chat request for target t from the canonical body. body is modified in
- * place (model replaced, parameters merged under it). body NULL: only URL and headers are built
- * (out->body stays NULL) because the caller forwards the client's bytes unchanged.
- * request_id is forwarded as X-Request-Id.
- * Returns 0, or -1 with a sentence in err when the target type has no adapter yet. */
+ * place (model replaced, parameters merged under it; a stream without stream_options gets
+ * stream_options.include_usage, see provider_request.stream_usage_added). body NULL: only URL and
+ * headers are built (out->body stays NULL) because the caller forwards the client's bytes
+ * unchanged. request_id is forwarded as X-Request-Id. Returns 0, or -1 with a sentence in err when
+ * the target type has no adapter yet. */
 int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                         provider_request *out, char *err, size_t errlen);
 
@@ -57,10 +61,12 @@ typedef struct provider_raw_body {
     size_t object_end; /* offset of the top-level object's closing '}' */
     const str *keys;   /* the body's top-level keys, decoded */
     size_t n_keys;
+    bool stream; /* the body has "stream": true */
 } provider_raw_body;
 
 /* Like provider_build_chat, from raw bytes (no document). out->body is NULL when the client's
- * bytes go upstream unchanged; else a malloc'd edited copy. */
+ * bytes go upstream unchanged; else a malloc'd edited copy (edits are spliced into the client's
+ * bytes, never re-encoded). */
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                             arena *pool, provider_request *out, char *err, size_t errlen);
 

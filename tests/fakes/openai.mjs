@@ -21,6 +21,20 @@
 //   hang: true              never answer (until the client goes away)
 //   text                    answer text (default: `reply to: <last user message>`)
 //   chunks: N               stream the text in N content events (default: one per word)
+//   raw: {contentType, body}  answer 200 with exactly these bytes and this Content-Type (an HTML
+//                           page, an event stream to a non-stream request, JSON to a stream...)
+//   bigBytes: N             non-stream: a valid chat.completion whose content is N bytes of 'x',
+//                           written in 64 KiB pieces (with Content-Length unless noLength: true)
+//   bigEvent: N             stream: after the role chunk, one `data:` event of N bytes with no
+//                           blank line, written in 64 KiB pieces, then the connection ends
+//   streamBytes: N          stream: content events of 16 KiB each until N bytes were sent, then
+//                           the usual end
+//   toolDeltas: [[...], ...]  stream: one event per entry, its delta.tool_calls the given array,
+//                           then finish_reason tool_calls and [DONE]
+//   omitUsage: true         stream: no usage chunk even when stream_options.include_usage asks
+//   sseBytes: '...'         stream: exactly these bytes as the body (text/event-stream), written
+//                           one byte per write (every split an SSE parser can meet)
+//   Requests that were answered with a big body record `bigSent` (bytes written).
 import http from 'node:http';
 
 let idCounter = 0;
@@ -238,6 +252,12 @@ export async function startFakeOpenAI(options = {}) {
       sendJSON(res, rec, 200, b.body, common, b.headers);
       return;
     }
+    if (b.raw) {
+      rec.responseStatus = 200;
+      res.writeHead(200, { ...common, 'content-type': b.raw.contentType, 'content-length': Buffer.byteLength(b.raw.body) });
+      res.end(b.raw.body, () => (rec.finished = true));
+      return;
+    }
 
     const body = rec.body;
     const text = b.text !== undefined ? b.text : `reply to: ${lastUserText(body)}`;
@@ -260,6 +280,33 @@ export async function startFakeOpenAI(options = {}) {
     };
     rec.responseText = text;
     rec.responseUsage = usage;
+
+    if (body.stream !== true && b.bigBytes) {
+      const head = Buffer.from(
+        `{"id":"${id}","object":"chat.completion","created":${created},"model":${JSON.stringify(model)},` +
+          '"choices":[{"index":0,"message":{"role":"assistant","content":"'
+      );
+      const tail = Buffer.from(
+        `"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":${pt},"completion_tokens":${b.bigBytes},"total_tokens":${pt + b.bigBytes}}}`
+      );
+      rec.responseStatus = 200;
+      rec.responseUsage = { prompt_tokens: pt, completion_tokens: b.bigBytes };
+      res.writeHead(200, {
+        ...common,
+        'content-type': 'application/json',
+        ...(b.noLength ? {} : { 'content-length': head.length + b.bigBytes + tail.length }),
+      });
+      rec.bigSent = 0;
+      await writeAll(res, rec, head);
+      const piece = Buffer.alloc(64 * 1024, 'x');
+      for (let left = b.bigBytes; left > 0 && !res.destroyed; left -= piece.length) {
+        await writeAll(res, rec, left >= piece.length ? piece : piece.subarray(0, left));
+      }
+      if (res.destroyed) return;
+      rec.bigSent += tail.length;
+      res.end(tail, () => (rec.finished = true));
+      return;
+    }
 
     if (body.stream !== true) {
       sendJSON(
@@ -304,7 +351,14 @@ export async function startFakeOpenAI(options = {}) {
       events.push(withUsage({ ...base, choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }] }));
     }
     events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }] }));
-    if (includeUsage) events.push({ ...base, choices: [], usage });
+    if (includeUsage && !b.omitUsage) events.push({ ...base, choices: [], usage });
+    if (b.toolDeltas) {
+      events.splice(1, events.length - 1);
+      for (const tcs of b.toolDeltas) {
+        events.push(withUsage({ ...base, choices: [{ index: 0, delta: { tool_calls: tcs }, logprobs: null, finish_reason: null }] }));
+      }
+      events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' }] }));
+    }
 
     rec.responseStatus = 200;
     res.writeHead(200, {
@@ -314,6 +368,32 @@ export async function startFakeOpenAI(options = {}) {
       ...(b.headers || {}),
     });
     res.flushHeaders();
+    if (b.sseBytes !== undefined) {
+      const bytes = Buffer.from(b.sseBytes);
+      for (let i = 0; i < bytes.length && !res.destroyed; i++) {
+        await new Promise((resolve) => res.write(bytes.subarray(i, i + 1), () => resolve()));
+      }
+      if (!res.destroyed) res.end(() => (rec.finished = true));
+      return;
+    }
+    if (b.bigEvent || b.streamBytes) {
+      rec.bigSent = 0;
+      await writeAll(res, rec, `data: ${JSON.stringify(events[0])}\n\n`);
+      if (b.bigEvent) {
+        await writeAll(res, rec, 'data: {"choices":[{"index":0,"delta":{"content":"');
+        const piece = Buffer.alloc(64 * 1024, 'y');
+        for (let left = b.bigEvent; left > 0 && !res.destroyed; left -= piece.length) {
+          await writeAll(res, rec, left >= piece.length ? piece : piece.subarray(0, left));
+        }
+      } else {
+        const ev = `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: 'z'.repeat(16 * 1024) }, finish_reason: null }] })}\n\n`;
+        while (rec.bigSent < b.streamBytes && !res.destroyed) await writeAll(res, rec, ev);
+        for (const e of events.slice(-2)) if (!res.destroyed) await writeAll(res, rec, `data: ${JSON.stringify(e)}\n\n`);
+        if (!res.destroyed) await writeAll(res, rec, 'data: [DONE]\n\n');
+      }
+      if (!res.destroyed) res.end(() => (rec.finished = true));
+      return;
+    }
     let contentSent = 0;
     for (let i = 0; i < events.length; i++) {
       if (res.destroyed) return;
@@ -331,6 +411,24 @@ export async function startFakeOpenAI(options = {}) {
     }
     if (res.destroyed) return;
     res.end('data: [DONE]\n\n', () => (rec.finished = true));
+  }
+
+  // Writes one piece and waits until it is handed to the socket (backpressure); a peer that
+  // went away ends the wait.
+  function writeAll(res, rec, piece) {
+    if (res.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        res.off('close', done);
+        resolve();
+      };
+      res.once('close', done);
+      const ok = res.write(piece, () => {
+        rec.bigSent += Buffer.byteLength(piece);
+        if (ok) done();
+      });
+      if (!ok) res.once('drain', done);
+    });
   }
 
   function sendJSON(res, rec, status, obj, common, extra) {

@@ -144,15 +144,16 @@ spec:
       assert.equal(up.body.model, 'gpt-4o-mini-2024-07-18');
       assert.equal(up.headers.authorization, `Bearer ${UPSTREAM_KEY}`);
 
-      // every event the fake sent, in the fake's order
-      assert.equal(chunks.length, up.sentChunks, 'one client chunk per upstream event');
+      // every event the fake sent, in the fake's order, but the usage-only chunk the gateway
+      // asked for (stream_options.include_usage) to count tokens: the client did not ask for it
+      assert.equal(chunks.length, up.sentChunks - 1, 'one client chunk per upstream event but the usage chunk');
       const pieces = chunks.map((c) => c.choices[0]?.delta?.content).filter((x) => typeof x === 'string' && x !== '');
       assert.deepEqual(pieces, ['reply', ' to:', ' count', ' one', ' two', ' three', ' four', ' five', ' six']);
       assert.equal(chunks[0].choices[0].delta.role, 'assistant');
       assert.equal(chunks[chunks.length - 1].choices[0].finish_reason, 'stop');
       for (const c of chunks) assert.equal(c.object, 'chat.completion.chunk');
-      assert.ok(chunks.every((c) => !c.usage), 'no usage chunk unless include_usage');
-      assert.equal(up.body.stream_options, undefined);
+      assert.ok(chunks.every((c) => !('usage' in c)), 'no usage (not even usage: null) unless include_usage');
+      assert.deepEqual(up.body.stream_options, { include_usage: true }, 'the gateway asks for usage');
     })
   );
 

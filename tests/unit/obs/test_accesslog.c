@@ -36,6 +36,7 @@ static accesslog_entry full_entry(void)
         .tenant = "acme",
         .prompt_tokens = 42,
         .completion_tokens = 19,
+        .usage_source = "counted",
         .attempts = 2,
         .stream = true,
     };
@@ -87,6 +88,7 @@ static void test_json_fields(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "tenant")), "acme");
     assert_int_equal(json_integer_value(json_object_get(o, "prompt_tokens")), 42);
     assert_int_equal(json_integer_value(json_object_get(o, "completion_tokens")), 19);
+    assert_string_equal(json_string_value(json_object_get(o, "usage_source")), "counted");
     assert_int_equal(json_integer_value(json_object_get(o, "attempts")), 2);
     assert_true(json_is_true(json_object_get(o, "stream")));
     assert_null(json_object_get(o, "error"));
@@ -105,9 +107,9 @@ static void test_json_omits_null_fields(void **state)
                          .error = "no route for /nope"};
     json_t *o = format_and_parse(&e);
     static const char *const absent[] = {
-        "request_id", "remote_addr",  "upstream_ms",  "ttft_ms", "gateway",
-        "route",      "model",        "target",       "user",    "app",
-        "tenant",     "request_body", "response_body"};
+        "request_id", "remote_addr",  "upstream_ms",   "ttft_ms",     "gateway",
+        "route",      "model",        "target",        "user",        "app",
+        "tenant",     "request_body", "response_body", "usage_source"};
     for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++)
         if (json_object_get(o, absent[i])) fail_msg("field %s should be omitted", absent[i]);
     assert_true(json_real_value(json_object_get(o, "duration_ms")) == 0.007);
