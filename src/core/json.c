@@ -9,6 +9,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "core/json.h"
+#include "core/utf8.h"
 
 enum { JSON_MAX_DEPTH = 512 };
 
@@ -93,14 +94,27 @@ static int on_number(void *ctx, const char *s, size_t n)
     return put(ctx, json_real(strtod(tmp, NULL)));
 }
 
+/* yajl's own UTF-8 check is off (it lets overlong forms, encoded surrogates and code points
+ * above U+10FFFF through): decoded text is checked here, strictly, so jansson can encode every
+ * string of the document. A lone low-surrogate escape decodes to an encoded surrogate and is
+ * refused; a lone high one yajl turns into '?'. */
+static int text_ok(decoder *d, const unsigned char *s, size_t n)
+{
+    if (utf8_valid((const char *)s, n)) return 1;
+    d->fail = "a string is not valid UTF-8";
+    return 0;
+}
+
 static int on_string(void *ctx, const unsigned char *s, size_t n)
 {
+    if (!text_ok(ctx, s, n)) return 0;
     return put(ctx, json_stringn_nocheck((const char *)s, n));
 }
 
 static int on_key(void *ctx, const unsigned char *s, size_t n)
 {
     decoder *d = ctx;
+    if (!text_ok(d, s, n)) return 0;
     free(d->key);
     d->key = malloc(n + 1);
     if (!d->key) {
@@ -143,6 +157,7 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
         if (err) snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    yajl_config(h, yajl_dont_validate_strings, 1); /* text_ok checks, strictly */
     yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
     if (st == yajl_status_ok) st = yajl_complete_parse(h);
     if (st != yajl_status_ok || !d.root) {
@@ -234,12 +249,12 @@ char *json_encode_fast(const json_t *v, size_t *len)
     if (!g) return NULL;
     char *out = NULL;
     if (encode(g, v) == 0) {
-        const unsigned char *buf;
+        const unsigned char *text;
         size_t n;
-        yajl_gen_get_buf(g, &buf, &n);
+        yajl_gen_get_buf(g, &text, &n);
         out = malloc(n + 1);
         if (out) {
-            memcpy(out, buf, n);
+            memcpy(out, text, n);
             out[n] = 0;
             if (len) *len = n;
         }

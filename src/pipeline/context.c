@@ -62,13 +62,17 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
                 msg);
         return;
     case CTX_ECORRUPT:
+        /* the store's own words (paths, addresses, cipher errors) go to the log only */
+        log_warn("request %s: conversation '%s' cannot be read: %s", c->request_id, c->conv_id,
+                 msg);
         pl_fail(c, 500, "server_error", "context_record_unreadable", NULL,
-                "Conversation '%s' cannot be read: %s", c->conv_id, msg);
+                "Conversation '%s' cannot be read: its stored record is damaged.", c->conv_id);
         return;
     default:
+        log_warn("request %s: the context store of ModelContextProtocol '%s' is unavailable: %s",
+                 c->request_id, c->mcp->name, msg);
         pl_fail(c, 503, "server_error", "context_store_unavailable", NULL,
-                "The context store of ModelContextProtocol '%s' is unavailable: %s", c->mcp->name,
-                msg);
+                "The context store of ModelContextProtocol '%s' is unavailable.", c->mcp->name);
         return;
     }
 }
@@ -109,9 +113,13 @@ static void on_loaded(ctx_req *req)
     const tok_encoding *enc = NULL;
     if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
     if (c->mcp->strategy != CTX_LAST_N && !enc) {
+        const char *strategy = c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize";
+        log_warn("request %s: contextStrategy %s needs the tokenizer: %s", c->request_id, strategy,
+                 err); /* err names files on this server: the log only */
         pl_fail(c, 500, "server_error", "tokenizer_unavailable", NULL,
-                "contextStrategy %s needs the tokenizer: %s",
-                c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize", err);
+                "contextStrategy %s of ModelContextProtocol '%s' needs the tokenizer, which this "
+                "gateway could not load.",
+                strategy, c->mcp->name);
         return;
     }
     int rc = ctx_strategy_apply(c->mcp, enc, &conv, c->body, err, sizeof err);

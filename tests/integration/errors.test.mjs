@@ -197,11 +197,12 @@ spec:
 
   describe('upstream failures', () => {
     test(
-      "provider 500 → 502 upstream_error naming the target and the provider's message",
+      "provider 500 → 502 server_error/upstream_error naming the target and the provider's message",
       withLogs(logs, async () => {
         fakeA.next({ status: 500 });
         const res = await postJSON(chatURL(), chatBody('up'));
         const e = assertOpenAIError(assert, res, 502, 'upstream_error');
+        assert.equal(e.type, 'server_error');
         assert.equal(e.message, `upstream 'up' returned HTTP 500: ${openaiErrorBody(500).error.message}`);
         assert.equal(fakeA.chatRequests().length, 1, 'no retry without failover');
 
@@ -222,7 +223,8 @@ spec:
         const res = await postJSON(chatURL(), chatBody('up'));
         assert.equal(res.status, 429, res.text);
         assert.equal(res.headers['retry-after'], '7');
-        assertOpenAIError(assert, res, 429);
+        const e = assertOpenAIError(assert, res, 429, 'rate_limit_exceeded');
+        assert.equal(e.type, 'requests', "OpenAI's type for a request-rate limit");
 
         fakeA.next({ status: 429, headers: { 'retry-after': '3' } });
         await assert.rejects(client.chat.completions.create(chatBody('up')), (err) => {
@@ -239,7 +241,9 @@ spec:
       withLogs(logs, async () => {
         fakeA.next({ delayMs: 4000 });
         const res = await postJSON(chatURL(), chatBody('slow'));
-        assertOpenAIError(assert, res, 504, 'upstream_timeout');
+        const e = assertOpenAIError(assert, res, 504, 'upstream_timeout');
+        assert.equal(e.type, 'server_error');
+        assert.equal(e.message, "Model target 'slow' did not answer in time (timeouts: firstToken 1 s, total 60 s).");
         assert.equal(fakeA.chatRequests()[0].body.model, 'slow-model');
       })
     );
@@ -258,7 +262,10 @@ spec:
       'connection refused → 502 upstream_unavailable',
       withLogs(logs, async () => {
         const res = await postJSON(chatURL(), chatBody('dead'));
-        assertOpenAIError(assert, res, 502, 'upstream_unavailable');
+        const e = assertOpenAIError(assert, res, 502, 'upstream_unavailable');
+        // what failed in the caller's terms; the upstream URL and the system error stay in the log
+        assert.equal(e.type, 'server_error');
+        assert.equal(e.message, "Could not connect to model target 'dead'.");
         await assert.rejects(client.chat.completions.create(chatBody('dead', { stream: true })), (err) => {
           assert.equal(err.status, 502);
           assert.equal(err.code, 'upstream_unavailable');
@@ -368,7 +375,7 @@ spec:
     );
 
     test(
-      'mid-stream cut on the wire: an error event of type upstream_error, and no [DONE]',
+      'mid-stream cut on the wire: an error event of type server_error, and no [DONE]',
       withLogs(logs, async () => {
         fakeA.next({ cutAfterChunks: 1, text: 'alpha beta gamma' });
         const res = await postJSON(chatURL(), chatBody('up', { stream: true }));
@@ -377,7 +384,9 @@ spec:
         assert.ok(!data.includes('[DONE]'), `no [DONE] after an error: ${res.text}`);
         const last = JSON.parse(data[data.length - 1]);
         assert.ok(last.error, `the last event is an error: ${res.text}`);
-        assert.equal(last.error.type, 'upstream_error');
+        assert.equal(last.error.type, 'server_error');
+        assert.equal(last.error.code, 'upstream_error');
+        assert.doesNotMatch(last.error.message, /127\.0\.0\.1|http:/, 'no upstream address in the message');
         assert.equal(typeof last.error.message, 'string');
         assert.equal(JSON.parse(data[1]).choices[0].delta.content, 'alpha');
       })
