@@ -161,15 +161,25 @@ bool pl_context_begin(pl_call *c)
                 "The request body could not be read as a JSON document.");
         return true;
     }
-    /* what this request adds to the conversation: its own messages, without system ones */
+    /* what this request adds to the conversation: its own messages, without system ones. The
+     * body keeps every number's text for the provider (core/json.h); the store keeps numbers as
+     * jansson does, the nearest double, so a number beyond that range cannot be recorded. */
     c->conv_new = json_array();
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(body, "messages"), i, m)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (role && strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)
-            json_array_append(c->conv_new, m);
+        if (!role || strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) continue;
+        json_t *stored = json_plain(m);
+        if (!stored) {
+            pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
+                    "Invalid 'messages[%zu]': it holds a number beyond the range of a double "
+                    "(about 1.8e308), which conversation '%s' cannot record.",
+                    i, c->conv_id);
+            return true;
+        }
+        json_array_append_new(c->conv_new, stored);
     }
     memset(&c->creq, 0, sizeof c->creq);
     c->creq.data = c;
@@ -529,7 +539,17 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
         answer_finalize(c->answer);
-        json_array_append(msgs, c->answer);
+        /* numbers as the store keeps them (see pl_context_begin) */
+        json_t *stored = json_plain(c->answer);
+        if (!stored) {
+            json_decref(msgs);
+            free(c->error);
+            c->error = strdup("the answer holds a number beyond the range of a double, which "
+                              "the conversation store cannot record");
+            then(c, CTX_EINVAL);
+            return;
+        }
+        json_array_append_new(msgs, stored);
     }
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);
