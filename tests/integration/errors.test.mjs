@@ -3,11 +3,14 @@
 // OpenAI's error JSON, checked with raw HTTP and the `openai` SDK.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 
 import { startFakeOpenAI, openaiErrorBody } from '../fakes/openai.mjs';
 import { freePort, startGateway, withLogs } from '../lib/gateway.mjs';
-import { assertOpenAIError, collectStream, postJSON, rawRequest, sseData, within } from '../lib/http.mjs';
+import { assertOpenAIError, collectStream, postJSON, rawRequest, sseData, waitFor, within } from '../lib/http.mjs';
 
 const chatBody = (model, extra = {}) => ({ model, messages: [{ role: 'user', content: 'hello upstream' }], ...extra });
 
@@ -420,4 +423,86 @@ spec:
       })
     );
   });
+});
+
+describe('errors keep internals in the log', () => {
+  let fake;
+  let gw;
+  let tokDir;
+  let deadPort;
+
+  before(async () => {
+    fake = await startFakeOpenAI();
+    deadPort = await freePort();
+    // a tokenizer folder whose data is damaged: loading it fails with a message naming the file
+    tokDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctxgate-tok-broken-'));
+    for (const name of ['o200k_base', 'cl100k_base']) fs.writeFileSync(path.join(tokDir, `${name}.tiktoken`), 'not a tokenizer\n');
+    gw = await startGateway({
+      env: { CTXGATE_TOKENIZER_DIR: tokDir },
+      manifests: `
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: budget}
+spec:
+  storage: {type: Memory}
+  contextStrategy: {type: TokenBudget, maxContextTokens: 1000}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: down}
+spec:
+  storage: {type: Redis, config: {url: "redis://127.0.0.1:${deadPort}"}}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-errors-internals}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - name: up
+    type: OpenAI
+    config: {endpoint: "${fake.baseURL}", modelName: gpt-4o-mini}
+  routes:
+  - {name: budget, pathPrefix: /budget/v1, backends: [{target: up}], contextRef: {name: budget}}
+  - {name: down, pathPrefix: /down/v1, backends: [{target: up}], contextRef: {name: down}}
+  authentication: {type: None}
+`,
+    });
+  });
+
+  after(async () => {
+    if (gw) await gw.stop();
+    if (fake) await fake.close();
+    if (tokDir) fs.rmSync(tokDir, { recursive: true, force: true });
+  });
+
+  const logs = () => gw;
+  const headers = { 'x-conversation-id': 'internals-1' };
+
+  test(
+    'tokenizer unavailable → 500 tokenizer_unavailable without server paths; the path is in the log',
+    withLogs(logs, async () => {
+      const res = await postJSON(`${gw.url}/budget/v1/chat/completions`, chatBody('up'), { headers });
+      const e = assertOpenAIError(assert, res, 500, 'tokenizer_unavailable');
+      assert.equal(e.type, 'server_error');
+      assert.ok(!e.message.includes(tokDir) && !e.message.includes('/'), `no file path: ${e.message}`);
+      assert.match(e.message, /TokenBudget/);
+      await waitFor(() => gw.stderr().includes(tokDir), { what: 'the log to name the file' });
+      assert.equal(fake.requests.length, 0);
+    })
+  );
+
+  test(
+    'context store unreachable → 503 context_store_unavailable without its address; the address is in the log',
+    withLogs(logs, async () => {
+      const res = await postJSON(`${gw.url}/down/v1/chat/completions`, chatBody('up'), { headers });
+      const e = assertOpenAIError(assert, res, 503, 'context_store_unavailable');
+      assert.equal(e.type, 'server_error');
+      assert.equal(e.message, "The context store of ModelContextProtocol 'down' is unavailable.");
+      const api = await rawRequest(`${gw.url}/v1/contexts/internals-1?mcp=down`);
+      const f = assertOpenAIError(assert, api, 503, 'context_store_unavailable');
+      assert.ok(!f.message.includes(String(deadPort)), f.message);
+      await waitFor(() => gw.stderr().includes(`127.0.0.1:${deadPort}`), { what: 'the log to name the address' });
+    })
+  );
 });
