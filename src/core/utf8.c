@@ -102,20 +102,42 @@ static int hex4(const unsigned char *p)
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
+/* Skips, from i, the bytes that are ASCII and not a backslash, eight at a time: a byte of w is
+ * flagged when its high bit is set, or when it is a backslash (the zero-byte test on w ^ '\\'s;
+ * a false flag can only follow a true one), and the scan stops at the first flagged byte. */
+static inline uint64_t plain_flags(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t bs = w ^ (ONES * '\\');
+    return (w | ((bs - ONES) & ~bs)) & HIGHS;
+}
+
+static size_t skip_plain(const unsigned char *p, size_t i, size_t n)
+{
+    while (i + 8 <= n) {
+        uint64_t flags = plain_flags(p + i);
+        if (flags) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return i + (size_t)(__builtin_ctzll(flags) >> 3);
+#else
+            break;
+#endif
+        }
+        i += 8;
+    }
+    while (i < n && p[i] < 0x80 && p[i] != '\\')
+        i++;
+    return i;
+}
+
 size_t utf8_check_json_string(const char *s, size_t n, bool *surrogate)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     *surrogate = false;
     while (i < n) {
-        /* runs of ASCII without a backslash, eight bytes at a time */
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            uint64_t bs = w ^ (ONES * '\\');
-            if ((w & HIGHS) || ((bs - ONES) & ~bs & HIGHS)) break;
-            i += 8;
-        }
+        i = skip_plain(p, i, n);
         if (i >= n) break;
         unsigned char c = p[i];
         if (c == '\\') {

@@ -6,8 +6,9 @@
  * Text is checked here, not by yajl: yajl's own UTF-8 check lets overlong forms, encoded
  * surrogates and code points above U+10FFFF through, and it turns a lone surrogate escape into
  * '?' or a mis-paired one (\ud800\u0041) into an unrelated character (U+10041). So yajl's check
- * is off (yajl_dont_validate_strings) and every string and key is checked once, on its raw bytes
- * in the body, by utf8_check_json_string: the same single pass yajl made, made strict. */
+ * is off (yajl_dont_validate_strings) and the raw bytes are checked by utf8_check_json_string:
+ * the whole body in one pass, then, only when that finds a fault, string by string (check_text)
+ * to name the field at fault. About 3 instructions per byte, 12% of the probe's cost. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct probe_state {
     bool key_is_role;  /* messages[i]: the current key is "role" */
     bool msg_has_role; /* messages[i] had a string role */
     bool key_is_usage; /* stream_options: the current key is include_usage */
+    bool check_text;   /* the body-wide check failed: find and name the fault string by string */
     size_t last_end;   /* where the previous token ended: a string's raw text starts after it */
     /* the top-level keys seen, as a hash set: index + 1 into p->top_keys, 0 = empty */
     unsigned short key_slots[KEY_SLOTS];
@@ -82,6 +84,7 @@ static void where(const probe_state *s, bool is_key, char *out, size_t outlen)
  * paired surrogate escapes. */
 static int check_text(probe_state *s, bool is_key)
 {
+    if (!s->check_text) return 1;
     size_t end = consumed(s); /* just past the closing quote */
     size_t start = s->last_end;
     while (start < end && s->body[start] != '"')
@@ -355,7 +358,13 @@ chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, ch
         snprintf(p->message, sizeof p->message, "out of memory");
         return p->status = PROBE_BAD_JSON;
     }
-    yajl_config(s.h, yajl_dont_validate_strings, 1); /* check_text does it, strictly */
+    yajl_config(s.h, yajl_dont_validate_strings, 1); /* checked here, strictly */
+    /* Outside its strings a JSON text is ASCII without backslashes, so one pass of the string
+     * rule over the whole body checks every string at once, without a call per string. Only when
+     * it finds a fault are the strings checked one by one, to say which field holds it (and a
+     * fault outside any string is left to yajl's syntax error). */
+    bool surrogate;
+    s.check_text = utf8_check_json_string(body, len, &surrogate) != len;
     yajl_status st = yajl_parse(s.h, (const unsigned char *)body, len);
     if (st == yajl_status_ok) st = yajl_complete_parse(s.h);
     if (st == yajl_status_error) {

@@ -49,6 +49,17 @@ static void json_string_escapes(void **state)
     const char *at_end = "xx\\ud800";
     assert_int_equal(utf8_check_json_string(at_end, strlen(at_end), &sur), 2);
     assert_true(sur);
+    /* the fault is found at every offset within and across eight-byte words */
+    for (size_t k = 0; k < 24; k++) {
+        char t[64];
+        memset(t, 'a', k);
+        memcpy(t + k, "\\udc00\\n tail of plain text", 24);
+        assert_int_equal(utf8_check_json_string(t, k + 24, &sur), k);
+        memcpy(t + k, "\\n\xc0\xaf tail of plain text..", 24);
+        assert_int_equal(utf8_check_json_string(t, k + 24, &sur), k + 2);
+        memcpy(t + k, "\xc3\xa9\\\\udc00 plain text......", 24);
+        assert_int_equal(utf8_check_json_string(t, k + 24, &sur), k + 24);
+    }
     const char *raw_bad = "\\n\xc0\xaf";
     assert_int_equal(utf8_check_json_string(raw_bad, strlen(raw_bad), &sur), 2);
     assert_false(sur);
