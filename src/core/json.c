@@ -2,6 +2,8 @@
  * A small stack of open containers follows the events; keys wait in `key` until their value. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "core/json.h"
+#include "core/utf8.h"
 
 enum { JSON_MAX_DEPTH = 512 };
 
@@ -78,29 +81,180 @@ static int on_bool(void *ctx, int b)
     return put(ctx, json_boolean(b));
 }
 
-static int on_number(void *ctx, const char *s, size_t n)
+/* ---- numbers ----
+ * jansson holds a number as a 64-bit integer or a double. A number that neither holds exactly
+ * as written (an integer beyond 64 bits, a decimal beyond 17 digits, 1e5, 1.50, 1e999) becomes
+ * a raw number: a two-element array whose first element is one process-wide marker object and
+ * whose second is the number's text. The encoder writes its text back unchanged; json_plain
+ * turns raw numbers into doubles for documents that leave for jansson's own encoder. */
+
+static json_t *g_raw_marker;
+static pthread_once_t g_raw_once = PTHREAD_ONCE_INIT;
+
+static void raw_marker_init(void)
+{
+    g_raw_marker = json_object();
+    if (!g_raw_marker) abort();
+}
+
+json_t *json_raw_number(const char *text, size_t len)
+{
+    pthread_once(&g_raw_once, raw_marker_init);
+    json_t *a = json_array();
+    if (!a || json_array_append(a, g_raw_marker) != 0 ||
+        json_array_append_new(a, json_stringn_nocheck(text, len)) != 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+bool json_raw_number_text(const json_t *v, const char **text, size_t *len)
+{
+    if (!json_is_array(v) || json_array_size(v) != 2 || !g_raw_marker ||
+        json_array_get(v, 0) != g_raw_marker)
+        return false;
+    json_t *t = json_array_get(v, 1);
+    if (text) *text = json_string_value(t);
+    if (len) *len = json_string_length(t);
+    return true;
+}
+
+/* The shortest of 15, 16 or 17 significant digits that reads back as d, written so that a
+ * reader typing numbers sees a real (2.0 stays "2.0"). d is finite. */
+static int real_text(double d, char *out, size_t outlen)
+{
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, outlen, "%.*g", prec, d);
+        if (strtod(out, NULL) == d) break;
+    }
+    if (!strpbrk(out, ".eE")) n += snprintf(out + n, outlen - (size_t)n, ".0");
+    return n;
+}
+
+static json_t *number_value(const char *s, size_t n)
 {
     char tmp[64];
-    if (n >= sizeof tmp) return put(ctx, json_real(strtod(s, NULL)));
+    if (n >= sizeof tmp) return json_raw_number(s, n);
     memcpy(tmp, s, n);
     tmp[n] = 0;
     if (!strpbrk(tmp, ".eE")) {
         errno = 0;
         char *end;
         long long v = strtoll(tmp, &end, 10);
-        if (errno == 0 && *end == 0) return put(ctx, json_integer((json_int_t)v));
+        /* "-0" would come back as "0" */
+        if (errno == 0 && *end == 0 && !(v == 0 && tmp[0] == '-'))
+            return json_integer((json_int_t)v);
+        return json_raw_number(s, n);
     }
-    return put(ctx, json_real(strtod(tmp, NULL)));
+    double d = strtod(tmp, NULL);
+    if (isfinite(d)) {
+        char back[40];
+        real_text(d, back, sizeof back);
+        if (strcmp(back, tmp) == 0) return json_real(d);
+    }
+    return json_raw_number(s, n);
+}
+
+static int on_number(void *ctx, const char *s, size_t n)
+{
+    return put(ctx, number_value(s, n));
+}
+
+/* The document with raw numbers made doubles; NULL when one is beyond the double range. */
+static json_t *plain_copy(json_t *v)
+{
+    const char *text;
+    size_t len;
+    if (json_raw_number_text(v, &text, &len)) {
+        char *tmp = strndup(text ? text : "", len);
+        if (!tmp) return NULL;
+        double d = strtod(tmp, NULL);
+        free(tmp);
+        return isfinite(d) ? json_real(d) : NULL;
+    }
+    if (json_is_object(v)) {
+        json_t *o = json_object();
+        const char *k;
+        size_t kl;
+        json_t *x;
+        void *it;
+        json_object_keylen_foreach_safe(v, it, k, kl, x)
+        {
+            json_t *c = plain_copy(x);
+            if (!c || json_object_setn_new_nocheck(o, k, kl, c) != 0) {
+                json_decref(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    if (json_is_array(v)) {
+        json_t *a = json_array();
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            json_t *c = plain_copy(x);
+            if (!c || json_array_append_new(a, c) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    return json_incref(v);
+}
+
+static bool has_raw(json_t *v)
+{
+    if (json_raw_number_text(v, NULL, NULL)) return true;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x)
+        {
+            if (has_raw(x)) return true;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            if (has_raw(x)) return true;
+        }
+    }
+    return false;
+}
+
+json_t *json_plain(json_t *v)
+{
+    if (!v) return NULL;
+    return has_raw(v) ? plain_copy(v) : json_incref(v);
+}
+
+/* yajl's own UTF-8 check is off (it lets overlong forms, encoded surrogates and code points
+ * above U+10FFFF through): decoded text is checked here, strictly, so jansson can encode every
+ * string of the document. A lone low-surrogate escape decodes to an encoded surrogate and is
+ * refused; a lone high one yajl turns into '?'. */
+static int text_ok(decoder *d, const unsigned char *s, size_t n)
+{
+    if (utf8_valid((const char *)s, n)) return 1;
+    d->fail = "a string is not valid UTF-8";
+    return 0;
 }
 
 static int on_string(void *ctx, const unsigned char *s, size_t n)
 {
+    if (!text_ok(ctx, s, n)) return 0;
     return put(ctx, json_stringn_nocheck((const char *)s, n));
 }
 
 static int on_key(void *ctx, const unsigned char *s, size_t n)
 {
     decoder *d = ctx;
+    if (!text_ok(d, s, n)) return 0;
     free(d->key);
     d->key = malloc(n + 1);
     if (!d->key) {
@@ -143,6 +297,7 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
         if (err) snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    yajl_config(h, yajl_dont_validate_strings, 1); /* text_ok checks, strictly */
     yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
     if (st == yajl_status_ok) st = yajl_complete_parse(h);
     if (st != yajl_status_ok || !d.root) {
@@ -190,6 +345,10 @@ static int encode(yajl_gen g, const json_t *v)
         return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
     }
     case JSON_ARRAY: {
+        const char *text;
+        size_t len;
+        if (json_raw_number_text(v, &text, &len))
+            return text && yajl_gen_number(g, text, len) == yajl_gen_status_ok ? 0 : -1;
         if (yajl_gen_array_open(g) != yajl_gen_status_ok) return -1;
         size_t i;
         json_t *x;
@@ -213,9 +372,7 @@ static int encode(yajl_gen g, const json_t *v)
         double d = json_real_value(v);
         if (!isfinite(d)) return -1;
         char tmp[40];
-        int n = snprintf(tmp, sizeof tmp, "%.17g", d);
-        /* keep it a real for a reader that types numbers: 2.0 stays "2.0" */
-        if (!strpbrk(tmp, ".eEn")) n += snprintf(tmp + n, sizeof tmp - (size_t)n, ".0");
+        int n = real_text(d, tmp, sizeof tmp);
         return yajl_gen_number(g, tmp, (size_t)n) == yajl_gen_status_ok ? 0 : -1;
     }
     case JSON_TRUE:
@@ -234,12 +391,12 @@ char *json_encode_fast(const json_t *v, size_t *len)
     if (!g) return NULL;
     char *out = NULL;
     if (encode(g, v) == 0) {
-        const unsigned char *buf;
+        const unsigned char *text;
         size_t n;
-        yajl_gen_get_buf(g, &buf, &n);
+        yajl_gen_get_buf(g, &text, &n);
         out = malloc(n + 1);
         if (out) {
-            memcpy(out, buf, n);
+            memcpy(out, text, n);
             out[n] = 0;
             if (len) *len = n;
         }

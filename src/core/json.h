@@ -6,16 +6,32 @@
 #define CTXGATE_CORE_JSON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
-/* Parses one JSON value (any type; trailing white space only; strict UTF-8). Integers that fit
- * in 64 bits become integers, other numbers reals. Strings may contain \u0000. NULL on error,
- * with a sentence in err (may be NULL). */
+/* Parses one JSON value (any type; trailing white space only; strict UTF-8: overlong forms,
+ * encoded surrogates and lone low-surrogate escapes refused). Strings may contain \u0000.
+ * Numbers keep their exact text: an integer that fits in 64 bits becomes an integer, a number
+ * that a double writes back as the same text (0.5, 0.7, 1e+300) a real, and any other number
+ * (an integer beyond 64 bits, 1e5, 1.50, 1e999) a raw number (json_raw_number) that
+ * json_encode_fast writes back as it was. NULL on error, with a sentence in err (may be NULL). */
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen);
 
 /* Compact encoding of v (any type), malloc'd and NUL-terminated; *len gets its length (len may
- * be NULL). Object keys keep their insertion order; reals use 17 significant digits, as jansson
- * does. NULL on out-of-memory. */
+ * be NULL). Object keys keep their insertion order; raw numbers are written as their text, reals
+ * with the fewest of 15..17 significant digits that read back as the same double. NULL on
+ * out-of-memory. */
 char *json_encode_fast(const json_t *v, size_t *len);
+
+/* A raw number: a number kept as its JSON text, for the numbers jansson cannot hold exactly.
+ * It is a two-element array [marker, "text"] to everything but this module: documents holding
+ * one must go through json_encode_fast, or through json_plain before jansson's own encoder
+ * (json_dumps) or json_deep_copy. */
+json_t *json_raw_number(const char *text, size_t len);
+/* True when v is a raw number; *text and *len (either may be NULL) get its text. */
+bool json_raw_number_text(const json_t *v, const char **text, size_t *len);
+/* v with every raw number replaced by the nearest double: a new reference to v itself when it
+ * has none, else a converted copy. NULL when a number is beyond the double range (1e999). */
+json_t *json_plain(json_t *v);
 
 #endif

@@ -2,6 +2,8 @@
  * reload; they are read with relaxed atomics on every call. */
 #include "core/log.h"
 
+#include "core/utf8.h"
+
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -60,7 +62,14 @@ void log_msg(log_level lvl, const char *fmt, ...)
     char line[2300];
     int n;
     if (atomic_load_explicit(&g_json, memory_order_relaxed)) {
-        json_t *o = json_pack("{s:s, s:s, s:s}", "ts", when, "level", names[lvl], "msg", msg);
+        /* jansson encodes only UTF-8: other bytes (and a character cut by the buffer above)
+         * become U+FFFD rather than losing the line */
+        buf fixed = BUF_INIT;
+        size_t mlen = strlen(msg);
+        if (!utf8_valid(msg, mlen)) utf8_append_repaired(&fixed, msg, mlen, 3 * sizeof msg);
+        json_t *o = json_pack("{s:s, s:s, s:s}", "ts", when, "level", names[lvl], "msg",
+                              fixed.data ? fixed.data : msg);
+        buf_free(&fixed);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         n = snprintf(line, sizeof line, "%s\n", s ? s : "{}");
         free(s);

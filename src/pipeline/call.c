@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/utf8.h"
 #include "obs/accesslog.h"
 #include "pipeline/call.h"
 #include "pipeline/route.h"
@@ -160,25 +161,71 @@ void pl_abort_stream(pl_call *c)
     call_release(c);
 }
 
-static void vfail(pl_call *c, int status, const http_header *extra, size_t n_extra,
-                  const char *type, const char *code, const char *param, const char *fmt,
-                  va_list ap)
+/* The error document for a message that is valid UTF-8 already; NULL on out-of-memory. */
+static char *error_json(const char *msg, size_t len, const char *type, const char *code,
+                        const char *param)
 {
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *e = json_object(), *doc = json_object();
+    json_t *pv = json_null();
+    if (param) {
+        buf p = BUF_INIT;
+        utf8_append_repaired(&p, param, strlen(param), PL_ERROR_PARAM_MAX);
+        pv = json_stringn(p.data ? p.data : "", p.len);
+        buf_free(&p);
+    }
+    char *out = NULL;
+    if (e && doc && json_object_set_new(e, "message", json_stringn(msg, len)) == 0 &&
+        json_object_set_new(e, "type", json_string(type)) == 0 &&
+        json_object_set_new(e, "param", pv) == 0 &&
+        json_object_set_new(e, "code", code ? json_string(code) : json_null()) == 0 &&
+        json_object_set(doc, "error", e) == 0)
+        out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(e);
+    json_decref(doc);
+    return out;
+}
+
+char *pl_error_body(const char *type, const char *code, const char *param, const char *msg,
+                    size_t *len)
+{
+    buf m = BUF_INIT;
+    utf8_append_repaired(&m, msg, strlen(msg), PL_ERROR_MESSAGE_MAX);
+    char *out = error_json(m.data ? m.data : "", m.len, type, code, param);
+    buf_free(&m);
+    if (!out) out = strdup(PL_ERROR_FALLBACK);
+    if (!out) abort();
+    *len = strlen(out);
+    return out;
+}
+
+void pl_failv(pl_call *c, int status, const http_header *extra, size_t n_extra, const char *type,
+              const char *code, const char *param, const char *fmt, va_list ap)
+{
+    /* formatted whole (no fixed buffer cutting a character in two), then repaired and bounded */
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    char *raw = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (raw) vsnprintf(raw, (size_t)n + 1, fmt, ap);
+    buf m = BUF_INIT;
+    if (raw) utf8_append_repaired(&m, raw, (size_t)n, PL_ERROR_MESSAGE_MAX);
+    free(raw);
+    const char *msg = m.data ? m.data : "";
     free(c->error);
     c->error = strdup(msg);
-    json_t *err = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type", type,
-                            "code", code, "param", param);
-    if (!param) json_object_set_new(json_object_get(err, "error"), "param", json_null());
-    char *body = json_dumps(err, JSON_COMPACT);
-    json_decref(err);
+    char *body = error_json(msg, m.len, type, code, param);
+    buf_free(&m);
     http_header hdrs[8];
-    size_t n = 0;
-    hdrs[n++] = pl_json_ct;
-    for (size_t i = 0; i < n_extra && n < 8; i++)
-        hdrs[n++] = extra[i];
-    pl_finish(c, status, hdrs, n, body, strlen(body));
+    size_t nh = 0;
+    hdrs[nh++] = pl_json_ct;
+    for (size_t i = 0; i < n_extra && nh < 8; i++)
+        hdrs[nh++] = extra[i];
+    if (!body) {
+        pl_finish(c, status, hdrs, nh, PL_ERROR_FALLBACK, sizeof PL_ERROR_FALLBACK - 1);
+        return;
+    }
+    pl_finish(c, status, hdrs, nh, body, strlen(body));
     free(body);
 }
 
@@ -201,7 +248,7 @@ void pl_fail(pl_call *c, int status, const char *type, const char *code, const c
 {
     va_list ap;
     va_start(ap, fmt);
-    vfail(c, status, NULL, 0, type, code, param, fmt, ap);
+    pl_failv(c, status, NULL, 0, type, code, param, fmt, ap);
     va_end(ap);
 }
 
@@ -210,7 +257,7 @@ void pl_fail_headers(pl_call *c, int status, const http_header *extra, size_t n_
 {
     va_list ap;
     va_start(ap, fmt);
-    vfail(c, status, extra, n_extra, type, code, param, fmt, ap);
+    pl_failv(c, status, extra, n_extra, type, code, param, fmt, ap);
     va_end(ap);
 }
 

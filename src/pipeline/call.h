@@ -5,6 +5,7 @@
 #define CTXGATE_PIPELINE_CALL_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -102,7 +103,20 @@ extern const http_header pl_json_ct;
  * the context headers when the call has a conversation. */
 void pl_stream_begin(pl_call *c);
 
-/* errors.c — OpenAI-format error answers, ending the call */
+/* call.c — OpenAI-format error answers, ending the call. The message is formatted whole, then
+ * made valid UTF-8 (ill-formed bytes become U+FFFD) and bounded to PL_ERROR_MESSAGE_MAX bytes at
+ * a character boundary, so any request or provider text may be quoted in it. */
+enum { PL_ERROR_MESSAGE_MAX = 2048, PL_ERROR_PARAM_MAX = 256 };
+/* The body sent when even the error document cannot be encoded (out of memory). */
+#define PL_ERROR_FALLBACK                                                                          \
+    "{\"error\":{\"message\":\"The gateway could not encode its error message.\",\"type\":"        \
+    "\"server_error\",\"param\":null,\"code\":null}}"
+void pl_failv(pl_call *c, int status, const http_header *extra, size_t n_extra, const char *type,
+              const char *code, const char *param, const char *fmt, va_list ap)
+    __attribute__((format(printf, 8, 0)));
+/* The OpenAI error JSON for msg (any bytes), malloc'd, never NULL; *len gets its length. */
+char *pl_error_body(const char *type, const char *code, const char *param, const char *msg,
+                    size_t *len);
 void pl_fail(pl_call *c, int status, const char *type, const char *code, const char *param,
              const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 void pl_fail_headers(pl_call *c, int status, const http_header *extra, size_t n_extra,

@@ -68,6 +68,12 @@ void pl_chat(pl_call *c)
         /* refused rather than "last one wins": the provider might read the other one */
         pl_fail(c, 400, "invalid_request_error", "duplicate_key", p->param, "%s", p->message);
         return;
+    case PROBE_BAD_ENCODING:
+        pl_fail(c, 400, "invalid_request_error", "invalid_encoding", p->param, "%s", p->message);
+        return;
+    case PROBE_TOO_MANY_KEYS:
+        pl_fail(c, 400, "invalid_request_error", "too_many_keys", NULL, "%s", p->message);
+        return;
     case PROBE_BAD_FIELD:
         pl_fail(c, 400, "invalid_request_error",
                 strcmp(p->param, "messages") == 0 ? "invalid_value" : "invalid_type", p->param,
@@ -112,7 +118,7 @@ void pl_chat(pl_call *c)
     const cfg_target *t = route_resolve(c->route, c->model, c->key, &pick, &forbidden);
     if (!t) {
         if (forbidden) {
-            pl_fail(c, 403, "permission_error", "model_not_allowed", "model",
+            pl_fail(c, 403, "invalid_request_error", "model_not_allowed", "model",
                     "The API key '%s' is not allowed to use model '%s'.",
                     c->key ? c->key->name : "", c->model);
             return;

@@ -18,11 +18,17 @@ typedef enum {
     PROBE_NOT_OBJECT,    /* the top level is not an object */
     PROBE_DUPLICATE_KEY, /* a top-level key appears twice (param names it) */
     PROBE_BAD_FIELD,     /* a field has the wrong type or shape (param names it) */
+    PROBE_BAD_ENCODING,  /* a string or key is not strict UTF-8, or has an unpaired surrogate
+                            escape (param: the top-level field it is in, if any) */
+    PROBE_TOO_MANY_KEYS, /* more than CHAT_PROBE_MAX_TOP_KEYS top-level keys */
 } chat_probe_status;
+
+/* The most top-level keys a body may have (OpenAI's Chat Completions has about 40 parameters). */
+enum { CHAT_PROBE_MAX_TOP_KEYS = 256 };
 
 typedef struct chat_probe {
     chat_probe_status status;
-    char message[256]; /* for status != PROBE_OK: a sentence for the client */
+    char message[512]; /* for status != PROBE_OK: a sentence for the client */
     const char *param; /* the field at fault, or NULL */
 
     bool has_model;       /* "model" present ... */
@@ -42,7 +48,9 @@ typedef struct chat_probe {
     size_t object_end; /* offset of the closing '}' of the top-level object */
 } chat_probe;
 
-/* Checks body: JSON syntax, top-level object without duplicate keys, model a string,
+/* Checks body: JSON syntax, strict UTF-8 text (overlong forms, encoded surrogates, truncated
+ * sequences, code points above U+10FFFF and unpaired surrogate escapes refused), top-level
+ * object of at most CHAT_PROBE_MAX_TOP_KEYS keys without duplicates, model a string,
  * messages an array of objects each with a string role, stream a boolean or null,
  * stream_options an object or null. Missing model or messages are left to the caller (has_*)
  * so it can word the error. Returns p->status. */

@@ -63,13 +63,17 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
                 msg);
         return;
     case CTX_ECORRUPT:
+        /* the store's own words (paths, addresses, cipher errors) go to the log only */
+        log_warn("request %s: conversation '%s' cannot be read: %s", c->request_id, c->conv_id,
+                 msg);
         pl_fail(c, 500, "server_error", "context_record_unreadable", NULL,
-                "Conversation '%s' cannot be read: %s", c->conv_id, msg);
+                "Conversation '%s' cannot be read: its stored record is damaged.", c->conv_id);
         return;
     default:
+        log_warn("request %s: the context store of ModelContextProtocol '%s' is unavailable: %s",
+                 c->request_id, c->mcp->name, msg);
         pl_fail(c, 503, "server_error", "context_store_unavailable", NULL,
-                "The context store of ModelContextProtocol '%s' is unavailable: %s", c->mcp->name,
-                msg);
+                "The context store of ModelContextProtocol '%s' is unavailable.", c->mcp->name);
         return;
     }
 }
@@ -110,9 +114,13 @@ static void on_loaded(ctx_req *req)
     const tok_encoding *enc = NULL;
     if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
     if (c->mcp->strategy != CTX_LAST_N && !enc) {
+        const char *strategy = c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize";
+        log_warn("request %s: contextStrategy %s needs the tokenizer: %s", c->request_id, strategy,
+                 err); /* err names files on this server: the log only */
         pl_fail(c, 500, "server_error", "tokenizer_unavailable", NULL,
-                "contextStrategy %s needs the tokenizer: %s",
-                c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize", err);
+                "contextStrategy %s of ModelContextProtocol '%s' needs the tokenizer, which this "
+                "gateway could not load.",
+                strategy, c->mcp->name);
         return;
     }
     int rc = ctx_strategy_apply(c->mcp, enc, &conv, c->body, err, sizeof err);
@@ -227,15 +235,25 @@ bool pl_context_begin(pl_call *c)
         return true;
     }
     if (!request_messages_ok(c, json_object_get(body, "messages"))) return true;
-    /* what this request adds to the conversation: its own messages, without system ones */
+    /* what this request adds to the conversation: its own messages, without system ones. The
+     * body keeps every number's text for the provider (core/json.h); the store keeps numbers as
+     * jansson does, the nearest double, so a number beyond that range cannot be recorded. */
     c->conv_new = json_array();
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(body, "messages"), i, m)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (role && strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)
-            json_array_append(c->conv_new, m);
+        if (!role || strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) continue;
+        json_t *stored = json_plain(m);
+        if (!stored) {
+            pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
+                    "Invalid 'messages[%zu]': it holds a number beyond the range of a double "
+                    "(about 1.8e308), which conversation '%s' cannot record.",
+                    i, c->conv_id);
+            return true;
+        }
+        json_array_append_new(c->conv_new, stored);
     }
     memset(&c->creq, 0, sizeof c->creq);
     c->creq.data = c;
@@ -704,7 +722,17 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
         answer_finalize(c);
-        json_array_append(msgs, c->answer);
+        /* numbers as the store keeps them (see pl_context_begin) */
+        json_t *stored = json_plain(c->answer);
+        if (!stored) {
+            json_decref(msgs);
+            free(c->error);
+            c->error = strdup("the answer holds a number beyond the range of a double, which "
+                              "the conversation store cannot record");
+            then(c, CTX_EINVAL);
+            return;
+        }
+        json_array_append_new(msgs, stored);
     }
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);

@@ -20,6 +20,8 @@
 #include "context/record.h"
 #include "pipeline/auth.h"
 #include "core/clock.h"
+#include "core/log.h"
+#include "core/utf8.h"
 #include "pipeline/call.h"
 
 #define CONTEXTS_PATH "/v1/contexts"
@@ -49,25 +51,36 @@ static void api_fail(ctx_api *a, pl_call *c, int status, const char *type, const
 static void api_fail(ctx_api *a, pl_call *c, int status, const char *type, const char *code,
                      const char *param, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     free(a);
-    pl_fail(c, status, type, code, param, "%s", msg);
+    pl_failv(c, status, NULL, 0, type, code, param, fmt, ap);
+    va_end(ap);
 }
 
+/* doc NULL: no body (204). */
 static void api_respond(ctx_api *a, int status, json_t *doc)
 {
     pl_call *c = a->c;
     free(a);
+    if (!doc && status != 204) {
+        pl_fail(c, 500, "server_error", "encoding_failed", NULL,
+                "The answer could not be built as JSON.");
+        return;
+    }
     if (!doc) {
         pl_finish(c, status, NULL, 0, NULL, 0);
         return;
     }
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
+    if (!body) {
+        /* a stored text jansson cannot encode (not UTF-8): never a NULL body */
+        log_warn("request %s: the context API answer could not be encoded as JSON", c->request_id);
+        pl_fail(c, 500, "server_error", "encoding_failed", NULL,
+                "The answer could not be encoded as JSON.");
+        return;
+    }
     pl_finish(c, status, &pl_json_ct, 1, body, strlen(body));
     free(body);
 }
@@ -96,19 +109,22 @@ static void api_store_fail(ctx_api *a, int rc, const char *msg, const char *para
         api_fail(a, c, 400, "invalid_request_error", "invalid_value", param, "%s", msg);
         return;
     case CTX_EREADONLY:
-        api_fail(a, c, 403, "permission_error", "context_read_only", NULL,
+        api_fail(a, c, 403, "invalid_request_error", "context_read_only", NULL,
                  "ModelContextProtocol '%s' is ReadOnlyMany (interactionPatterns.readWriteMode): "
                  "its conversations cannot be written through the API.",
                  a->mcp->name);
         return;
     case CTX_ECORRUPT:
+        /* the store's own words (paths, addresses, cipher errors) go to the log only */
+        log_warn("request %s: conversation '%s' cannot be read: %s", c->request_id, a->id, msg);
         api_fail(a, c, 500, "server_error", "context_record_unreadable", NULL,
-                 "Conversation '%s' cannot be read: %s", a->id, msg);
+                 "Conversation '%s' cannot be read: its stored record is damaged.", a->id);
         return;
     default:
+        log_warn("request %s: the context store of ModelContextProtocol '%s' is unavailable: %s",
+                 c->request_id, a->mcp->name, msg);
         api_fail(a, c, 503, "server_error", "context_store_unavailable", NULL,
-                 "The context store of ModelContextProtocol '%s' is unavailable: %s", a->mcp->name,
-                 msg);
+                 "The context store of ModelContextProtocol '%s' is unavailable.", a->mcp->name);
         return;
     }
 }
@@ -282,6 +298,29 @@ static void start_append(ctx_api *a)
 {
     pl_call *c = a->c;
     http_request *r = c->r;
+    /* the chat path's checks, so text is held to the same rules: syntax, strict UTF-8,
+     * duplicate or too many top-level keys, messages an array of objects with a string role */
+    chat_probe *p = &c->probe;
+    switch (chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, p)) {
+    case PROBE_OK:
+        break;
+    case PROBE_BAD_JSON:
+        api_fail(a, c, 400, "invalid_request_error", "invalid_json", NULL, "%s", p->message);
+        return;
+    case PROBE_BAD_ENCODING:
+        api_fail(a, c, 400, "invalid_request_error", "invalid_encoding", p->param, "%s",
+                 p->message);
+        return;
+    case PROBE_DUPLICATE_KEY:
+        api_fail(a, c, 400, "invalid_request_error", "duplicate_key", p->param, "%s", p->message);
+        return;
+    case PROBE_TOO_MANY_KEYS:
+        api_fail(a, c, 400, "invalid_request_error", "too_many_keys", NULL, "%s", p->message);
+        return;
+    case PROBE_NOT_OBJECT:
+    case PROBE_BAD_FIELD:
+        break; /* worded below, as this API words them */
+    }
     json_error_t jerr;
     c->body = json_loadb(r->body.p ? r->body.p : "", r->body.n, 0, &jerr);
     if (!c->body) {
@@ -367,7 +406,7 @@ static char *pct_decode(arena *pool, str in, bool plus)
 }
 
 /* Splits the query string; the first occurrence of a parameter wins. false + *bad (the
- * parameter's name) on a malformed escape. */
+ * parameter's name) on a malformed escape, or a value that is not UTF-8 once decoded. */
 static bool parse_query(arena *pool, str q, api_query *out, const char **bad)
 {
     memset(out, 0, sizeof *out);
@@ -389,6 +428,7 @@ static bool parse_query(arena *pool, str q, api_query *out, const char **bad)
             slot = &out->tenant;
         if (slot && !*slot) {
             *slot = pct_decode(pool, v, true);
+            if (*slot && !utf8_valid(*slot, strlen(*slot))) *slot = NULL;
             if (!*slot) {
                 *bad = slot == &out->mcp      ? "mcp"
                        : slot == &out->limit  ? "limit"
@@ -533,7 +573,7 @@ bool pl_contexts_handle(pl_call *c)
     const char *bad = NULL;
     if (!parse_query(r->pool, r->query, &q, &bad)) {
         api_fail(a, c, 400, "invalid_request_error", "invalid_value", bad,
-                 "Invalid '%s': malformed percent-encoding.", bad);
+                 "Invalid '%s': malformed percent-encoding, or not UTF-8 once decoded.", bad);
         return true;
     }
 
@@ -573,14 +613,14 @@ bool pl_contexts_handle(pl_call *c)
     bool admin = mcp->has_api_key;
     auth_result ar = admin ? admin_check(mcp, r) : auth_check(c->rt->gw, r, &c->key);
     if (ar == AUTH_MISSING) {
-        api_fail(a, c, 401, "authentication_error", "missing_api_key", NULL,
+        api_fail(a, c, 401, "invalid_request_error", "missing_api_key", NULL,
                  "Missing API key: send %s as 'Authorization: Bearer <key>', 'x-api-key: <key>' "
                  "or 'api-key: <key>'.",
                  admin ? "the context API key (security.apiKeyRef)" : "it");
         return true;
     }
     if (ar == AUTH_INVALID) {
-        api_fail(a, c, 401, "authentication_error", "invalid_api_key", NULL, "%s",
+        api_fail(a, c, 401, "invalid_request_error", "invalid_api_key", NULL, "%s",
                  admin ? "Incorrect API key provided: ModelContextProtocol's context API needs "
                          "the key of its security.apiKeyRef."
                        : "Incorrect API key provided.");
@@ -591,7 +631,7 @@ bool pl_contexts_handle(pl_call *c)
         api_access acc = rbac_access(mcp, c->key);
         if (acc == ACCESS_NONE || (write && acc != ACCESS_READWRITE)) {
             const char *app = c->key && c->key->app ? c->key->app : NULL;
-            api_fail(a, c, 403, "permission_error", "context_access_denied", NULL,
+            api_fail(a, c, 403, "invalid_request_error", "context_access_denied", NULL,
                      "%s%s%s is not granted %s access to the contexts of ModelContextProtocol "
                      "'%s' (security.rbac).",
                      app ? "Application '" : "This caller", app ? app : "", app ? "'" : "",
@@ -612,7 +652,7 @@ bool pl_contexts_handle(pl_call *c)
             }
             a->tenant = q.tenant;
         } else if (strcmp(q.tenant, own ? own : CTX_TENANT_DEFAULT) != 0) {
-            api_fail(a, c, 403, "permission_error", "context_access_denied", "tenant",
+            api_fail(a, c, 403, "invalid_request_error", "context_access_denied", "tenant",
                      "Only the context API key (security.apiKeyRef) may name a tenant; this "
                      "caller's tenant is '%s'.",
                      own ? own : CTX_TENANT_DEFAULT);

@@ -71,8 +71,13 @@ static void list_models(pl_call *c, const cfg_gateway *gw, size_t prefix_len)
         return;
     }
     json_t *doc = json_pack("{s:s, s:o}", "object", "list", "data", data);
-    char *body = json_dumps(doc, JSON_COMPACT);
+    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
+    if (!body) {
+        pl_fail(c, 500, "server_error", "encoding_failed", NULL,
+                "The model list could not be encoded as JSON.");
+        return;
+    }
     pl_finish(c, 200, &pl_json_ct, 1, body, strlen(body));
     free(body);
 }
@@ -140,12 +145,12 @@ void pl_handle(http_request *r, void *ctx)
     case AUTH_OK:
         break;
     case AUTH_MISSING:
-        pl_fail(c, 401, "authentication_error", "missing_api_key", NULL,
+        pl_fail(c, 401, "invalid_request_error", "missing_api_key", NULL,
                 "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key: <key>' "
                 "or 'api-key: <key>'.");
         return;
     case AUTH_INVALID:
-        pl_fail(c, 401, "authentication_error", "invalid_api_key", NULL,
+        pl_fail(c, 401, "invalid_request_error", "invalid_api_key", NULL,
                 "Incorrect API key provided.");
         return;
     }

@@ -38,6 +38,11 @@ static void mock_answer(pl_call *c)
     if (!c->stream) {
         char *answer =
             mock_completion_json(t, id, text, c->usage.prompt_tokens, c->usage.completion_tokens);
+        if (!answer) {
+            pl_fail(c, 500, "server_error", "encoding_failed", NULL,
+                    "The Mock answer of model target '%s' could not be encoded as JSON.", t->name);
+            return;
+        }
         if (c->ctx_store) {
             buf_reset(&c->resp);
             buf_puts(&c->resp, answer);

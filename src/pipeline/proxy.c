@@ -57,7 +57,7 @@ static void refuse_answer(pl_call *c, const char *code, const char *fmt, ...)
     }
     obs_upstream_error(c->w->obs, c->target->name, "answer");
     if (!c->stream_started) {
-        pl_fail(c, 502, "upstream_error", code, NULL, "%s", msg);
+        pl_fail(c, 502, "server_error", code, NULL, "%s", msg);
         return;
     }
     c->status = 502;
@@ -67,7 +67,7 @@ static void refuse_answer(pl_call *c, const char *code, const char *fmt, ...)
         pl_abort_stream(c);
         return;
     }
-    pl_stream_fail(c, "upstream_error", code, msg);
+    pl_stream_fail(c, "server_error", code, msg);
 }
 
 static void refuse_too_large(pl_call *c)
@@ -584,37 +584,50 @@ static bool fail_unavailable(pl_call *c, upstream_req *u, upstream_result res, i
     const char *ra =
         res == UPSTREAM_OK && status == 503 ? upstream_header_get(u, "retry-after") : NULL;
     if (!ra || route_retry_after_ms(ra, clock_wall_ms()) < 0) return false;
-    char pmsg[512];
+    char pmsg[PROVIDER_ERROR_MESSAGE_MAX];
     provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
     http_header h = {STR_LIT("Retry-After"), str_c(ra)};
-    pl_fail_headers(c, 503, &h, 1, "upstream_error", "upstream_overloaded", NULL,
+    pl_fail_headers(c, 503, &h, 1, "server_error", "upstream_overloaded", NULL,
                     "Model target '%s' is unavailable (HTTP 503, Retry-After: %s): %s",
                     c->target->name, ra, pmsg[0] ? pmsg : "no details");
     return true;
 }
 
-/* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). */
+/* The provider's own error text (its error.message), or "no details". */
+static const char *provider_text(const pl_call *c, char *out, size_t outlen)
+{
+    provider_error_message(c->resp.data, c->resp.len, out, outlen);
+    return out[0] ? out : "no details";
+}
+
+/* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). The
+ * message says what failed in the caller's terms (target, status, timeout); what the upstream
+ * client reported (URLs, addresses, system errors) goes to the log with the request id. */
 static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int status,
                           const char *errmsg)
 {
-    const char *tn = c->target->name;
+    const cfg_target *t = c->target;
+    const char *tn = t->name;
+    if (res != UPSTREAM_OK)
+        log_warn("request %s: model target '%s' failed: %s", c->request_id, tn,
+                 errmsg && *errmsg ? errmsg : "no details");
     if (res == UPSTREAM_CONNECT_FAILED) {
-        pl_fail(c, 502, "upstream_error", "upstream_unavailable", NULL,
-                "Could not connect to model target '%s': %s", tn, errmsg);
+        pl_fail(c, 502, "server_error", "upstream_unavailable", NULL,
+                "Could not connect to model target '%s'.", tn);
         return;
     }
     if (res == UPSTREAM_TIMEOUT) {
-        pl_fail(c, 504, "upstream_error", "upstream_timeout", NULL,
-                "Model target '%s' timed out: %s", tn, errmsg);
+        pl_fail(c, 504, "server_error", "upstream_timeout", NULL,
+                "Model target '%s' did not answer in time (timeouts: firstToken %d s, total %d s).",
+                tn, t->first_token_timeout_s, t->total_timeout_s);
         return;
     }
     if (res != UPSTREAM_OK) {
-        pl_fail(c, 502, "upstream_error", "upstream_error", NULL, "Model target '%s' failed: %s",
-                tn, errmsg);
+        pl_fail(c, 502, "server_error", "upstream_error", NULL,
+                "The connection to model target '%s' failed before its answer was complete.", tn);
         return;
     }
-    char pmsg[512];
-    provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
+    char pmsg[PROVIDER_ERROR_MESSAGE_MAX];
     if (status == 429) {
         http_header h[8];
         size_t n = 0;
@@ -629,8 +642,10 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
             const char *v = upstream_header_get(u, names[i]);
             if (v) h[n++] = (http_header){str_c(names[i]), str_c(v)};
         }
-        pl_fail_headers(c, 429, h, n, "rate_limit_error", "rate_limit_exceeded", NULL,
-                        "Model target '%s' is rate limited: %s", tn, pmsg[0] ? pmsg : "HTTP 429");
+        provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
+        pl_fail_headers(c, 429, h, n, provider_rate_limit_type(c->resp.data, c->resp.len),
+                        "rate_limit_exceeded", NULL, "Model target '%s' is rate limited: %s", tn,
+                        pmsg[0] ? pmsg : "HTTP 429");
         return;
     }
     if (status >= 400 && status < 500) {
@@ -640,27 +655,27 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
         json_decref(doc);
         if (relay) {
             free(c->error);
-            c->error = strdup(pmsg);
+            c->error = strdup(provider_text(c, pmsg, sizeof pmsg));
             pl_finish(c, status, &pl_json_ct, 1, c->resp.data, c->resp.len);
             return;
         }
         pl_fail(c, status, "invalid_request_error", "upstream_rejected", NULL,
                 "Model target '%s' rejected the request (HTTP %d): %s", tn, status,
-                pmsg[0] ? pmsg : "no details");
+                provider_text(c, pmsg, sizeof pmsg));
         return;
     }
-    pl_fail(c, 502, "upstream_error", "upstream_error", NULL, "upstream '%s' returned HTTP %d: %s",
-            tn, status, pmsg[0] ? pmsg : "no details");
+    pl_fail(c, 502, "server_error", "upstream_error", NULL, "upstream '%s' returned HTTP %d: %s",
+            tn, status, provider_text(c, pmsg, sizeof pmsg));
 }
 
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg)
 {
-    json_t *e =
-        json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg, "type", type, "code", code);
-    char *s = json_dumps(e, JSON_COMPACT);
-    json_decref(e);
+    size_t len;
+    char *s = pl_error_body(type, code, NULL, msg, &len);
     buf ev = BUF_INIT;
-    buf_printf(&ev, "data: %s\n\n", s);
+    buf_puts(&ev, "data: ");
+    buf_append(&ev, s, len);
+    buf_puts(&ev, "\n\n");
     free(s);
     http_stream_write(c->r, ev.data, ev.len);
     buf_free(&ev);
@@ -767,9 +782,14 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     }
     if (c->stream_started) {
         char msg[512];
-        snprintf(msg, sizeof msg, "model target '%s' failed mid-stream: %s", c->target->name,
-                 res == UPSTREAM_OK ? "bad status" : errmsg);
-        pl_stream_fail(c, "upstream_error",
+        log_warn("request %s: model target '%s' failed mid-stream: %s", c->request_id,
+                 c->target->name,
+                 res == UPSTREAM_OK ? "bad status"
+                 : errmsg           ? errmsg
+                                    : "");
+        snprintf(msg, sizeof msg, "Model target '%s' failed mid-stream (%s).", c->target->name,
+                 res == UPSTREAM_TIMEOUT ? "it timed out" : "the connection failed");
+        pl_stream_fail(c, "server_error",
                        res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
         return;
     }
@@ -822,7 +842,7 @@ void pl_proxy_start(pl_call *c)
     if (!c->up) {
         free(c->up_body);
         c->up_body = NULL;
-        pl_fail(c, 502, "upstream_error", "upstream_unavailable", NULL,
+        pl_fail(c, 502, "server_error", "upstream_unavailable", NULL,
                 "Could not start a request to model target '%s'.", t->name);
     }
 }

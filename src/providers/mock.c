@@ -108,14 +108,20 @@ char *mock_completion_json(const cfg_target *t, const char *id, const char *text
                   t->model_name, "choices", "index", 0, "message", "role", "assistant", "content",
                   text, "refusal", "logprobs", "finish_reason", "stop", "usage",
                   usage_json(prompt_tokens, completion_tokens), "system_fingerprint");
-    char *s = json_dumps(doc, JSON_COMPACT);
+    char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return s;
 }
 
 static void emit_chunk(json_t *chunk, void (*emit)(void *, const char *, size_t), void *ctx)
 {
-    char *s = json_dumps(chunk, JSON_COMPACT);
+    char *s = chunk ? json_dumps(chunk, JSON_COMPACT) : NULL;
+    if (!s) {
+        /* not UTF-8 text, or out of memory: the event is left out rather than sent broken */
+        log_warn("Mock: a stream event could not be encoded as JSON; it is left out");
+        json_decref(chunk);
+        return;
+    }
     buf b = BUF_INIT;
     buf_puts(&b, "data: ");
     buf_puts(&b, s);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/utf8.h"
 #include "providers/provider.h"
 
 bool provider_is_local(const cfg_target *t)
@@ -72,11 +73,14 @@ static bool has_key(const provider_raw_body *b, const char *key)
     return false;
 }
 
-static void append_json(buf *out, json_t *v)
+/* false when v cannot be encoded (text that is not UTF-8, out of memory) */
+static bool append_json(buf *out, json_t *v)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!s) return false;
     buf_puts(out, s);
     free(s);
+    return true;
 }
 
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
@@ -100,10 +104,11 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
     if (!rename && !add && !add_usage) return 0; /* the client's bytes as they are */
     buf nb = BUF_INIT;
     buf_reserve(&nb, b->len + 64);
+    bool ok = true;
     if (rename) {
         buf_append(&nb, b->body, b->model_start);
         json_t *m = json_string(t->model_name);
-        append_json(&nb, m);
+        ok = append_json(&nb, m);
         json_decref(m);
         buf_append(&nb, b->body + b->model_end, b->object_end - b->model_end);
     } else {
@@ -114,10 +119,15 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
         if (has_key(b, k)) continue; /* a key the request sets wins */
         buf_append(&nb, ",", 1);
         json_t *key = json_string(k);
-        append_json(&nb, key);
+        ok = ok && append_json(&nb, key);
         json_decref(key);
         buf_append(&nb, ":", 1);
-        append_json(&nb, v);
+        ok = ok && append_json(&nb, v);
+    }
+    if (!ok) {
+        buf_free(&nb);
+        snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
+        return -1;
     }
     if (add_usage) {
         static const char so[] = ",\"stream_options\":{\"include_usage\":true}";
@@ -233,19 +243,37 @@ void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u
 void provider_error_message(const char *body, size_t len, char *out, size_t outlen)
 {
     out[0] = 0;
-    if (!body || !len) return;
+    if (!body || !len || outlen == 0) return;
     json_t *doc = json_loadb(body, len, 0, NULL);
     if (doc) {
         json_t *e = json_object_get(doc, "error");
         json_t *m = json_is_object(e) ? json_object_get(e, "message") : NULL;
         if (!m && json_is_string(e)) m = e;
         if (!m) m = json_object_get(doc, "message");
-        if (json_is_string(m)) snprintf(out, outlen, "%s", json_string_value(m));
+        if (json_is_string(m)) {
+            /* jansson checked the UTF-8; cut at a character boundary, stop at a NUL */
+            const char *v = json_string_value(m);
+            size_t n = utf8_prefix(v, strlen(v), outlen - 1);
+            memcpy(out, v, n);
+            out[n] = 0;
+        }
         json_decref(doc);
         if (out[0]) return;
     }
+    /* not an error document: its printable ASCII, other bytes as spaces */
     size_t n = len < outlen - 1 ? len : outlen - 1;
     for (size_t i = 0; i < n; i++)
         out[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
     out[n] = 0;
+}
+
+const char *provider_rate_limit_type(const char *body, size_t len)
+{
+    const char *type = "requests";
+    json_t *doc = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *t = json_string_value(json_object_get(json_object_get(doc, "error"), "type"));
+    if (t && strcmp(t, "tokens") == 0) type = "tokens";
+    if (t && strcmp(t, "insufficient_quota") == 0) type = "insufficient_quota";
+    json_decref(doc);
+    return type;
 }

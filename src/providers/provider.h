@@ -86,8 +86,14 @@ void provider_parse_usage(const char *body, size_t len, provider_usage *u);
 void provider_parse_stream_usage(const char *data, size_t len, provider_usage *u);
 
 /* Extracts a human-readable message from a provider error body ({"error":{"message":..}} or
- * text); writes at most outlen-1 bytes. */
+ * text); writes at most outlen-1 bytes and a NUL, always valid UTF-8 (a long message is cut at a
+ * character boundary). */
+enum { PROVIDER_ERROR_MESSAGE_MAX = 512 };
 void provider_error_message(const char *body, size_t len, char *out, size_t outlen);
+
+/* The OpenAI error type for a provider's 429: its own error.type when that is one of OpenAI's
+ * rate-limit types ("requests", "tokens", "insufficient_quota"), else "requests". */
+const char *provider_rate_limit_type(const char *body, size_t len);
 
 /* ---- Mock: the gateway answers itself (deterministic, for demos and tests) ---- */
 
@@ -98,7 +104,8 @@ const char *mock_answer_text(const cfg_target *t, json_t *messages, arena *pool)
  * per text plus OpenAI's per-message overhead, and a warning saying why is logged once. */
 uint64_t mock_count_tokens(const cfg_target *t, const char *text);
 uint64_t mock_count_prompt_tokens(const cfg_target *t, json_t *messages);
-/* A complete chat.completion JSON (malloc'd). */
+/* A complete chat.completion JSON (malloc'd); NULL when it cannot be encoded (text that is not
+ * UTF-8, out of memory). */
 char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
                            uint64_t prompt_tokens, uint64_t completion_tokens);
 /* The SSE bytes of the whole streamed answer, event by event: calls emit(ctx, event, len) once

@@ -81,7 +81,7 @@ spec:
     withLogs(logs, async () => {
       const res = await postJSON(`${gw.baseURL}/chat/completions`, chatBody('cheap'));
       const e = assertOpenAIError(assert, res, 401, 'missing_api_key');
-      assert.equal(e.type, 'authentication_error');
+      assert.equal(e.type, 'invalid_request_error'); // OpenAI's type for key errors
       const list = await rawRequest(`${gw.baseURL}/models`);
       assertOpenAIError(assert, list, 401, 'missing_api_key');
     })
@@ -94,7 +94,7 @@ spec:
         assert.ok(err instanceof OpenAI.AuthenticationError, `AuthenticationError, got ${err?.constructor?.name}: ${err}`);
         assert.equal(err.status, 401);
         assert.equal(err.code, 'invalid_api_key');
-        assert.equal(err.type, 'authentication_error');
+        assert.equal(err.type, 'invalid_request_error');
         return true;
       });
       // a prefix of a real key is not that key
@@ -113,7 +113,7 @@ spec:
           assert.ok(err instanceof OpenAI.PermissionDeniedError, `PermissionDeniedError, got ${err?.constructor?.name}: ${err}`);
           assert.equal(err.status, 403);
           assert.equal(err.code, 'model_not_allowed');
-          assert.equal(err.type, 'permission_error');
+          assert.equal(err.type, 'invalid_request_error');
           return true;
         });
       }

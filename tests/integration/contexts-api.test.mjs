@@ -491,7 +491,7 @@ spec:
       assert.equal((await rawRequest(api('/rbac-1/messages', 'ctx-main'), { headers: bearer('dash') })).status, 200);
       const denied = await postJSON(api('/rbac-1/messages', 'ctx-main'), { messages: [user('x')] }, { headers: bearer('dash') });
       const e = assertOpenAIError(assert, denied, 403, 'context_access_denied');
-      assert.equal(e.type, 'permission_error');
+      assert.equal(e.type, 'invalid_request_error');
       assert.match(e.message, /dashboard/);
       assertOpenAIError(assert, await rawRequest(api('/rbac-1', 'ctx-main'), { method: 'DELETE', headers: bearer('dash') }), 403, 'context_access_denied');
 
@@ -621,7 +621,7 @@ spec:
     withLogs(logs, async () => {
       const res = await postJSON(api('/ro-1/messages', 'ctx-ro'), { messages: [user('x')] }, { headers: bearer('alice') });
       const e = assertOpenAIError(assert, res, 403, 'context_read_only');
-      assert.equal(e.type, 'permission_error');
+      assert.equal(e.type, 'invalid_request_error');
       assert.equal((await rawRequest(api('', 'ctx-ro'), { headers: bearer('alice') })).status, 200);
       assertOpenAIError(assert, await rawRequest(api('/ro-1', 'ctx-ro'), { headers: bearer('alice') }), 404, 'conversation_not_found');
     })

@@ -3,11 +3,14 @@
 // OpenAI's error JSON, checked with raw HTTP and the `openai` SDK.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 
 import { startFakeOpenAI, openaiErrorBody } from '../fakes/openai.mjs';
 import { freePort, startGateway, withLogs } from '../lib/gateway.mjs';
-import { assertOpenAIError, collectStream, postJSON, rawRequest, sseData, within } from '../lib/http.mjs';
+import { assertOpenAIError, collectStream, postJSON, rawRequest, sseData, waitFor, within } from '../lib/http.mjs';
 
 const chatBody = (model, extra = {}) => ({ model, messages: [{ role: 'user', content: 'hello upstream' }], ...extra });
 
@@ -197,11 +200,12 @@ spec:
 
   describe('upstream failures', () => {
     test(
-      "provider 500 → 502 upstream_error naming the target and the provider's message",
+      "provider 500 → 502 server_error/upstream_error naming the target and the provider's message",
       withLogs(logs, async () => {
         fakeA.next({ status: 500 });
         const res = await postJSON(chatURL(), chatBody('up'));
         const e = assertOpenAIError(assert, res, 502, 'upstream_error');
+        assert.equal(e.type, 'server_error');
         assert.equal(e.message, `upstream 'up' returned HTTP 500: ${openaiErrorBody(500).error.message}`);
         assert.equal(fakeA.chatRequests().length, 1, 'no retry without failover');
 
@@ -222,7 +226,8 @@ spec:
         const res = await postJSON(chatURL(), chatBody('up'));
         assert.equal(res.status, 429, res.text);
         assert.equal(res.headers['retry-after'], '7');
-        assertOpenAIError(assert, res, 429);
+        const e = assertOpenAIError(assert, res, 429, 'rate_limit_exceeded');
+        assert.equal(e.type, 'requests', "OpenAI's type for a request-rate limit");
 
         fakeA.next({ status: 429, headers: { 'retry-after': '3' } });
         await assert.rejects(client.chat.completions.create(chatBody('up')), (err) => {
@@ -239,7 +244,9 @@ spec:
       withLogs(logs, async () => {
         fakeA.next({ delayMs: 4000 });
         const res = await postJSON(chatURL(), chatBody('slow'));
-        assertOpenAIError(assert, res, 504, 'upstream_timeout');
+        const e = assertOpenAIError(assert, res, 504, 'upstream_timeout');
+        assert.equal(e.type, 'server_error');
+        assert.equal(e.message, "Model target 'slow' did not answer in time (timeouts: firstToken 1 s, total 60 s).");
         assert.equal(fakeA.chatRequests()[0].body.model, 'slow-model');
       })
     );
@@ -258,7 +265,10 @@ spec:
       'connection refused → 502 upstream_unavailable',
       withLogs(logs, async () => {
         const res = await postJSON(chatURL(), chatBody('dead'));
-        assertOpenAIError(assert, res, 502, 'upstream_unavailable');
+        const e = assertOpenAIError(assert, res, 502, 'upstream_unavailable');
+        // what failed in the caller's terms; the upstream URL and the system error stay in the log
+        assert.equal(e.type, 'server_error');
+        assert.equal(e.message, "Could not connect to model target 'dead'.");
         await assert.rejects(client.chat.completions.create(chatBody('dead', { stream: true })), (err) => {
           assert.equal(err.status, 502);
           assert.equal(err.code, 'upstream_unavailable');
@@ -368,7 +378,7 @@ spec:
     );
 
     test(
-      'mid-stream cut on the wire: an error event of type upstream_error, and no [DONE]',
+      'mid-stream cut on the wire: an error event of type server_error, and no [DONE]',
       withLogs(logs, async () => {
         fakeA.next({ cutAfterChunks: 1, text: 'alpha beta gamma' });
         const res = await postJSON(chatURL(), chatBody('up', { stream: true }));
@@ -377,7 +387,9 @@ spec:
         assert.ok(!data.includes('[DONE]'), `no [DONE] after an error: ${res.text}`);
         const last = JSON.parse(data[data.length - 1]);
         assert.ok(last.error, `the last event is an error: ${res.text}`);
-        assert.equal(last.error.type, 'upstream_error');
+        assert.equal(last.error.type, 'server_error');
+        assert.equal(last.error.code, 'upstream_error');
+        assert.doesNotMatch(last.error.message, /127\.0\.0\.1|http:/, 'no upstream address in the message');
         assert.equal(typeof last.error.message, 'string');
         assert.equal(JSON.parse(data[1]).choices[0].delta.content, 'alpha');
       })
@@ -411,4 +423,86 @@ spec:
       })
     );
   });
+});
+
+describe('errors keep internals in the log', () => {
+  let fake;
+  let gw;
+  let tokDir;
+  let deadPort;
+
+  before(async () => {
+    fake = await startFakeOpenAI();
+    deadPort = await freePort();
+    // a tokenizer folder whose data is damaged: loading it fails with a message naming the file
+    tokDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctxgate-tok-broken-'));
+    for (const name of ['o200k_base', 'cl100k_base']) fs.writeFileSync(path.join(tokDir, `${name}.tiktoken`), 'not a tokenizer\n');
+    gw = await startGateway({
+      env: { CTXGATE_TOKENIZER_DIR: tokDir },
+      manifests: `
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: budget}
+spec:
+  storage: {type: Memory}
+  contextStrategy: {type: TokenBudget, maxContextTokens: 1000}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: down}
+spec:
+  storage: {type: Redis, config: {url: "redis://127.0.0.1:${deadPort}"}}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-errors-internals}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - name: up
+    type: OpenAI
+    config: {endpoint: "${fake.baseURL}", modelName: gpt-4o-mini}
+  routes:
+  - {name: budget, pathPrefix: /budget/v1, backends: [{target: up}], contextRef: {name: budget}}
+  - {name: down, pathPrefix: /down/v1, backends: [{target: up}], contextRef: {name: down}}
+  authentication: {type: None}
+`,
+    });
+  });
+
+  after(async () => {
+    if (gw) await gw.stop();
+    if (fake) await fake.close();
+    if (tokDir) fs.rmSync(tokDir, { recursive: true, force: true });
+  });
+
+  const logs = () => gw;
+  const headers = { 'x-conversation-id': 'internals-1' };
+
+  test(
+    'tokenizer unavailable → 500 tokenizer_unavailable without server paths; the path is in the log',
+    withLogs(logs, async () => {
+      const res = await postJSON(`${gw.url}/budget/v1/chat/completions`, chatBody('up'), { headers });
+      const e = assertOpenAIError(assert, res, 500, 'tokenizer_unavailable');
+      assert.equal(e.type, 'server_error');
+      assert.ok(!e.message.includes(tokDir) && !e.message.includes('/'), `no file path: ${e.message}`);
+      assert.match(e.message, /TokenBudget/);
+      await waitFor(() => gw.stderr().includes(tokDir), { what: 'the log to name the file' });
+      assert.equal(fake.requests.length, 0);
+    })
+  );
+
+  test(
+    'context store unreachable → 503 context_store_unavailable without its address; the address is in the log',
+    withLogs(logs, async () => {
+      const res = await postJSON(`${gw.url}/down/v1/chat/completions`, chatBody('up'), { headers });
+      const e = assertOpenAIError(assert, res, 503, 'context_store_unavailable');
+      assert.equal(e.type, 'server_error');
+      assert.equal(e.message, "The context store of ModelContextProtocol 'down' is unavailable.");
+      const api = await rawRequest(`${gw.url}/v1/contexts/internals-1?mcp=down`);
+      const f = assertOpenAIError(assert, api, 503, 'context_store_unavailable');
+      assert.ok(!f.message.includes(String(deadPort)), f.message);
+      await waitFor(() => gw.stderr().includes(`127.0.0.1:${deadPort}`), { what: 'the log to name the address' });
+    })
+  );
 });

@@ -44,8 +44,10 @@ static void decode_matches_jansson(void **state)
         json_t *want = json_loadb(t, strlen(t), JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
         if (!want) fail_msg("jansson refused corpus[%zu]: %s", i, je.text);
         char err[256] = "";
-        json_t *got = json_decode_fast(t, strlen(t), err, sizeof err);
-        if (!got) fail_msg("corpus[%zu] refused: %s", i, err);
+        json_t *raw = json_decode_fast(t, strlen(t), err, sizeof err);
+        if (!raw) fail_msg("corpus[%zu] refused: %s", i, err);
+        json_t *got = json_plain(raw); /* numbers kept as text (1e300) read as jansson reads them */
+        json_decref(raw);
         if (!json_equal(want, got)) fail_msg("corpus[%zu] decodes differently", i);
         /* types, not only values: an integer stays an integer */
         assert_int_equal(json_typeof(want), json_typeof(got));
@@ -75,7 +77,7 @@ static void encode_reads_back_and_keeps_order(void **state)
     assert_string_equal(s, "{\"z\":1,\"a\":2,\"m\":3}");
     free(s);
     json_decref(o);
-    /* a real stays a real, with jansson's 17 digits */
+    /* a real stays a real, in the fewest digits that read back the same */
     json_t *r = json_pack("[f, f, f]", 2.0, 0.1, -1e-9);
     s = json_encode_fast(r, NULL);
     json_t *rb = json_loadb(s, strlen(s), 0, NULL);
@@ -86,9 +88,89 @@ static void encode_reads_back_and_keeps_order(void **state)
     json_decref(rb);
 }
 
+static void numbers_keep_their_text(void **state)
+{
+    static const char *const texts[] = {
+        "0",
+        "-7",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "0.5",
+        "0.7",
+        "0.1",
+        "-0.0",
+        "1e+300",
+        /* none of these survives a 64-bit integer or a double as written */
+        "9223372036854775808",
+        "123456789012345678901234567890",
+        "-0",
+        "1e999",
+        "-1e999",
+        "1E5",
+        "1e5",
+        "1.50",
+        "2.0000000000000000001",
+        "0.30000000000000004441",
+        "1e-400",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char in[128], want[128];
+        snprintf(in, sizeof in, "{\"seed\": %s , \"a\":[%s]}", texts[i], texts[i]);
+        snprintf(want, sizeof want, "{\"seed\":%s,\"a\":[%s]}", texts[i], texts[i]);
+        char err[128] = "";
+        json_t *doc = json_decode_fast(in, strlen(in), err, sizeof err);
+        if (!doc) fail_msg("texts[%zu] '%s' refused: %s", i, texts[i], err);
+        char *out = json_encode_fast(doc, NULL);
+        assert_non_null(out);
+        if (strcmp(out, want) != 0) fail_msg("texts[%zu]: %s came back as %s", i, want, out);
+        free(out);
+        /* jansson's shallow copy keeps raw numbers */
+        json_t *copy = json_copy(doc);
+        out = json_encode_fast(copy, NULL);
+        assert_string_equal(out, want);
+        free(out);
+        json_decref(copy);
+        json_decref(doc);
+    }
+    /* json_plain: the nearest double, or NULL beyond the double range */
+    json_t *doc = json_decode_fast("[123456789012345678901234567890, 1.50, 7]", 41, NULL, 0);
+    assert_true(json_raw_number_text(json_array_get(doc, 0), NULL, NULL));
+    json_t *plain = json_plain(doc);
+    assert_true(json_is_real(json_array_get(plain, 0)));
+    assert_true(json_real_value(json_array_get(plain, 0)) == 1.2345678901234568e+29);
+    assert_true(json_real_value(json_array_get(plain, 1)) == 1.5);
+    assert_true(json_is_integer(json_array_get(plain, 2)));
+    char *s = json_dumps(plain, JSON_COMPACT);
+    assert_non_null(s);
+    free(s);
+    json_decref(plain);
+    json_decref(doc);
+    doc = json_decode_fast("{\"a\":{\"b\":[1e999]}}", 19, NULL, 0);
+    assert_non_null(doc);
+    assert_null(json_plain(doc));
+    json_decref(doc);
+    /* no raw number: the same document */
+    doc = json_decode_fast("{\"a\":[1,0.5,\"x\"]}", 18, NULL, 0);
+    plain = json_plain(doc);
+    assert_ptr_equal(plain, doc);
+    json_decref(plain);
+    json_decref(doc);
+}
+
 static void refuses_bad_input(void **state)
 {
-    const char *bad[] = {"", "{", "{\"a\":}", "[1,]", "{\"a\":1} x", "\"\xff\"", "nul", "01"};
+    const char *bad[] = {"",
+                         "{",
+                         "{\"a\":}",
+                         "[1,]",
+                         "{\"a\":1} x",
+                         "\"\xff\"",
+                         "nul",
+                         "01",
+                         "\"\xc0\xaf\"",
+                         "\"\xed\xa0\x80\"",
+                         "\"a\\udc00\"",
+                         "{\"\xf4\x90\x80\x80\":1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256] = "";
         json_t *v = json_decode_fast(bad[i], strlen(bad[i]), err, sizeof err);
@@ -112,6 +194,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(decode_matches_jansson),
         cmocka_unit_test(encode_reads_back_and_keeps_order),
+        cmocka_unit_test(numbers_keep_their_text),
         cmocka_unit_test(refuses_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

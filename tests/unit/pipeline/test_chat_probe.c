@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "pipeline/chat_probe.h"
 
 static arena *pool;
@@ -86,7 +87,23 @@ static void rejects_with_field(void **state)
         {"", PROBE_BAD_JSON, NULL, "empty"},
         {"{\"model\":", PROBE_BAD_JSON, NULL, "could not parse"},
         {"{\"model\":\"x\"} trailing", PROBE_BAD_JSON, NULL, "trailing garbage"},
-        {"{\"model\":\"\xff\"}", PROBE_BAD_JSON, NULL, "UTF8"},
+        {"{\"model\":\"\xff\"}", PROBE_BAD_ENCODING, "model", "byte 10 are not valid UTF-8"},
+        /* yajl's own check lets these through; the probe refuses them */
+        {"{\"model\":\"a\xc0\xaf"
+         "b\"}",
+         PROBE_BAD_ENCODING, "model", "byte 11"},                                   /* overlong */
+        {"{\"model\":\"\xed\xa0\x80\"}", PROBE_BAD_ENCODING, "model", "not valid"}, /* surrogate */
+        {"{\"model\":\"\xf4\x90\x80\x80\"}", PROBE_BAD_ENCODING, "model", "U+10FFFF"},
+        {"{\"model\":\"\xe2\x82\"}", PROBE_BAD_ENCODING, "model", "truncated"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\\udc00b\"}]}", PROBE_BAD_ENCODING,
+         "messages", "'messages[0]': the escape '\\udc00'"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\\u0041\"}]}", PROBE_BAD_ENCODING,
+         "messages", "unpaired UTF-16 surrogate"},
+        {"{\"x\":\"\\uD83D\"}", PROBE_BAD_ENCODING, "x", "'\\uD83D' at byte 6"},
+        {"{\"x\":\"\\ud83d\\ud83d\"}", PROBE_BAD_ENCODING, "x", "surrogate"},
+        {"{\"x\":{\"k\\udfff\":1}}", PROBE_BAD_ENCODING, "x", "surrogate"},
+        {"{\"\xff\":1}", PROBE_BAD_ENCODING, NULL, "a top-level key"},
+        {"{\"model\":\"a\x01\"}", PROBE_BAD_JSON, NULL, "could not parse"}, /* still refused */
         {"[1,2]", PROBE_NOT_OBJECT, NULL, "object"},
         {"42", PROBE_NOT_OBJECT, NULL, "object"},
         {"\"s\"", PROBE_NOT_OBJECT, NULL, "object"},
@@ -126,6 +143,44 @@ static void rejects_with_field(void **state)
     }
 }
 
+static void valid_text_passes(void **state)
+{
+    /* pairs, every plane, escapes next to multi-byte characters, long ASCII runs */
+    const char *b =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"\\ud83d\\ude00 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80 "
+        "\xc2\x80 \\u00e9\\n\\\"\\\\ \\uDBFF\\uDFFF \\ue000 0123456789abcdefghijklmnop\"}],"
+        "\"caf\xc3\xa9\":\"\\\\udc00 is text, not an escape\"}";
+    chat_probe p;
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_int_equal(p.n_top_keys, 3);
+}
+
+static void top_level_keys_are_bounded_and_hashed(void **state)
+{
+    /* CHAT_PROBE_MAX_TOP_KEYS keys pass; one more is refused naming the limit */
+    buf b = BUF_INIT;
+    buf_puts(&b, "{\"model\":\"m\"");
+    for (int i = 1; i < CHAT_PROBE_MAX_TOP_KEYS; i++)
+        buf_printf(&b, ",\"k%d\":%d", i, i);
+    buf_puts(&b, "}");
+    chat_probe p;
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_OK);
+    assert_int_equal(p.n_top_keys, CHAT_PROBE_MAX_TOP_KEYS);
+    assert_true(chat_probe_has_key(&p, "k255"));
+    b.len--;
+    buf_puts(&b, ",\"one-more\":1}");
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_TOO_MANY_KEYS);
+    assert_non_null(strstr(p.message, "more than 256 top-level keys"));
+    /* a duplicate far from its first occurrence is still found */
+    b.len -= strlen(",\"one-more\":1}");
+    buf_puts(&b, "}");
+    memcpy(strstr(b.data, "\"k200\""), "\"k2\"  ", 6);
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_DUPLICATE_KEY);
+    assert_string_equal(p.param, "k2");
+    buf_free(&b);
+}
+
 static void nested_keys_named_like_fields_are_ignored(void **state)
 {
     /* "model"/"stream" inside messages or tools are data, not the request's fields */
@@ -146,6 +201,8 @@ int main(void)
         cmocka_unit_test(missing_fields_are_reported_not_rejected),
         cmocka_unit_test(rejects_with_field),
         cmocka_unit_test(nested_keys_named_like_fields_are_ignored),
+        cmocka_unit_test(valid_text_passes),
+        cmocka_unit_test(top_level_keys_are_bounded_and_hashed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
