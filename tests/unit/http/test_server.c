@@ -597,7 +597,7 @@ static void test_get_and_post(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(resp_header(&r, "content-length"), "20"); /* as GET would send */
     resp_free(&r);
-    get_ok(&c, "GET /after-head HTTP/1.1\r\n\r\n",
+    get_ok(&c, "GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n",
            "GET /after-head q= h=: b="); /* no body leaked */
     cli_close(&c);
     tsrv_stop(t);
@@ -612,7 +612,7 @@ static void test_keep_alive(void **state)
     get_ok(&c, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n", "GET /one q= h=: b=");
     get_ok(&c, "GET /two HTTP/1.1\r\nHost: a\r\n\r\n", "GET /two q= h=: b=");
     /* Connection: close from the client ends it after the response */
-    cli_sends(&c, "GET /three HTTP/1.1\r\nConnection: close\r\n\r\n");
+    cli_sends(&c, "GET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "connection"), "close");
     resp_free(&r);
@@ -643,9 +643,9 @@ static void test_pipelining(void **state)
     cli_connect(&c, t->port);
     /* the first answer comes late from a timer: a server that dispatched the others meanwhile
      * would answer them first */
-    cli_sends(&c, "GET /later?ms=50 HTTP/1.1\r\nX-Test: 1\r\n\r\n"
-                  "GET /echo HTTP/1.1\r\nX-Test: 2\r\n\r\n"
-                  "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nthree");
+    cli_sends(&c, "GET /later?ms=50 HTTP/1.1\r\nHost: t\r\nX-Test: 1\r\n\r\n"
+                  "GET /echo HTTP/1.1\r\nHost: t\r\nX-Test: 2\r\n\r\n"
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthree");
     const char *want[3] = {"GET /later q=ms=50 h=x-test:1 b=", "GET /echo q= h=x-test:2 b=",
                            "POST /echo q= h=: b=three"};
     for (int i = 0; i < 3; i++) {
@@ -657,7 +657,7 @@ static void test_pipelining(void **state)
     assert_int_equal(atomic_load(&g.dispatched), 3);
     assert_int_equal(atomic_load(&g.max_active), 1); /* never two at once */
     /* the connection is still usable */
-    get_ok(&c, "GET /four HTTP/1.1\r\n\r\n", "GET /four q= h=: b=");
+    get_ok(&c, "GET /four HTTP/1.1\r\nHost: t\r\n\r\n", "GET /four q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -668,14 +668,15 @@ static void test_chunked_request_body(void **state)
     cli c;
     resp r;
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    cli_sends(&c,
+              "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
     usleep(20000); /* second half in a separate read */
     cli_sends(&c, "6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "POST /echo q= h=: b=hello world");
     resp_free(&r);
-    get_ok(&c, "GET /next HTTP/1.1\r\n\r\n", "GET /next q= h=: b=");
+    get_ok(&c, "GET /next HTTP/1.1\r\nHost: t\r\n\r\n", "GET /next q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -686,7 +687,8 @@ static void test_expect_continue(void **state)
     cli c;
     resp r;
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    cli_sends(
+        &c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     assert_true(cli_response(&c, &r, false)); /* before any body byte was sent */
     assert_int_equal(r.status, 100);
     resp_free(&r);
@@ -696,7 +698,7 @@ static void test_expect_continue(void **state)
     assert_string_equal(r.body, "POST /echo q= h=: b=abcde");
     resp_free(&r);
 
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: teapot\r\n\r\n");
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: teapot\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 417, "expectation_failed");
     resp_free(&r);
@@ -719,9 +721,9 @@ static void test_header_limit_431(void **state)
     big[sizeof big - 1] = 0;
 
     cli_connect(&c, t->port);
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nX-Big: %.*s\r\n\r\n", 500, big);
+    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: %.*s\r\n\r\n", 500, big);
     get_ok(&c, req, "GET /echo q= h=: b="); /* under the limit */
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nX-Big: %s\r\n\r\n", big);
+    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: %s\r\n\r\n", big);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 431, "request_header_fields_too_large");
@@ -746,15 +748,15 @@ static void test_body_limit_413(void **state)
 
     /* exactly at the limit passes */
     cli_connect(&c, t->port);
-    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n%.*s", 1000,
-             body);
+    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n%.*s",
+             1000, body);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, strlen("POST /echo q= h=: b=") + 1000);
     resp_free(&r);
     /* declared too big: answered at once, without sending any of the body */
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 413, "request_too_large");
     resp_free(&r);
@@ -763,11 +765,11 @@ static void test_body_limit_413(void **state)
 
     /* chunked, overflowing as it arrives */
     cli_connect(&c, t->port);
-    snprintf(
-        req, sizeof req,
-        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2ee\r\n%.*s\r\n2ee\r\n%.*s\r\n"
-        "0\r\n\r\n",
-        750, body, 750, body);
+    snprintf(req, sizeof req,
+             "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+             "chunked\r\n\r\n2ee\r\n%.*s\r\n2ee\r\n%.*s\r\n"
+             "0\r\n\r\n",
+             750, body, 750, body);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 413, "request_too_large");
@@ -799,7 +801,9 @@ static void test_timeouts_408_and_idle(void **state)
     cli_close(&c);
 
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"); /* body never ends */
+    cli_sends(
+        &c,
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"); /* body never ends */
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 408, "request_timeout");
     assert_non_null(strstr(r.body, "body"));
@@ -813,7 +817,7 @@ static void test_timeouts_408_and_idle(void **state)
     l.idle_timeout_ms = 150;
     tsrv_call(t, do_set_limits, &l);
     cli_connect(&c, t->port);
-    get_ok(&c, "GET /x HTTP/1.1\r\n\r\n", "GET /x q= h=: b=");
+    get_ok(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", "GET /x q= h=: b=");
     assert_true(cli_eof(&c));
     cli_close(&c);
     assert_int_equal(atomic_load(&g.dispatched), 1);
@@ -834,8 +838,8 @@ static void test_garbage_400(void **state)
     cli_close(&c);
     /* a broken request after a good one on the same connection */
     cli_connect(&c, t->port);
-    get_ok(&c, "GET /ok HTTP/1.1\r\n\r\n", "GET /ok q= h=: b=");
-    cli_sends(&c, "GET /bad HTTP/1.1\r\nContent-Length: nope\r\n\r\n");
+    get_ok(&c, "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n", "GET /ok q= h=: b=");
+    cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 400, "bad_request");
     resp_free(&r);
@@ -852,7 +856,7 @@ static void test_streaming_response(void **state)
     resp r;
     const char *want = "chunk-0\nchunk-1\nchunk-2\nchunk-3\nchunk-4\n";
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /stream?n=5 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /stream?n=5 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_string_equal(resp_header(&r, "transfer-encoding"), "chunked");
@@ -860,7 +864,8 @@ static void test_streaming_response(void **state)
     assert_string_equal(resp_header(&r, "content-type"), "text/event-stream");
     assert_string_equal(r.body, want);
     resp_free(&r);
-    get_ok(&c, "GET /after HTTP/1.1\r\n\r\n", "GET /after q= h=: b="); /* still in sync */
+    get_ok(&c, "GET /after HTTP/1.1\r\nHost: t\r\n\r\n",
+           "GET /after q= h=: b="); /* still in sync */
     cli_close(&c);
 
     /* HTTP/1.0 has no chunked coding: raw body, then close */
@@ -885,7 +890,7 @@ static void test_backpressure(void **state)
     cli c;
     resp r;
     assert_int_equal(cli_open(&c, t->port, 4096), 0); /* small window: the kernel fills fast */
-    cli_sends(&c, "GET /flood HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n");
     /* we read nothing, so the server's queue grows until http_stream_write says "pause" */
     while (!atomic_load(&g.flood_paused) && !atomic_load(&g.flood_failed))
         usleep(1000);
@@ -902,7 +907,7 @@ static void test_backpressure(void **state)
         assert_int_equal(r.body[i], 'a' + (i % 16384) % 26);
     resp_free(&r);
     assert_int_equal(atomic_load(&g.drains), 1);
-    get_ok(&c, "GET /after HTTP/1.1\r\n\r\n", "GET /after q= h=: b=");
+    get_ok(&c, "GET /after HTTP/1.1\r\nHost: t\r\n\r\n", "GET /after q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -913,7 +918,7 @@ static void test_client_disconnect_abort(void **state)
     cli c;
     size_t active = 99;
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(wait_for(&g.held_set, 1));
     tsrv_call(t, do_read_active, &active);
     assert_int_equal(active, 1);
@@ -935,12 +940,12 @@ static void test_request_id(void **state)
     resp r;
     char first[64];
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /x HTTP/1.1\r\nX-Request-Id: abc-123\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "x-request-id"), "abc-123");
     resp_free(&r);
 
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     const char *id = resp_header(&r, "x-request-id");
     assert_non_null(id);
@@ -950,21 +955,21 @@ static void test_request_id(void **state)
     resp_free(&r);
 
     /* 40 characters: too long, replaced */
-    cli_sends(&c,
-              "GET /x HTTP/1.1\r\nX-Request-Id: 0123456789012345678901234567890123456789\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                  "0123456789012345678901234567890123456789\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     id = resp_header(&r, "x-request-id");
     assert_int_equal(strlen(id), 16);
     assert_string_not_equal(id, first);
     resp_free(&r);
     /* 39 characters: kept */
-    cli_sends(&c,
-              "GET /x HTTP/1.1\r\nX-Request-Id: 012345678901234567890123456789012345678\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                  "012345678901234567890123456789012345678\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "x-request-id"), "012345678901234567890123456789012345678");
     resp_free(&r);
     /* server-generated errors carry the client's id too */
-    cli_sends(&c, "POST /x HTTP/1.1\r\nX-Request-Id: err-1\r\nExpect: nope\r\n\r\n");
+    cli_sends(&c, "POST /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: err-1\r\nExpect: nope\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 417);
     assert_string_equal(resp_header(&r, "x-request-id"), "err-1");
@@ -979,9 +984,9 @@ static void test_drain(void **state)
     cli idle, busy, late;
     resp r;
     cli_connect(&idle, t->port);
-    get_ok(&idle, "GET /x HTTP/1.1\r\n\r\n", "GET /x q= h=: b=");
+    get_ok(&idle, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", "GET /x q= h=: b=");
     cli_connect(&busy, t->port);
-    cli_sends(&busy, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_sends(&busy, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(wait_for(&g.held_set, 1));
 
     tsrv_call(t, do_drain, NULL);
@@ -1082,10 +1087,11 @@ static void test_tls(void **state)
 
     tls_connect(&c, t->port, x, 0);
     assert_int_equal(SSL_version(c.ssl), TLS1_3_VERSION);
-    get_ok(&c, "GET /tls?a=b HTTP/1.1\r\nX-Test: s\r\n\r\n", "GET /tls q=a=b h=x-test:s b=");
-    get_ok(&c, "POST /tls HTTP/1.1\r\nContent-Length: 6\r\n\r\nsecret",
+    get_ok(&c, "GET /tls?a=b HTTP/1.1\r\nHost: t\r\nX-Test: s\r\n\r\n",
+           "GET /tls q=a=b h=x-test:s b=");
+    get_ok(&c, "POST /tls HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecret",
            "POST /tls q= h=: b=secret");
-    cli_sends(&c, "GET /stream?n=3 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /stream?n=3 HTTP/1.1\r\nHost: t\r\n\r\n");
     resp r;
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(r.body, "chunk-0\nchunk-1\nchunk-2\n");
@@ -1094,7 +1100,7 @@ static void test_tls(void **state)
 
     tls_connect(&c, t->port, x, TLS1_2_VERSION);
     assert_int_equal(SSL_version(c.ssl), TLS1_2_VERSION);
-    get_ok(&c, "GET /v12 HTTP/1.1\r\n\r\n", "GET /v12 q= h=: b=");
+    get_ok(&c, "GET /v12 HTTP/1.1\r\nHost: t\r\n\r\n", "GET /v12 q= h=: b=");
     cli_close(&c);
 
     /* plaintext HTTP to the TLS port: the handshake fails and the connection closes */
