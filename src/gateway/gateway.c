@@ -417,8 +417,8 @@ int gateway_run(const gateway_opts *o)
     uv_signal_start(&g.sig_int, on_signal, SIGINT);
     uv_timer_init(g.loop, &g.debounce);
     watch_paths();
-    log_info("listening on port %d (%d workers, at most %zu connections)%s", g.port, g.n_workers,
-             atomic_load(&g.budget.max), gw->listener.tls_cert ? " with TLS" : "");
+    log_info("listening on port %d (%d workers)%s; at most %zu client connections", g.port,
+             g.n_workers, gw->listener.tls_cert ? " with TLS" : "", atomic_load(&g.budget.max));
 
     uv_run(g.loop, UV_RUN_DEFAULT);
     join_workers();

@@ -160,9 +160,43 @@ describe('maxConnections, small scale (one worker)', () => {
   );
 });
 
-function nofileLimit() {
+describe('maxConnections on reload', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({ manifests: manifest(20) });
+  });
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+
+  test(
+    'a reload applies a new maxConnections; an open-file limit too small for it is reported',
+    withLogs(
+      () => gw,
+      async () => {
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+        try {
+          assert.equal(metricSum(await metricsVia(agent, gw.port), 'ctxgate_http_connections_max'), 20);
+          await gw.reload(manifest(30), { expect: 'success' });
+          assert.equal(metricSum(await metricsVia(agent, gw.port), 'ctxgate_http_connections_max'), 30);
+          const limit = nofileLimit('-Hn'); // the gateway raises its soft limit to the hard one
+          if (limit > 0 && limit - 256 < 1000000) {
+            await gw.reload(manifest(1000000), { expect: 'success' });
+            assert.equal(metricSum(await metricsVia(agent, gw.port), 'ctxgate_http_connections_max'), limit - 256);
+            assert.match(gw.stderr(), /spec\.listener\.maxConnections 1000000 exceeds what the open-file limit allows/);
+          }
+        } finally {
+          agent.destroy();
+        }
+      }
+    )
+  );
+});
+
+function nofileLimit(flag = '-n') {
   try {
-    return Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
+    const n = Number(execFileSync('sh', ['-c', `ulimit ${flag}`], { encoding: 'utf8' }).trim());
+    return Number.isFinite(n) ? n : 0;
   } catch {
     return 0;
   }
