@@ -740,9 +740,22 @@ static void request_split_target(http_request *r, const char *t, size_t n)
     }
 }
 
+/* nginx's host check, in short: not empty, no whitespace or control bytes, no path separator,
+ * no "..". */
+static bool host_acceptable(str h)
+{
+    if (h.n == 0) return false;
+    for (size_t i = 0; i < h.n; i++) {
+        unsigned char ch = (unsigned char)h.p[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '/' || ch == '\\') return false;
+        if (ch == '.' && i + 1 < h.n && h.p[i + 1] == '.') return false;
+    }
+    return true;
+}
+
 /* The header checks http_parser does not make, answered as nginx does: the version (505),
- * Host (400 when missing in HTTP/1.1 or sent twice), Transfer-Encoding (400 twice or in
- * HTTP/1.0, 501 for any coding but chunked) and Content-Encoding (gzip and deflate are
+ * Host (400 when missing in HTTP/1.1, sent twice or not a host name), Transfer-Encoding (400 twice
+ * or in HTTP/1.0, 501 for any coding but chunked) and Content-Encoding (gzip and deflate are
  * decoded; 415 for anything else). */
 static int check_framing_headers(http_conn *c, http_request *r)
 {
@@ -752,11 +765,12 @@ static int check_framing_headers(http_conn *c, http_request *r)
                                "HTTP/%u.%u is not supported on this port; send HTTP/1.1",
                                p->http_major, p->http_minor);
     size_t n_host = 0, n_te = 0, n_ce = 0;
-    str te = STR_NULL, ce = STR_NULL;
+    str te = STR_NULL, ce = STR_NULL, host = STR_NULL;
     for (size_t i = 0; i < r->n_headers; i++) {
         str n = r->headers[i].name;
         if (str_eq_c(n, "host")) {
             n_host++;
+            host = r->headers[i].value;
         } else if (str_eq_c(n, "transfer-encoding")) {
             n_te++;
             te = r->headers[i].value;
@@ -767,6 +781,10 @@ static int check_framing_headers(http_conn *c, http_request *r)
     }
     if (n_host > 1)
         return conn_fail_later(c, 400, "bad_request", "the Host header is sent more than once");
+    if (n_host && !host_acceptable(host))
+        return conn_fail_later(c, 400, "bad_request",
+                               "the Host header \"%.*s\" is not a valid host name",
+                               (int)(host.n > 64 ? 64 : host.n), host.p);
     if (n_host == 0 && p->http_major == 1 && p->http_minor >= 1)
         return conn_fail_later(c, 400, "bad_request", "HTTP/1.1 request without a Host header");
     if (n_te > 1)

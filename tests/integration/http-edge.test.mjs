@@ -48,6 +48,8 @@ const chunked = (s) => `${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`;
 const cases = [
   ['HTTP/1.1 without Host', `POST /v1/chat/completions HTTP/1.1\r\nContent-Length: ${chat.length}\r\n\r\n${chat}`, 400, 'Host'],
   ['Host twice', post(`Host: other\r\nContent-Length: ${chat.length}\r\n`, chat), 400, 'Host'],
+  ['empty Host', `POST /v1/chat/completions HTTP/1.1\r\nHost:\r\nContent-Length: ${chat.length}\r\n\r\n${chat}`, 400, 'Host'],
+  ['Host with a space', `POST /v1/chat/completions HTTP/1.1\r\nHost: a b\r\nContent-Length: ${chat.length}\r\n\r\n${chat}`, 400, 'Host'],
   ['HTTP/2.0 request line over h1', `POST /v1/chat/completions HTTP/2.0\r\nHost: gw\r\nContent-Length: ${chat.length}\r\n\r\n${chat}`, 505, 'HTTP/2.0'],
   ['HTTP/3.1 request line', 'GET /healthz HTTP/3.1\r\nHost: gw\r\n\r\n', 505, 'HTTP/3.1'],
   ['HTTP/0.9 request line', 'GET /healthz\r\n', null, ''],

@@ -1179,6 +1179,9 @@ static void test_nginx_edge_answers(void **state)
     tsrv *t = tsrv_start(&l, NULL, NULL);
     assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\n\r\n", "without a Host"), 400);
     assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost:\r\n\r\n", "not a valid host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.0\r\nHost: a b\r\n\r\n", "not a valid host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: ../x\r\n\r\n", "not a valid host"), 400);
     assert_int_equal(ANSWER(t, "GET /x HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/2.0"), 505);
     assert_int_equal(ANSWER(t, "GET /x HTTP/3.1\r\nHost: a\r\n\r\n", "HTTP/3.1"), 505);
     assert_int_equal(ANSWER(t, "GET /x\r\n", NULL), 0); /* HTTP/0.9: closed, no answer */
