@@ -127,7 +127,7 @@ spec:
           } else {
             assert.equal(res.text, '', 'HTTP/0.9 gets no bytes back');
           }
-          await new Promise((r) => setTimeout(r, 50));
+          await new Promise((r) => setTimeout(r, 150)); // time for a forwarded request to arrive
           assert.equal(fake.requests.length, 0, 'the upstream received nothing');
         }
       )

@@ -130,6 +130,8 @@ describe('maxConnections, small scale (one worker)', () => {
         const busy = 'POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n';
         const live = socks.filter((s) => !isClosed(s));
         for (const s of live) s.write(busy);
+        // let the gateway see the keep-alive connection go and the others turn busy first
+        await new Promise((r) => setTimeout(r, 300));
         while (live.length < MAX) {
           const s = await idleSocket(gw.port);
           s.write(busy);

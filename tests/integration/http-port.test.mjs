@@ -4,12 +4,14 @@
 // request. Its own workers still share the port, before and after a configuration reload.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 
 import { runCtxgate, startGateway, withLogs } from '../lib/gateway.mjs';
-import { rawRequest } from '../lib/http.mjs';
+import { rawRequest, waitFor } from '../lib/http.mjs';
 
 const manifest = (name, port, extra = '') => `
 apiVersion: ctxgate.io/v1alpha1
@@ -49,7 +51,8 @@ describe('one gateway per port', () => {
       });
       assert.equal(res.status, 200, res.text);
     }
-    await new Promise((r) => setTimeout(r, 100)); // the access log line follows the answer
+    // the access-log line follows the answer: wait for all of them, then check none is extra
+    await waitFor(() => logged() - before >= n, { what: `gateway A logged ${n} answers` });
     assert.equal(logged() - before, n, 'gateway A answered every request');
   }
 
@@ -101,7 +104,63 @@ describe('one gateway per port', () => {
           body: { model: 'm', messages: [{ role: 'user', content: 'hi' }] },
         });
         assert.equal(res.status, 200, res.text);
-        assert.ok(a.accessLog().some((l) => l.gateway === 'gw-c'), 'gateway C answered');
+        await waitFor(() => a.accessLog().some((l) => l.gateway === 'gw-c'), { what: 'gateway C logged the answer' });
+      }
+    )
+  );
+});
+
+describe('one gateway per port, TLS listener', () => {
+  let a;
+  let tmp;
+
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ctxgate-it-tls-'));
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout', path.join(tmp, 'tls.key'), '-out', path.join(tmp, 'tls.crt'),
+    ], { stdio: 'ignore' });
+    const b64 = (f) => fs.readFileSync(path.join(tmp, f)).toString('base64');
+    const secret = `apiVersion: v1
+kind: Secret
+metadata: {name: gw-tls}
+type: kubernetes.io/tls
+data: {tls.crt: ${b64('tls.crt')}, tls.key: ${b64('tls.key')}}
+---`;
+    a = await startGateway({
+      manifests: `${secret}\n${manifest('gw-tls', '__PORT__').replace('  listener: {port: __PORT__}', '  listener: {port: __PORT__, tlsSecretRef: {name: gw-tls}}')}`,
+      ready: (port) => httpsGetStatus(port).then((s) => s === 200).catch(() => false),
+    });
+    fs.mkdirSync(path.join(tmp, 'b'));
+    fs.writeFileSync(path.join(tmp, 'b', 'gateway.yaml'), manifest('gw-b', a.port));
+  });
+
+  after(async () => {
+    if (a) await a.stop();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  function httpsGetStatus(port) {
+    return new Promise((resolve, reject) => {
+      const req = https.get({ host: '127.0.0.1', port, path: '/healthz', rejectUnauthorized: false, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      });
+      req.on('error', reject);
+    });
+  }
+
+  test(
+    'a plain gateway on the TLS gateway\'s port is refused; the TLS gateway serves on',
+    withLogs(
+      () => a,
+      async () => {
+        const res = await runCtxgate(['serve', '-f', path.join(tmp, 'b'), '--workers', '2'], { timeoutMs: 10000 });
+        assert.equal(res.signal, null, `gateway B kept running on A's port:\n${res.stderr}`);
+        assert.notEqual(res.code, 0);
+        assert.match(res.stderr, new RegExp(`cannot listen on 0\\.0\\.0\\.0:${a.port}: address already in use`));
+        for (let i = 0; i < 10; i++) assert.equal(await httpsGetStatus(a.port), 200);
       }
     )
   );
