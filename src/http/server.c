@@ -764,6 +764,10 @@ static int check_framing_headers(http_conn *c, http_request *r)
         return conn_fail_later(c, 505, "http_version_not_supported",
                                "HTTP/%u.%u is not supported on this port; send HTTP/1.1",
                                p->http_major, p->http_minor);
+    if (p->http_major == 0)
+        return conn_fail_later(c, 400, "bad_request",
+                               "HTTP/0.%u is not a valid version in a request line; send HTTP/1.1",
+                               p->http_minor);
     size_t n_host = 0, n_te = 0, n_ce = 0;
     str te = STR_NULL, ce = STR_NULL, host = STR_NULL;
     for (size_t i = 0; i < r->n_headers; i++) {

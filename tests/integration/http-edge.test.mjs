@@ -53,6 +53,7 @@ const cases = [
   ['HTTP/2.0 request line over h1', `POST /v1/chat/completions HTTP/2.0\r\nHost: gw\r\nContent-Length: ${chat.length}\r\n\r\n${chat}`, 505, 'HTTP/2.0'],
   ['HTTP/3.1 request line', 'GET /healthz HTTP/3.1\r\nHost: gw\r\n\r\n', 505, 'HTTP/3.1'],
   ['HTTP/0.9 request line', 'GET /healthz\r\n', null, ''],
+  ['HTTP/0.9 as a version', 'GET /healthz HTTP/0.9\r\nHost: gw\r\n\r\n', 400, 'HTTP/0.9'],
   ['Transfer-Encoding: gzip, chunked', post('Transfer-Encoding: gzip, chunked\r\n', chunked(chat)), 501, 'gzip, chunked'],
   ['Transfer-Encoding: gzip', post('Transfer-Encoding: gzip\r\n', chat), 501, 'gzip'],
   ['Transfer-Encoding twice', post('Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n', chunked(chat)), 400, 'Transfer-Encoding'],

@@ -1185,6 +1185,7 @@ static void test_nginx_edge_answers(void **state)
     assert_int_equal(ANSWER(t, "GET /x HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/2.0"), 505);
     assert_int_equal(ANSWER(t, "GET /x HTTP/3.1\r\nHost: a\r\n\r\n", "HTTP/3.1"), 505);
     assert_int_equal(ANSWER(t, "GET /x\r\n", NULL), 0); /* HTTP/0.9: closed, no answer */
+    assert_int_equal(ANSWER(t, "GET /x HTTP/0.9\r\nHost: a\r\n\r\n", "HTTP/0.9"), 400);
     assert_int_equal(
         ANSWER(t,
                "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
