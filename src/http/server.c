@@ -962,8 +962,8 @@ static int inflate_body(http_conn *c, const char *at, size_t len)
             continue;
         }
         if (rc == Z_OK || rc == Z_BUF_ERROR) {
-            if (z->avail_out == 0) continue; /* output full: grow and go on */
-            if (z->avail_in == 0) return 0;  /* wants more input */
+            if (z->avail_out == 0) continue;                     /* output full: grow and go on */
+            if (rc == Z_BUF_ERROR || z->avail_in == 0) return 0; /* wants more input */
             continue;
         }
         return conn_fail_later(c, 400, "bad_request",
