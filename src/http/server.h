@@ -94,7 +94,8 @@ typedef struct http_server_opts {
     void *handler_ctx;
 } http_server_opts;
 
-/* Binds with SO_REUSEPORT and starts accepting on loop. Returns 0 or a negative errno-style code
+/* Binds with SO_REUSEPORT (after an exclusive bind and listen when o->exclusive) and starts
+ * accepting on loop. Returns 0 or a negative errno-style code
  * (uv error), with a sentence in err. host must be an IPv4/IPv6 literal. tls_*_pem are PEM text
  * (not paths); the key must be unencrypted. */
 int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **out, char *err,
