@@ -164,6 +164,9 @@ struct http_conn {
     size_t tail_len;
     uint64_t chunk_left; /* bytes of the current chunk still to come */
     int crlf_need;       /* 2: CR then LF must follow the chunk data; 1: LF; 0: nothing */
+    const char *scan_at; /* framing bytes of this run before it are checked for bare CRs */
+    bool cr_pending;     /* the last framing byte of the previous run was a CR */
+    int lit_idx;         /* -1, or how much of "HTTP/" after the request target is checked */
     size_t raw_len;      /* body bytes as received (before decoding) */
     body_coding coding;  /* Content-Encoding of the request body under way */
     bool z_done;         /* the compressed stream ended */
@@ -172,6 +175,7 @@ struct http_conn {
 
 static void conn_close(http_conn *c);
 static void conn_close_graceful(http_conn *c);
+static int check_version_literal(http_conn *c, const char *p);
 static void conn_pump(http_conn *c);
 static void conn_send(http_conn *c, const uv_buf_t *bufs, unsigned n);
 
@@ -610,6 +614,7 @@ static int on_message_begin(http_parser *p)
     c->crlf_need = 0;
     c->coding = CODING_NONE;
     c->z_done = false;
+    c->lit_idx = -1;
     idle_leave(c);
     c->phase = PHASE_HEADERS;
     uv_timer_start(&c->timer, on_conn_timer, c->srv->limits.header_timeout_ms, 0);
@@ -625,6 +630,11 @@ static int on_url(http_parser *p, const char *at, size_t len)
     if (p->http_major == 0 && p->http_minor == 9)
         return conn_fail_later(c, HTTP_CLOSE_SILENTLY, "http_0_9",
                                "HTTP/0.9 request line (no version): not supported");
+    if (at + len < c->exec_end && at[len] == ' ') {
+        c->lit_idx = 0; /* the target ended: "HTTP/" comes next */
+        check_version_literal(c, at + len);
+        if (c->err_status) return 0;
+    }
     return check_header_size(c);
 }
 
@@ -972,6 +982,41 @@ static int inflate_body(http_conn *c, const char *at, size_t len)
     }
 }
 
+/* Every CR outside a body (request line, headers, chunk framing, trailers) must be followed by
+ * LF, as nginx requires: http_parser, built without its strict checks, takes any byte after
+ * the CR that ends the headers or a chunk-size line, which a proxy in front would read
+ * differently (request smuggling). Bare LF line ends stay accepted, as nginx accepts them. */
+static int scan_bare_cr(http_conn *c, const char *from, const char *to)
+{
+    for (const char *p = from; p < to; p++) {
+        if (c->cr_pending && *p != '\n')
+            return conn_fail_later(c, 400, "bad_request",
+                                   "a CR not followed by LF in the request line, headers or chunk "
+                                   "framing");
+        c->cr_pending = *p == '\r';
+    }
+    return 0;
+}
+
+/* After the request target the parser skips its spaces and then, built without strict checks,
+ * takes any four bytes and a '/' for "HTTP/": check them. */
+static int check_version_literal(http_conn *c, const char *p)
+{
+    static const char lit[] = "HTTP/";
+    while (c->lit_idx >= 0 && p < c->exec_end) {
+        if (c->lit_idx == 0 && *p == ' ') {
+            p++;
+            continue;
+        }
+        if (*p != lit[c->lit_idx])
+            return conn_fail_later(c, 400, "bad_request",
+                                   "the request line does not end in HTTP/<major>.<minor>");
+        p++;
+        if (++c->lit_idx == 5) c->lit_idx = -1;
+    }
+    return 0;
+}
+
 /* The bytes after a chunk's data must be CRLF: http_parser (built without strict checks) takes
  * any two bytes, which would let a chunk size that does not match its data go unnoticed. */
 static int check_chunk_crlf(http_conn *c, const char *p)
@@ -1010,6 +1055,11 @@ static int on_body(http_parser *p, const char *at, size_t len)
         return conn_fail_later(c, 413, "request_too_large",
                                "request body exceeds the %zu-byte limit", max);
     c->raw_len += len;
+    if (c->scan_at && at >= c->scan_at) {
+        scan_bare_cr(c, c->scan_at, at);
+        if (c->err_status) return 0;
+        c->scan_at = at + len;
+    }
     if (p->flags & F_CHUNKED) {
         c->chunk_left = len < c->chunk_left ? c->chunk_left - len : 0;
         if (c->chunk_left == 0) {
@@ -1092,15 +1142,19 @@ static size_t conn_execute(http_conn *c, const char *data, size_t len)
 {
     c->exec_start = data;
     c->exec_end = data + len;
-    if (c->crlf_need) {
-        /* the end of a chunk's data was the end of the previous run */
-        check_chunk_crlf(c, data);
-        if (c->err_status) {
-            conn_fail(c);
-            return len;
-        }
+    c->scan_at = data;
+    /* checks that began at the end of the previous run */
+    if (c->crlf_need) check_chunk_crlf(c, data);
+    if (c->lit_idx >= 0 && c->phase == PHASE_HEADERS) check_version_literal(c, data);
+    if (c->err_status) {
+        conn_fail(c);
+        return len;
     }
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    /* the framing bytes after the last body piece; before dispatching what they framed */
+    if (!c->err_status && c->scan_at && c->scan_at <= data + n)
+        scan_bare_cr(c, c->scan_at, data + n);
+    c->scan_at = NULL;
     /* keep the last bytes the parser took, for checks that look back across runs */
     if (n >= sizeof c->tail) {
         memcpy(c->tail, data + n - sizeof c->tail, sizeof c->tail);
@@ -1335,6 +1389,7 @@ static void on_connection(uv_stream_t *ls, int status)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->phase = PHASE_IDLE;
+    c->lit_idx = -1;
     snprintf(c->remote_addr, sizeof c->remote_addr, "unknown");
     if (s->budget) {
         c->counted = true;

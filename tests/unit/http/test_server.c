@@ -1220,13 +1220,32 @@ static void test_nginx_edge_answers(void **state)
     get_ok(&c, "GET /e HTTP/1.1\r\nHost: a\r\nX-Test:\r\nX-Other: 1\r\n\r\n",
            "GET /e q= h=x-test: b=");
     cli_close(&c);
+    /* http_parser without strict checks takes any byte after these CRs, and any "HTTP/" */
+    assert_int_equal(ANSWER(t, "GET /x HXXX/1.1\r\nHost: a\r\n\r\n", "HTTP/"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\n\rXGET /y HTTP/1.1\r\n\r\n", "CR"),
+                     400);
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "2\rXab\r\n0\r\n\r\n",
+                            "CR"),
+                     400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\nX-Test:\rY: b\r\n\r\n", NULL), 400);
+    /* CRs inside a body are data */
+    cli_connect(&c, t->port);
+    get_ok(&c,
+           "POST /cr HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\r\r\r\n"
+           "1;ext=1\r\n\r\r\n0\r\n\r\n",
+           "POST /cr q= h=: b=\r\r\r");
+    get_ok(&c, "POST /cr HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n\r\rx",
+           "POST /cr q= h=: b=\r\rx");
+    cli_close(&c);
     /* chunk data longer than its size: the bytes after it are not CRLF */
     assert_int_equal(ANSWER(t,
                             "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "2\r\nabXX0\r\n\r\n",
                             "CRLF"),
                      400);
-    assert_int_equal(atomic_load(&g.dispatched), 1);
+    assert_int_equal(atomic_load(&g.dispatched), 3);
     tsrv_stop(t);
 }
 
@@ -1234,6 +1253,23 @@ static void test_nginx_edge_answers(void **state)
 static void test_edge_checks_across_reads(void **state)
 {
     tsrv *t = tsrv_start(NULL, NULL, NULL);
+    static const char *const split[][2] = {
+        {"GET /x HT", "XP/1.1\r\nHost: a\r\n\r\n"},
+        {"GET /x ", "HTTX/1.1\r\nHost: a\r\n\r\n"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\n\r", "XGET /y HTTP/1.1\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) {
+        cli c;
+        resp r;
+        cli_connect(&c, t->port);
+        cli_sends(&c, split[i][0]);
+        usleep(50 * 1000);
+        cli_sends(&c, split[i][1]);
+        assert_true(cli_response(&c, &r, false));
+        assert_int_equal(r.status, 400);
+        resp_free(&r);
+        cli_close(&c);
+    }
     static const char *const folded[][2] = {
         {"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: a\r\n", " b\r\n\r\n"},
         {"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: a\r\n ", "b\r\n\r\n"},
