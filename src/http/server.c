@@ -1340,7 +1340,13 @@ static bool budget_admit(http_server *s, uv_stream_t *ls)
     http_conn_budget *b = s->budget;
     size_t max = atomic_load(&b->max);
     if (!max || atomic_load(&b->open) < max) return true;
+    /* the oldest idle connection whose last response is completely sent (a connection still
+     * writing one is left alone, as nginx reuses only finished keep-alive connections); the
+     * walk is bounded so that a crowd of slow readers cannot make every accept expensive */
     http_conn *old = s->idle_head;
+    for (int i = 0; old && conn_queued(old) > 0 && i < 64; i++)
+        old = old->idle_next;
+    if (old && conn_queued(old) > 0) old = NULL;
     if (old) {
         log_debug("http: %zu connections open (the limit): closing the idle connection from %s",
                   max, old->remote_addr);

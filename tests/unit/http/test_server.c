@@ -1572,6 +1572,48 @@ static void test_max_connections(void **state)
     tsrv_stop(t);
 }
 
+/* An idle connection whose last response is still being written is not closed for room. */
+static void test_max_connections_spares_unsent(void **state)
+{
+    static http_conn_budget b;
+    memset(&b, 0, sizeof b);
+    atomic_store(&b.max, 2);
+    g_budget = &b;
+    http_limits l;
+    http_limits_default(&l);
+    l.max_body_bytes = 16 * 1024 * 1024;
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    enum { BODY = 12 * 1024 * 1024 };
+    char *body = malloc(BODY);
+    memset(body, 'w', BODY);
+    cli slow, idle, fresh;
+    assert_int_equal(cli_open(&slow, t->port, 4096), 0); /* a small window: the answer waits */
+    char head[128];
+    int hn = snprintf(head, sizeof head,
+                      "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", (int)BODY);
+    cli_send(&slow, head, (size_t)hn);
+    cli_send(&slow, body, BODY);
+    assert_true(wait_for(&g.dispatched, 1)); /* answered at once: the echo sits in the queue */
+    cli_connect(&idle, t->port);
+    assert_true(wait_open(&b, 2));
+    /* at the limit: the oldest idle connection is the slow reader's, still writing: spared */
+    cli_connect(&fresh, t->port);
+    get_ok(&fresh, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", "GET /f q= h=: b=");
+    assert_true(cli_eof(&idle));
+    assert_int_equal(atomic_load(&b.idle_closed), 1);
+    /* the slow reader gets its whole answer */
+    resp r;
+    assert_true(cli_response(&slow, &r, false));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, strlen("POST /echo q= h=: b=") + BODY);
+    resp_free(&r);
+    free(body);
+    cli_close(&slow);
+    cli_close(&idle);
+    cli_close(&fresh);
+    tsrv_stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1598,6 +1640,7 @@ int main(void)
         cmocka_unit_test(test_slow_drip_408),
         cmocka_unit_test(test_exclusive_port),
         cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_max_connections_spares_unsent),
     };
     /* HTTP_TEST_FILTER=test_tls runs one test (cmocka's wildcard pattern) */
     const char *filter = getenv("HTTP_TEST_FILTER");
