@@ -95,8 +95,9 @@ describe('maxConnections, small scale (one worker)', () => {
     withLogs(
       () => gw,
       async () => {
-        // K: a keep-alive connection in use (the startup probe's connection is gone by now)
+        // K: a keep-alive connection in use; the start-up probe's (fetch's pool keeps it ~4 s) goes
         await waitFor(async () => metricSum(await metricsVia(agent, gw.port), 'ctxgate_http_connections') === 1, {
+          timeoutMs: 30000,
           what: 'only the keep-alive connection open',
         });
         socks.push(...(await openIdle(gw.port, MAX - 1)));
