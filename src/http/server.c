@@ -1,7 +1,10 @@
 /* server.c — the HTTP/1.1 front door (see server.h). http_parser does the byte-level parsing;
  * everything about connections is ours: keep-alive, strictly ordered pipelining, chunked request
  * bodies, Expect: 100-continue, size limits, timeouts, lingering close, streaming with write-queue
- * backpressure, and TLS through memory BIOs on the same loop.
+ * backpressure, and TLS through memory BIOs on the same loop. On top of http_parser (Debian builds
+ * it without its strict checks) we answer framing edge cases as nginx does (docs/gateway.md, "HTTP
+ * limits and edge cases"), decode gzip/deflate request bodies with zlib, and keep a per-process
+ * connection budget that closes the oldest idle connection at the limit.
  *
  * Mallocs per request on the hot path (keep-alive connection, no TLS):
  *   2  arena_new(4096): the arena header and its first block; it holds the http_request, the
