@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libssl-dev
-  libhiredis-dev libpq-dev libsqlite3-dev libpcre2-dev libyajl-dev libcmocka-dev
+  libhiredis-dev libpq-dev libsqlite3-dev libpcre2-dev libyajl-dev libcmocka-dev zlib1g-dev
   redis-server postgresql nginx-light wrk
   curl ca-certificates openssl
   clang-format cppcheck

@@ -139,6 +139,7 @@ typedef struct cfg_api_key {
 
 typedef struct cfg_listener {
     int port;             /* default 8080 */
+    long max_connections; /* spec.listener.maxConnections, per process; default 10000 */
     const char *tls_cert; /* PEM from the tlsSecretRef Secret's tls.crt; NULL = plain HTTP */
     const char *tls_key;  /* PEM tls.key */
 } cfg_listener;

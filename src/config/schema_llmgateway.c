@@ -747,6 +747,18 @@ static const sch_field spec_fields[] = {
               MIN(1),
               MAX(65535),
               .desc = "TCP port."},
+             {.name = "maxConnections",
+              .kind = SCH_INT,
+              .flags = ENF,
+              .def = "10000",
+              MIN(1),
+              MAX(1000000),
+              .desc = "Client connections open at once, per gateway process (all workers). At "
+                      "the limit a new connection closes the oldest idle keep-alive "
+                      "connection of its worker; when there is none it is accepted and "
+                      "closed at once. Capped at start by the open-file limit "
+                      "(RLIMIT_NOFILE, raised to its hard limit) minus 256 descriptors "
+                      "kept for upstream connections, stores and files."},
              {.name = "tlsSecretRef",
               .kind = SCH_OBJECT,
               .flags = ENF,

@@ -343,6 +343,8 @@ static void build_gateway(build *b, cfg_gateway *g)
 
     json_t *lis = json_object_get(spec, "listener");
     g->listener.port = (int)get_int(lis, sch_field_at(root, "spec.listener"), "port");
+    g->listener.max_connections =
+        (long)get_int(lis, sch_field_at(root, "spec.listener"), "maxConnections");
     json_t *tls = json_object_get(lis, "tlsSecretRef");
     g->listener.tls_cert = tls ? secret_text(b, tls, "tls.crt") : NULL;
     g->listener.tls_key = tls ? secret_text(b, tls, "tls.key") : NULL;

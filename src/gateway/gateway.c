@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "config/load.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "obs/metrics.h"
 #include "pipeline/pipeline.h"
 #include "providers/provider.h"
 
@@ -49,8 +51,54 @@ static struct {
     uv_timer_t debounce;
     uv_fs_event_t *watches;
     size_t n_watches;
-    char **watch_names; /* basename to filter on, NULL = any file in the directory */
+    char **watch_names;      /* basename to filter on, NULL = any file in the directory */
+    http_conn_budget budget; /* spec.listener.maxConnections, shared by the workers' servers */
+    long fd_ceiling;         /* connections the open-file limit leaves room for; 0 = unknown */
 } g;
+
+/* Descriptors kept out of the connection budget: upstream connections, stores, watched files,
+ * listening sockets, libuv's own. */
+enum { GW_FD_RESERVE = 256 };
+
+/* Raises the soft open-file limit to the hard one (as nginx's worker_rlimit_nofile would) and
+ * returns how many client connections it leaves room for. */
+static long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) return 0;
+    long n = (long)rl.rlim_cur - GW_FD_RESERVE;
+    return n > 1 ? n : 1;
+}
+
+/* The budget for a configuration: maxConnections, capped by the open-file limit. */
+static size_t max_connections_for(const cfg_gateway *gw, bool warn)
+{
+    long want = gw->listener.max_connections > 0 ? gw->listener.max_connections : 10000;
+    if (g.fd_ceiling > 0 && want > g.fd_ceiling) {
+        if (warn)
+            log_warn("spec.listener.maxConnections %ld exceeds what the open-file limit allows "
+                     "(RLIMIT_NOFILE %ld minus %d kept for upstream connections and files); "
+                     "using %ld: raise `ulimit -n` to allow more",
+                     want, g.fd_ceiling + GW_FD_RESERVE, GW_FD_RESERVE, g.fd_ceiling);
+        want = g.fd_ceiling;
+    }
+    return (size_t)want;
+}
+
+static void conn_figures(obs_conn_figures *out, void *ctx)
+{
+    http_conn_budget *b = ctx;
+    out->open = atomic_load(&b->open);
+    out->max = atomic_load(&b->max);
+    out->refused = atomic_load(&b->refused);
+    out->idle_closed = atomic_load(&b->idle_closed);
+}
 
 static void apply_logging(const cfg_gateway *gw)
 {
@@ -198,6 +246,9 @@ static void reload(const char *why)
                  "listening on %d",
                  g.port, rt->gw->listener.port, g.port);
     apply_logging(rt->gw);
+    size_t maxc = max_connections_for(rt->gw, rt->gw->listener.max_connections !=
+                                                  g.rt->gw->listener.max_connections);
+    atomic_store(&g.budget.max, maxc);
     publish(rt);
     obs_reload_record(1);
     log_info("configuration reloaded (%s), generation %llu", why,
@@ -317,6 +368,9 @@ int gateway_run(const gateway_opts *o)
     const cfg_gateway *gw = g.rt->gw;
     apply_logging(gw);
     g.port = gw->listener.port;
+    g.fd_ceiling = raise_nofile();
+    atomic_store(&g.budget.max, max_connections_for(gw, true));
+    obs_set_conn_figures(conn_figures, &g.budget);
 
     g.n_workers = o->workers > 0 ? o->workers : (int)uv_available_parallelism();
     if (g.n_workers < 1) g.n_workers = 1;
@@ -333,13 +387,15 @@ int gateway_run(const gateway_opts *o)
         w->initial = g.rt;
         pl_runtime_ref(g.rt);
         w->srv_opts.port = g.port;
+        w->srv_opts.exclusive = i == 0; /* fails when another process holds the port */
+        w->srv_opts.budget = &g.budget;
         w->srv_opts.tls_cert_pem = gw->listener.tls_cert;
         w->srv_opts.tls_key_pem = gw->listener.tls_key;
         limits_for(gw, &w->srv_opts.limits);
         uv_thread_create(&w->tid, worker_main, w);
         uv_sem_wait(&w->started);
         if (w->start_rc != 0) {
-            fprintf(stderr, "ctxgate: cannot listen on port %d: %s\n", g.port, w->start_err);
+            fprintf(stderr, "ctxgate: %s\n", w->start_err);
             uv_thread_join(&w->tid);
             for (int j = 0; j < i; j++) {
                 uv_mutex_lock(&g.workers[j].lock);
@@ -361,8 +417,8 @@ int gateway_run(const gateway_opts *o)
     uv_signal_start(&g.sig_int, on_signal, SIGINT);
     uv_timer_init(g.loop, &g.debounce);
     watch_paths();
-    log_info("listening on port %d (%d workers)%s", g.port, g.n_workers,
-             gw->listener.tls_cert ? " with TLS" : "");
+    log_info("listening on port %d (%d workers)%s; at most %zu client connections", g.port,
+             g.n_workers, gw->listener.tls_cert ? " with TLS" : "", atomic_load(&g.budget.max));
 
     uv_run(g.loop, UV_RUN_DEFAULT);
     join_workers();

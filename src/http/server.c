@@ -1,7 +1,10 @@
 /* server.c — the HTTP/1.1 front door (see server.h). http_parser does the byte-level parsing;
  * everything about connections is ours: keep-alive, strictly ordered pipelining, chunked request
  * bodies, Expect: 100-continue, size limits, timeouts, lingering close, streaming with write-queue
- * backpressure, and TLS through memory BIOs on the same loop.
+ * backpressure, and TLS through memory BIOs on the same loop. On top of http_parser (Debian builds
+ * it without its strict checks) we answer framing edge cases as nginx does (docs/gateway.md, "HTTP
+ * limits and edge cases"), decode gzip/deflate request bodies with zlib, and keep a per-process
+ * connection budget that closes the oldest idle connection at the limit.
  *
  * Mallocs per request on the hot path (keep-alive connection, no TLS):
  *   2  arena_new(4096): the arena header and its first block; it holds the http_request, the
@@ -37,6 +40,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
@@ -53,7 +57,11 @@ enum {
      * response instead of a reset caused by its unread bytes */
     HTTP_LINGER_MS = 2000,
     HTTP_FIRST_HEADERS = 16,
+    /* err_status that closes the connection without an answer (HTTP/0.9) */
+    HTTP_CLOSE_SILENTLY = -1,
 };
+
+typedef enum { CODING_NONE, CODING_GZIP, CODING_DEFLATE } body_coding;
 
 typedef enum {
     CONN_OPEN,   /* reading and answering */
@@ -100,6 +108,10 @@ struct http_server {
     char date_line[48]; /* "Date: ...\r\n", rebuilt once per second */
 
     uint64_t id_seed, id_counter;
+
+    http_conn_budget *budget;         /* NULL: no connection limit */
+    http_conn *idle_head, *idle_tail; /* idle connections, oldest first (closed at the limit) */
+    time_t refuse_logged;             /* last "refused at the limit" warning, once a second */
 };
 
 struct http_conn {
@@ -143,10 +155,30 @@ struct http_conn {
 
     http_tls_session *tls;
     char remote_addr[64];
+
+    http_conn *idle_prev, *idle_next;
+    bool in_idle; /* on the server's idle list */
+    bool counted; /* holds a place in the connection budget */
+
+    /* the bytes http_parser_execute runs over, for the checks it does not make itself (obs-fold,
+     * the CRLF after chunk data), and the last bytes of the previous run */
+    const char *exec_start, *exec_end;
+    char tail[8];
+    size_t tail_len;
+    uint64_t chunk_left; /* bytes of the current chunk still to come */
+    int crlf_need;       /* 2: CR then LF must follow the chunk data; 1: LF; 0: nothing */
+    const char *scan_at; /* framing bytes of this run before it are checked for bare CRs */
+    bool cr_pending;     /* the last framing byte of the previous run was a CR */
+    int lit_idx;         /* -1, or how much of "HTTP/" after the request target is checked */
+    size_t raw_len;      /* body bytes as received (before decoding) */
+    body_coding coding;  /* Content-Encoding of the request body under way */
+    bool z_done;         /* the compressed stream ended */
+    z_stream *zs;        /* allocated on the first encoded body, reused */
 };
 
 static void conn_close(http_conn *c);
 static void conn_close_graceful(http_conn *c);
+static int check_version_literal(http_conn *c, const char *p);
 static void conn_pump(http_conn *c);
 static void conn_send(http_conn *c, const uv_buf_t *bufs, unsigned n);
 
@@ -334,6 +366,11 @@ static void conn_send(http_conn *c, const uv_buf_t *bufs, unsigned n)
 static void conn_fail(http_conn *c)
 {
     http_server *s = c->srv;
+    if (c->err_status == HTTP_CLOSE_SILENTLY) {
+        log_debug("http: closing the connection from %s: %s", c->remote_addr, c->err_msg);
+        conn_close_graceful(c);
+        return;
+    }
     int status = c->err_status ? c->err_status : 400;
     char id[40];
     if (c->cur && c->cur->request_id[0])
@@ -410,6 +447,10 @@ static void conn_free(http_conn *c)
     buf_free(&c->hval);
     buf_free(&c->pend);
     http_tls_session_free(c->tls);
+    if (c->zs) {
+        inflateEnd(c->zs);
+        free(c->zs);
+    }
     free(c);
     server_check_drained(s);
 }
@@ -438,9 +479,44 @@ static void on_conn_timer_closed(uv_handle_t *h)
     conn_maybe_free(c);
 }
 
+static void idle_enter(http_conn *c)
+{
+    http_server *s = c->srv;
+    if (c->in_idle) return;
+    c->in_idle = true;
+    c->idle_next = NULL;
+    c->idle_prev = s->idle_tail;
+    if (s->idle_tail)
+        s->idle_tail->idle_next = c;
+    else
+        s->idle_head = c;
+    s->idle_tail = c;
+}
+
+static void idle_leave(http_conn *c)
+{
+    http_server *s = c->srv;
+    if (!c->in_idle) return;
+    c->in_idle = false;
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        s->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        s->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+}
+
 static void conn_close(http_conn *c)
 {
     if (c->state == CONN_CLOSED) return;
+    idle_leave(c);
+    if (c->counted) {
+        c->counted = false; /* uv_close closes the socket at once: its place is free now */
+        atomic_fetch_sub(&c->srv->budget->open, 1);
+    }
     c->state = CONN_CLOSED;
     c->want_drain = false;
     uv_close((uv_handle_t *)&c->tcp, on_conn_tcp_closed);
@@ -473,6 +549,7 @@ static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void conn_close_graceful(http_conn *c)
 {
     if (c->state != CONN_OPEN) return;
+    idle_leave(c);
     c->state = CONN_LINGER;
     if (c->cur) {
         arena_free(c->cur->pool);
@@ -535,6 +612,13 @@ static int on_message_begin(http_parser *p)
     c->head_bytes = 16; /* method, spaces, "HTTP/1.1", CRLF */
     c->body = NULL;
     c->body_len = c->body_cap = 0;
+    c->raw_len = 0;
+    c->chunk_left = 0;
+    c->crlf_need = 0;
+    c->coding = CODING_NONE;
+    c->z_done = false;
+    c->lit_idx = -1;
+    idle_leave(c);
     c->phase = PHASE_HEADERS;
     uv_timer_start(&c->timer, on_conn_timer, c->srv->limits.header_timeout_ms, 0);
     return 0;
@@ -545,6 +629,15 @@ static int on_url(http_parser *p, const char *at, size_t len)
     http_conn *c = p->data;
     buf_append(&c->url, at, len);
     c->head_bytes += len;
+    /* http_parser sets 0.9 just before the last piece of a request line without a version */
+    if (p->http_major == 0 && p->http_minor == 9)
+        return conn_fail_later(c, HTTP_CLOSE_SILENTLY, "http_0_9",
+                               "HTTP/0.9 request line (no version): not supported");
+    if (at + len < c->exec_end && at[len] == ' ') {
+        c->lit_idx = 0; /* the target ended: "HTTP/" comes next */
+        check_version_literal(c, at + len);
+        if (c->err_status) return 0;
+    }
     return check_header_size(c);
 }
 
@@ -582,13 +675,46 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     c->hstate = 1;
     c->head_bytes += len;
     buf_append(&c->hfield, at, len);
+    /* http_parser takes "Name : v" with the space as part of the name; nginx and RFC 9112
+     * refuse it (a proxy in front may read the header differently) */
+    if (memchr(at, ' ', len) || memchr(at, '\t', len))
+        return conn_fail_later(c, 400, "bad_request",
+                               "whitespace in a header name (before the colon) is not allowed");
     return check_header_size(c);
+}
+
+/* The byte before at (stepping into the previous run's tail at the run's start), or -1. */
+static int byte_before(const http_conn *c, const char *at, size_t back)
+{
+    size_t in_run = (size_t)(at - c->exec_start);
+    if (back <= in_run) return (unsigned char)at[-(ptrdiff_t)back];
+    back -= in_run;
+    if (back > c->tail_len) return -1;
+    return (unsigned char)c->tail[c->tail_len - back];
+}
+
+/* An obs-fold (a header line starting with SP or HT) continues the previous value: the value
+ * piece is then preceded by whitespace and a line end, where a normal value has the colon. */
+static bool value_is_folded(const http_conn *c, const char *at)
+{
+    for (size_t back = 1;; back++) {
+        int ch = byte_before(c, at, back);
+        if (ch == ' ' || ch == '\t') continue;
+        return ch == '\n' || ch == '\r';
+    }
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = p->data;
     if (c->phase != PHASE_HEADERS) return 0;
+    /* (an empty value comes as a zero-length piece pointing at the next line: not a fold) */
+    if (len && value_is_folded(c, at))
+        return conn_fail_later(c, 400, "bad_request",
+                               "header %.*s is folded over several lines (obs-fold); send it on "
+                               "one line",
+                               (int)(c->hfield.len > 64 ? 64 : c->hfield.len),
+                               c->hfield.data ? c->hfield.data : "");
     c->hstate = 2;
     c->head_bytes += len;
     buf_append(&c->hval, at, len);
@@ -627,6 +753,84 @@ static void request_split_target(http_request *r, const char *t, size_t n)
     }
 }
 
+/* nginx's host check, in short: not empty, no whitespace or control bytes, no path separator,
+ * no "..". */
+static bool host_acceptable(str h)
+{
+    if (h.n == 0) return false;
+    for (size_t i = 0; i < h.n; i++) {
+        unsigned char ch = (unsigned char)h.p[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '/' || ch == '\\') return false;
+        if (ch == '.' && i + 1 < h.n && h.p[i + 1] == '.') return false;
+    }
+    return true;
+}
+
+/* The header checks http_parser does not make, answered as nginx does: the version (505),
+ * Host (400 when missing in HTTP/1.1, sent twice or not a host name), Transfer-Encoding (400 twice
+ * or in HTTP/1.0, 501 for any coding but chunked) and Content-Encoding (gzip and deflate are
+ * decoded; 415 for anything else). */
+static int check_framing_headers(http_conn *c, http_request *r)
+{
+    http_parser *p = &c->parser;
+    if (p->http_major > 1)
+        return conn_fail_later(c, 505, "http_version_not_supported",
+                               "HTTP/%u.%u is not supported on this port; send HTTP/1.1",
+                               p->http_major, p->http_minor);
+    if (p->http_major == 0)
+        return conn_fail_later(c, 400, "bad_request",
+                               "HTTP/0.%u is not a valid version in a request line; send HTTP/1.1",
+                               p->http_minor);
+    size_t n_host = 0, n_te = 0, n_ce = 0;
+    str te = STR_NULL, ce = STR_NULL, host = STR_NULL;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        str n = r->headers[i].name;
+        if (str_eq_c(n, "host")) {
+            n_host++;
+            host = r->headers[i].value;
+        } else if (str_eq_c(n, "transfer-encoding")) {
+            n_te++;
+            te = r->headers[i].value;
+        } else if (str_eq_c(n, "content-encoding")) {
+            n_ce++;
+            ce = r->headers[i].value;
+        }
+    }
+    if (n_host > 1)
+        return conn_fail_later(c, 400, "bad_request", "the Host header is sent more than once");
+    if (n_host && !host_acceptable(host))
+        return conn_fail_later(c, 400, "bad_request",
+                               "the Host header \"%.*s\" is not a valid host name",
+                               (int)(host.n > 64 ? 64 : host.n), host.p);
+    if (n_host == 0 && p->http_major == 1 && p->http_minor >= 1)
+        return conn_fail_later(c, 400, "bad_request", "HTTP/1.1 request without a Host header");
+    if (n_te > 1)
+        return conn_fail_later(c, 400, "bad_request",
+                               "the Transfer-Encoding header is sent more than once");
+    if (n_te && p->http_major == 1 && p->http_minor == 0)
+        return conn_fail_later(c, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
+    if (n_te && !str_case_eq_c(te, "chunked"))
+        return conn_fail_later(c, 501, "not_implemented",
+                               "Transfer-Encoding \"%.*s\" is not supported; only chunked is",
+                               (int)(te.n > 64 ? 64 : te.n), te.p);
+    if (n_ce > 1)
+        return conn_fail_later(c, 415, "unsupported_content_encoding",
+                               "the Content-Encoding header is sent more than once; send one "
+                               "coding: gzip or deflate");
+    if (n_ce && !str_case_eq_c(ce, "identity")) {
+        if (str_case_eq_c(ce, "gzip") || str_case_eq_c(ce, "x-gzip"))
+            c->coding = CODING_GZIP;
+        else if (str_case_eq_c(ce, "deflate"))
+            c->coding = CODING_DEFLATE;
+        else
+            return conn_fail_later(c, 415, "unsupported_content_encoding",
+                                   "Content-Encoding \"%.*s\" is not supported; send the body "
+                                   "as it is, gzip or deflate",
+                                   (int)(ce.n > 64 ? 64 : ce.n), ce.p);
+    }
+    return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     http_conn *c = p->data;
@@ -647,6 +851,9 @@ static int on_headers_complete(http_parser *p)
     } else {
         server_new_request_id(s, r->request_id);
     }
+
+    int rc = check_framing_headers(c, r);
+    if (rc || c->err_status) return rc;
 
     if (p->method == HTTP_CONNECT)
         return conn_fail_later(c, 405, "method_not_allowed",
@@ -673,7 +880,24 @@ static int on_headers_complete(http_parser *p)
         }
     }
 
-    if (has_len) {
+    if (c->coding != CODING_NONE && (chunked || has_len)) {
+        /* gzip: 16 + 15 window bits; deflate: the zlib format (RFC 9110 8.4.1.2) */
+        int wbits = c->coding == CODING_GZIP ? 16 + MAX_WBITS : MAX_WBITS;
+        int zrc;
+        if (!c->zs) {
+            c->zs = calloc(1, sizeof *c->zs);
+            zrc = c->zs ? inflateInit2(c->zs, wbits) : Z_MEM_ERROR;
+            if (zrc != Z_OK) {
+                free(c->zs);
+                c->zs = NULL;
+            }
+        } else {
+            zrc = inflateReset2(c->zs, wbits);
+        }
+        if (zrc != Z_OK)
+            return conn_fail_later(c, 503, "server_overloaded",
+                                   "the server is out of memory; retry later");
+    } else if (has_len) {
         c->body_cap = (size_t)p->content_length;
         c->body = arena_alloc(r->pool, c->body_cap + 1);
     }
@@ -685,34 +909,197 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
+/* Makes room in the body buffer for at least one more byte, up to the body limit; false at the
+ * limit. Grows by doubling inside the arena: at most 2x the body is wasted, and it goes with the
+ * arena. */
+static bool body_grow(http_conn *c, size_t want)
+{
+    size_t max = c->srv->limits.max_body_bytes;
+    if (want <= c->body_cap) return true;
+    if (c->body_cap >= max) return false;
+    size_t ncap = c->body_cap ? c->body_cap * 2 : 1024;
+    if (ncap < want) ncap = want;
+    if (ncap > max) ncap = max;
+    char *nb = arena_alloc(c->cur->pool, ncap + 1);
+    if (c->body_len) memcpy(nb, c->body, c->body_len);
+    c->body = nb;
+    c->body_cap = ncap;
+    return want <= ncap;
+}
+
+static int fail_decoded_too_large(http_conn *c)
+{
+    return conn_fail_later(c, 413, "request_too_large",
+                           "the decompressed request body exceeds the %zu-byte limit",
+                           c->srv->limits.max_body_bytes);
+}
+
+/* Inflates a piece of an encoded body into the body buffer; the decoded size counts against
+ * the body limit (a gzip bomb gets 413 as soon as its output passes the limit). */
+static int inflate_body(http_conn *c, const char *at, size_t len)
+{
+    z_stream *z = c->zs;
+    size_t max = c->srv->limits.max_body_bytes;
+    const char *what = c->coding == CODING_GZIP ? "gzip" : "deflate";
+    z->next_in = (Bytef *)at;
+    z->avail_in = (uInt)len;
+    for (;;) {
+        if (c->z_done) {
+            if (z->avail_in == 0) return 0;
+            if (c->coding != CODING_GZIP)
+                return conn_fail_later(c, 400, "bad_request",
+                                       "the request body has data after the end of its %s "
+                                       "stream",
+                                       what);
+            inflateReset(z); /* gzip allows several members, one after the other */
+            c->z_done = false;
+        }
+        unsigned char spare;
+        bool at_limit = c->body_len >= max;
+        if (!at_limit && !body_grow(c, c->body_len + 1)) return fail_decoded_too_large(c);
+        if (at_limit) {
+            /* the limit is reached: one more byte of output means too large */
+            z->next_out = &spare;
+            z->avail_out = 1;
+        } else {
+            z->next_out = (Bytef *)c->body + c->body_len;
+            z->avail_out = (uInt)(c->body_cap - c->body_len);
+        }
+        uInt room = z->avail_out;
+        int rc = inflate(z, Z_NO_FLUSH);
+        size_t made = room - z->avail_out;
+        if (at_limit && made) return fail_decoded_too_large(c);
+        c->body_len += made;
+        if (rc == Z_STREAM_END) {
+            c->z_done = true;
+            continue;
+        }
+        if (rc == Z_OK || rc == Z_BUF_ERROR) {
+            if (z->avail_out == 0) continue;                     /* output full: grow and go on */
+            if (rc == Z_BUF_ERROR || z->avail_in == 0) return 0; /* wants more input */
+            continue;
+        }
+        return conn_fail_later(c, 400, "bad_request",
+                               "the request body is not valid %s data (Content-Encoding: %s): %s",
+                               what, what, z->msg ? z->msg : "corrupt stream");
+    }
+}
+
+/* Every CR outside a body (request line, headers, chunk framing, trailers) must be followed by
+ * LF, as nginx requires: http_parser, built without its strict checks, takes any byte after
+ * the CR that ends the headers or a chunk-size line, which a proxy in front would read
+ * differently (request smuggling). Bare LF line ends stay accepted, as nginx accepts them. */
+static int scan_bare_cr(http_conn *c, const char *from, const char *to)
+{
+    for (const char *p = from; p < to; p++) {
+        if (c->cr_pending && *p != '\n')
+            return conn_fail_later(c, 400, "bad_request",
+                                   "a CR not followed by LF in the request line, headers or chunk "
+                                   "framing");
+        c->cr_pending = *p == '\r';
+    }
+    return 0;
+}
+
+/* After the request target the parser skips its spaces and then, built without strict checks,
+ * takes any four bytes and a '/' for "HTTP/": check them. */
+static int check_version_literal(http_conn *c, const char *p)
+{
+    static const char lit[] = "HTTP/";
+    while (c->lit_idx >= 0 && p < c->exec_end) {
+        if (c->lit_idx == 0 && *p == ' ') {
+            p++;
+            continue;
+        }
+        if (*p != lit[c->lit_idx])
+            return conn_fail_later(c, 400, "bad_request",
+                                   "the request line does not end in HTTP/<major>.<minor>");
+        p++;
+        if (++c->lit_idx == 5) c->lit_idx = -1;
+    }
+    return 0;
+}
+
+/* The bytes after a chunk's data must be CRLF: http_parser (built without strict checks) takes
+ * any two bytes, which would let a chunk size that does not match its data go unnoticed. */
+static int check_chunk_crlf(http_conn *c, const char *p)
+{
+    while (c->crlf_need && p < c->exec_end) {
+        char want = c->crlf_need == 2 ? '\r' : '\n';
+        if (*p != want)
+            return conn_fail_later(c, 400, "bad_request",
+                                   "chunk data is not followed by CRLF (the chunk size does not "
+                                   "match the data)");
+        c->crlf_need--;
+        p++;
+    }
+    return 0;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+    http_conn *c = p->data;
+    size_t max = c->srv->limits.max_body_bytes;
+    c->chunk_left = p->content_length;
+    /* answered at once: waiting for the data would hold the client until the body timeout */
+    if (p->content_length > max - c->raw_len)
+        return conn_fail_later(c, 413, "request_too_large",
+                               "a chunk of %llu bytes takes the request body past the %zu-byte "
+                               "limit",
+                               (unsigned long long)p->content_length, max);
+    return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = p->data;
-    http_request *r = c->cur;
     size_t max = c->srv->limits.max_body_bytes;
-    if (len > max - c->body_len)
+    if (len > max - c->raw_len)
         return conn_fail_later(c, 413, "request_too_large",
                                "request body exceeds the %zu-byte limit", max);
-    if (c->body_len + len > c->body_cap) {
-        /* chunked: grow by doubling inside the arena; at most 2x the body is wasted, and it
-         * goes with the arena */
-        size_t ncap = c->body_cap ? c->body_cap * 2 : 1024;
-        if (ncap < c->body_len + len) ncap = c->body_len + len;
-        if (ncap > max) ncap = max;
-        char *nb = arena_alloc(r->pool, ncap + 1);
-        if (c->body_len) memcpy(nb, c->body, c->body_len);
-        c->body = nb;
-        c->body_cap = ncap;
+    c->raw_len += len;
+    if (c->scan_at && at >= c->scan_at) {
+        scan_bare_cr(c, c->scan_at, at);
+        if (c->err_status) return 0;
+        c->scan_at = at + len;
     }
+    if (p->flags & F_CHUNKED) {
+        c->chunk_left = len < c->chunk_left ? c->chunk_left - len : 0;
+        if (c->chunk_left == 0) {
+            c->crlf_need = 2;
+            check_chunk_crlf(c, at + len);
+            if (c->err_status) return 0;
+        }
+    }
+    if (c->coding != CODING_NONE) return inflate_body(c, at, len);
+    if (!body_grow(c, c->body_len + len))
+        return conn_fail_later(c, 413, "request_too_large",
+                               "request body exceeds the %zu-byte limit", max);
     memcpy(c->body + c->body_len, at, len);
     c->body_len += len;
     return 0;
+}
+
+/* The body is decoded: the request goes on as if it had been sent without Content-Encoding. */
+static void drop_header(http_request *r, const char *lower_name)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!str_eq_c(r->headers[i].name, lower_name)) r->headers[o++] = r->headers[i];
+    r->n_headers = o;
 }
 
 static int on_message_complete(http_parser *p)
 {
     http_conn *c = p->data;
     http_request *r = c->cur;
+    if (c->coding != CODING_NONE && c->raw_len) {
+        if (!c->z_done)
+            return conn_fail_later(c, 400, "bad_request",
+                                   "the request body ends before the end of its %s stream",
+                                   c->coding == CODING_GZIP ? "gzip" : "deflate");
+        drop_header(r, "content-encoding");
+    }
     if (c->body) {
         c->body[c->body_len] = 0;
         r->body = (str){c->body, c->body_len};
@@ -733,6 +1120,7 @@ static const http_parser_settings parser_settings = {
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
+    .on_chunk_header = on_chunk_header,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -755,7 +1143,31 @@ static void conn_dispatch(http_conn *c, http_request *r)
  * connection; a completed request is dispatched (its handler may finish it at once). */
 static size_t conn_execute(http_conn *c, const char *data, size_t len)
 {
+    c->exec_start = data;
+    c->exec_end = data + len;
+    c->scan_at = data;
+    /* checks that began at the end of the previous run */
+    if (c->crlf_need) check_chunk_crlf(c, data);
+    if (c->lit_idx >= 0 && c->phase == PHASE_HEADERS) check_version_literal(c, data);
+    if (c->err_status) {
+        conn_fail(c);
+        return len;
+    }
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    /* the framing bytes after the last body piece; before dispatching what they framed */
+    if (!c->err_status && c->scan_at && c->scan_at <= data + n)
+        scan_bare_cr(c, c->scan_at, data + n);
+    c->scan_at = NULL;
+    /* keep the last bytes the parser took, for checks that look back across runs */
+    if (n >= sizeof c->tail) {
+        memcpy(c->tail, data + n - sizeof c->tail, sizeof c->tail);
+        c->tail_len = sizeof c->tail;
+    } else if (n) {
+        size_t keep = c->tail_len + n > sizeof c->tail ? sizeof c->tail - n : c->tail_len;
+        memmove(c->tail, c->tail + c->tail_len - keep, keep);
+        memcpy(c->tail + keep, data, n);
+        c->tail_len = keep + n;
+    }
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (c->state != CONN_OPEN) {
         if (c->ready) {
@@ -918,6 +1330,49 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         conn_feed(c, b->base, (size_t)nread);
 }
 
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* At maxConnections: closes this worker's oldest idle connection to make room (as nginx reuses
+ * idle connections), or, when none is idle, accepts the new one and closes it at once. Returns
+ * false when the new connection was refused. */
+static bool budget_admit(http_server *s, uv_stream_t *ls)
+{
+    http_conn_budget *b = s->budget;
+    size_t max = atomic_load(&b->max);
+    if (!max || atomic_load(&b->open) < max) return true;
+    /* the oldest idle connection whose last response is completely sent (a connection still
+     * writing one is left alone, as nginx reuses only finished keep-alive connections); the
+     * walk is bounded so that a crowd of slow readers cannot make every accept expensive */
+    http_conn *old = s->idle_head;
+    for (int i = 0; old && conn_queued(old) > 0 && i < 64; i++)
+        old = old->idle_next;
+    if (old && conn_queued(old) > 0) old = NULL;
+    if (old) {
+        log_debug("http: %zu connections open (the limit): closing the idle connection from %s",
+                  max, old->remote_addr);
+        atomic_fetch_add(&b->idle_closed, 1);
+        conn_close(old); /* gives its place back at once */
+        return true;
+    }
+    atomic_fetch_add(&b->refused, 1);
+    time_t now = time(NULL);
+    if (now != s->refuse_logged) {
+        s->refuse_logged = now;
+        log_warn("http: %zu client connections open (spec.listener.maxConnections) and none of "
+                 "this worker's is idle: refusing new connections",
+                 max);
+    }
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) return false; /* nothing accepted: libuv retries the accept later */
+    uv_tcp_init(s->loop, t);
+    uv_accept(ls, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, free_handle);
+    return false;
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
     http_server *s = ls->data;
@@ -925,6 +1380,7 @@ static void on_connection(uv_stream_t *ls, int status)
         log_warn("http: accept on port %d failed: %s", s->port, uv_strerror(status));
         return;
     }
+    if (s->budget && !budget_admit(s, ls)) return;
     http_conn *c = calloc(1, sizeof *c);
     if (!c) {
         log_error("http: out of memory accepting a connection on port %d", s->port);
@@ -942,7 +1398,13 @@ static void on_connection(uv_stream_t *ls, int status)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->phase = PHASE_IDLE;
+    c->lit_idx = -1;
     snprintf(c->remote_addr, sizeof c->remote_addr, "unknown");
+    if (s->budget) {
+        c->counted = true;
+        atomic_fetch_add(&s->budget->open, 1);
+    }
+    idle_enter(c);
 
     int rc = uv_accept(ls, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
@@ -997,6 +1459,7 @@ static void request_finish(http_request *r)
     c->phase = PHASE_IDLE;
     http_parser_pause(&c->parser, 0);
     uv_timer_start(&c->timer, on_conn_timer, s->limits.idle_timeout_ms, 0);
+    idle_enter(c); /* the most recently used: the last to be closed at the limit */
     conn_pump(c);
     if (s->draining && c->state == CONN_OPEN && !c->inflight && c->phase == PHASE_IDLE)
         conn_close_graceful(c);
@@ -1136,7 +1599,8 @@ bool http_request_client_gone(const http_request *r)
 
 /* ---------- the server ---------- */
 
-static int listen_socket(const char *host, int port, int *fd_out, char *err, size_t errlen)
+static int listen_socket(const char *host, int port, bool exclusive, int *fd_out, char *err,
+                         size_t errlen)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -1152,9 +1616,14 @@ static int listen_socket(const char *host, int port, int *fd_out, char *err, siz
         return rc;
     }
     int one = 1;
-    /* SO_REUSEPORT: every worker loop binds the same port and the kernel spreads connections */
+    /* SO_REUSEPORT: every worker loop binds the same port and the kernel spreads connections.
+     * The exclusive (first) socket binds and listens without it, so that it fails while any
+     * other socket holds the port, and only then turns it on for this process's other workers:
+     * a second process on the same port is refused instead of silently taking a share of the
+     * connections. Two processes racing through bind both pass it (SO_REUSEADDR, neither yet
+     * listening), but only the first listen() wins. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        (!exclusive && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
         int rc = -errno;
         close(fd);
@@ -1167,10 +1636,21 @@ static int listen_socket(const char *host, int port, int *fd_out, char *err, siz
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, HTTP_LISTEN_BACKLOG) < 0) {
         int rc = -errno;
         close(fd);
-        snprintf(err, errlen,
-                 "cannot listen on %s:%d: %s (is another program using the port without "
-                 "SO_REUSEPORT, or is the port below 1024 without privileges?)",
-                 host, port, uv_strerror(rc));
+        if (rc == UV_EADDRINUSE)
+            snprintf(err, errlen,
+                     "cannot listen on %s:%d: address already in use (another process, maybe "
+                     "another ctxgate, holds the port)",
+                     host, port);
+        else
+            snprintf(err, errlen,
+                     "cannot listen on %s:%d: %s (is the port below 1024 without privileges?)",
+                     host, port, uv_strerror(rc));
+        return rc;
+    }
+    if (exclusive && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        int rc = -errno;
+        close(fd);
+        snprintf(err, errlen, "cannot set SO_REUSEPORT on %s:%d: %s", host, port, uv_strerror(rc));
         return rc;
     }
     *fd_out = fd;
@@ -1213,6 +1693,7 @@ int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **
     limits_fill(&s->limits, &o->limits);
     s->handler = o->handler;
     s->handler_ctx = o->handler_ctx;
+    s->budget = o->budget;
     s->read_buf = malloc(HTTP_READ_BUF_SIZE);
     if (!s->read_buf) {
         free(s);
@@ -1235,7 +1716,7 @@ int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **
 
     const char *host = o->host ? o->host : "0.0.0.0";
     int fd = -1;
-    int rc = listen_socket(host, o->port, &fd, err, errlen);
+    int rc = listen_socket(host, o->port, o->exclusive, &fd, err, errlen);
     if (rc < 0) {
         http_server_free(s);
         return rc;

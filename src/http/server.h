@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -65,9 +66,27 @@ typedef struct http_limits {
 
 void http_limits_default(http_limits *l); /* a zero field passed to the server means default */
 
+/* A connection budget shared by every http_server of a process (one per worker loop): at most
+ * max client connections open at once. At the limit a new connection closes the oldest idle
+ * connection (kept alive between requests, or not yet sent a byte) of the worker that accepted
+ * it; when that worker has none, the new connection is accepted and closed at once. Workers
+ * race on the count, so it may pass max by at most (workers - 1) for a moment. */
+typedef struct http_conn_budget {
+    _Atomic size_t max;           /* 0 = no limit; may change while servers run */
+    _Atomic size_t open;          /* client connections counted now */
+    _Atomic uint64_t refused;     /* accepted and closed at once: the limit, nothing idle */
+    _Atomic uint64_t idle_closed; /* idle connections closed to make room */
+} http_conn_budget;
+
 typedef struct http_server_opts {
     const char *host; /* default "0.0.0.0" */
     int port;
+    /* true: bind without SO_REUSEPORT and listen before turning it on, so that the bind fails
+     * with EADDRINUSE when any other socket (another process) holds the port; the servers of
+     * this process that start later (exclusive false) then join the port with SO_REUSEPORT.
+     * The first worker of a process starts exclusive, the others not. */
+    bool exclusive;
+    http_conn_budget *budget; /* NULL = no connection limit */
     http_limits limits;
     const char *tls_cert_pem; /* NULL = plain HTTP */
     const char *tls_key_pem;
@@ -75,7 +94,8 @@ typedef struct http_server_opts {
     void *handler_ctx;
 } http_server_opts;
 
-/* Binds with SO_REUSEPORT and starts accepting on loop. Returns 0 or a negative errno-style code
+/* Binds with SO_REUSEPORT (after an exclusive bind and listen when o->exclusive) and starts
+ * accepting on loop. Returns 0 or a negative errno-style code
  * (uv error), with a sentence in err. host must be an IPv4/IPv6 literal. tls_*_pem are PEM text
  * (not paths); the key must be unencrypted. */
 int http_server_start(uv_loop_t *loop, const http_server_opts *o, http_server **out, char *err,

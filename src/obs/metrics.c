@@ -147,6 +147,37 @@ static obs_shard *g_shards;
 static obs_shard *g_shared; /* the NULL shard, created on first use */
 static pthread_mutex_t g_shared_writer_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t g_reloads_ok, g_reloads_failed;
+static void (*_Atomic g_conn_fn)(obs_conn_figures *out, void *ctx);
+static void *_Atomic g_conn_ctx;
+
+void obs_set_conn_figures(void (*fn)(obs_conn_figures *out, void *ctx), void *ctx)
+{
+    atomic_store(&g_conn_ctx, ctx);
+    atomic_store(&g_conn_fn, fn);
+}
+
+static void put_family(buf *out, const char *name, const char *type, const char *help);
+
+static void render_conn_figures(buf *out)
+{
+    void (*fn)(obs_conn_figures *, void *) = atomic_load(&g_conn_fn);
+    if (!fn) return;
+    obs_conn_figures f = {0};
+    fn(&f, atomic_load(&g_conn_ctx));
+    put_family(out, "ctxgate_http_connections", "gauge", "Client connections open now.");
+    buf_printf(out, "ctxgate_http_connections %llu\n", (unsigned long long)f.open);
+    put_family(out, "ctxgate_http_connections_max", "gauge",
+               "Client connections allowed at once (spec.listener.maxConnections, capped by "
+               "the open-file limit).");
+    buf_printf(out, "ctxgate_http_connections_max %llu\n", (unsigned long long)f.max);
+    put_family(out, "ctxgate_http_connections_limited_total", "counter",
+               "Connections closed because of maxConnections: idle ones closed to make room "
+               "(action=closed_idle), new ones refused when nothing was idle (action=refused).");
+    buf_printf(out, "ctxgate_http_connections_limited_total{action=\"closed_idle\"} %llu\n",
+               (unsigned long long)f.idle_closed);
+    buf_printf(out, "ctxgate_http_connections_limited_total{action=\"refused\"} %llu\n",
+               (unsigned long long)f.refused);
+}
 static char g_version[64] = CTXGATE_VERSION;
 
 /* ---- single-writer counter updates ---- */
@@ -1050,6 +1081,7 @@ void obs_render(buf *out)
     }
     put_family(out, "ctxgate_requests_in_flight", "gauge", "Requests being served now.");
     buf_printf(out, "ctxgate_requests_in_flight %lld\n", (long long)a.inflight);
+    render_conn_figures(out);
     put_family(out, "ctxgate_config_reloads_total", "counter", "Configuration reloads, by result.");
     buf_printf(out, "ctxgate_config_reloads_total{result=\"success\"} %llu\n",
                (unsigned long long)atomic_load(&g_reloads_ok));

@@ -46,6 +46,12 @@ void obs_ctx_op(obs_shard *s, const char *mcp, const char *backend, const char *
 void obs_ctx_store_figures(const char *mcp, const char *backend, int64_t active,
                            uint64_t new_evictions, uint64_t new_expirations);
 
+/* Client-connection figures of the HTTP server (spec.listener.maxConnections), read at each
+ * scrape from the function the gateway registers (none registered: not rendered). */
+typedef struct obs_conn_figures {
+    uint64_t open, max, refused, idle_closed;
+} obs_conn_figures;
+void obs_set_conn_figures(void (*fn)(obs_conn_figures *out, void *ctx), void *ctx);
 /* Appends the Prometheus text exposition (version 0.0.4) of every shard. */
 void obs_render(buf *out);
 

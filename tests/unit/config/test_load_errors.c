@@ -24,7 +24,7 @@ static const error_case cases[] = {
                        "OpenAI, AzureOpenAI, Anthropic, Gemini, "
                        "HuggingFaceEndpoint, OpenAICompatible, CustomLocalModel, Mock\n"},
     {"unknown_field.yaml", "unknown_field.yaml:5: spec.listener.prot: unknown field \"prot\"; "
-                           "allowed: port, tlsSecretRef\n"},
+                           "allowed: port, maxConnections, tlsSecretRef\n"},
     {"quoted_int.yaml", "quoted_int.yaml:6: spec.listener.port: expected an integer, got the "
                         "quoted string \"8080\" (remove the quotes)\n"},
     {"wrong_type.yaml", "wrong_type.yaml:6: spec.modelTargets: expected a list, got a mapping\n"},

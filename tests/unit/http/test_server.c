@@ -28,6 +28,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <zlib.h>
+
 #include "http/server.h"
 
 /* ---------- server harness ---------- */
@@ -94,6 +96,8 @@ static void *tsrv_main(void *arg)
     return NULL;
 }
 
+static http_conn_budget *g_budget; /* the next tsrv_start's connection budget (then reset) */
+
 static tsrv *tsrv_start(const http_limits *limits, const char *cert, const char *key)
 {
     memset(&g, 0, sizeof g);
@@ -108,6 +112,8 @@ static tsrv *tsrv_start(const http_limits *limits, const char *cert, const char 
         http_limits_default(&t->opts.limits);
     t->opts.tls_cert_pem = cert;
     t->opts.tls_key_pem = key;
+    t->opts.budget = g_budget;
+    g_budget = NULL;
     t->opts.handler = handler;
     t->opts.handler_ctx = t;
     pthread_create(&t->thread, NULL, tsrv_main, t);
@@ -597,7 +603,7 @@ static void test_get_and_post(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(resp_header(&r, "content-length"), "20"); /* as GET would send */
     resp_free(&r);
-    get_ok(&c, "GET /after-head HTTP/1.1\r\n\r\n",
+    get_ok(&c, "GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n",
            "GET /after-head q= h=: b="); /* no body leaked */
     cli_close(&c);
     tsrv_stop(t);
@@ -612,7 +618,7 @@ static void test_keep_alive(void **state)
     get_ok(&c, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n", "GET /one q= h=: b=");
     get_ok(&c, "GET /two HTTP/1.1\r\nHost: a\r\n\r\n", "GET /two q= h=: b=");
     /* Connection: close from the client ends it after the response */
-    cli_sends(&c, "GET /three HTTP/1.1\r\nConnection: close\r\n\r\n");
+    cli_sends(&c, "GET /three HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "connection"), "close");
     resp_free(&r);
@@ -643,9 +649,9 @@ static void test_pipelining(void **state)
     cli_connect(&c, t->port);
     /* the first answer comes late from a timer: a server that dispatched the others meanwhile
      * would answer them first */
-    cli_sends(&c, "GET /later?ms=50 HTTP/1.1\r\nX-Test: 1\r\n\r\n"
-                  "GET /echo HTTP/1.1\r\nX-Test: 2\r\n\r\n"
-                  "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nthree");
+    cli_sends(&c, "GET /later?ms=50 HTTP/1.1\r\nHost: t\r\nX-Test: 1\r\n\r\n"
+                  "GET /echo HTTP/1.1\r\nHost: t\r\nX-Test: 2\r\n\r\n"
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthree");
     const char *want[3] = {"GET /later q=ms=50 h=x-test:1 b=", "GET /echo q= h=x-test:2 b=",
                            "POST /echo q= h=: b=three"};
     for (int i = 0; i < 3; i++) {
@@ -657,7 +663,7 @@ static void test_pipelining(void **state)
     assert_int_equal(atomic_load(&g.dispatched), 3);
     assert_int_equal(atomic_load(&g.max_active), 1); /* never two at once */
     /* the connection is still usable */
-    get_ok(&c, "GET /four HTTP/1.1\r\n\r\n", "GET /four q= h=: b=");
+    get_ok(&c, "GET /four HTTP/1.1\r\nHost: t\r\n\r\n", "GET /four q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -668,14 +674,15 @@ static void test_chunked_request_body(void **state)
     cli c;
     resp r;
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    cli_sends(&c,
+              "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
     usleep(20000); /* second half in a separate read */
     cli_sends(&c, "6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "POST /echo q= h=: b=hello world");
     resp_free(&r);
-    get_ok(&c, "GET /next HTTP/1.1\r\n\r\n", "GET /next q= h=: b=");
+    get_ok(&c, "GET /next HTTP/1.1\r\nHost: t\r\n\r\n", "GET /next q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -686,7 +693,8 @@ static void test_expect_continue(void **state)
     cli c;
     resp r;
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    cli_sends(
+        &c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     assert_true(cli_response(&c, &r, false)); /* before any body byte was sent */
     assert_int_equal(r.status, 100);
     resp_free(&r);
@@ -696,7 +704,7 @@ static void test_expect_continue(void **state)
     assert_string_equal(r.body, "POST /echo q= h=: b=abcde");
     resp_free(&r);
 
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: teapot\r\n\r\n");
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: teapot\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 417, "expectation_failed");
     resp_free(&r);
@@ -719,9 +727,9 @@ static void test_header_limit_431(void **state)
     big[sizeof big - 1] = 0;
 
     cli_connect(&c, t->port);
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nX-Big: %.*s\r\n\r\n", 500, big);
+    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: %.*s\r\n\r\n", 500, big);
     get_ok(&c, req, "GET /echo q= h=: b="); /* under the limit */
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nX-Big: %s\r\n\r\n", big);
+    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: %s\r\n\r\n", big);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 431, "request_header_fields_too_large");
@@ -746,15 +754,15 @@ static void test_body_limit_413(void **state)
 
     /* exactly at the limit passes */
     cli_connect(&c, t->port);
-    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n%.*s", 1000,
-             body);
+    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n%.*s",
+             1000, body);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, strlen("POST /echo q= h=: b=") + 1000);
     resp_free(&r);
     /* declared too big: answered at once, without sending any of the body */
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 413, "request_too_large");
     resp_free(&r);
@@ -763,11 +771,11 @@ static void test_body_limit_413(void **state)
 
     /* chunked, overflowing as it arrives */
     cli_connect(&c, t->port);
-    snprintf(
-        req, sizeof req,
-        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2ee\r\n%.*s\r\n2ee\r\n%.*s\r\n"
-        "0\r\n\r\n",
-        750, body, 750, body);
+    snprintf(req, sizeof req,
+             "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+             "chunked\r\n\r\n2ee\r\n%.*s\r\n2ee\r\n%.*s\r\n"
+             "0\r\n\r\n",
+             750, body, 750, body);
     cli_sends(&c, req);
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 413, "request_too_large");
@@ -799,7 +807,9 @@ static void test_timeouts_408_and_idle(void **state)
     cli_close(&c);
 
     cli_connect(&c, t->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"); /* body never ends */
+    cli_sends(
+        &c,
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"); /* body never ends */
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 408, "request_timeout");
     assert_non_null(strstr(r.body, "body"));
@@ -813,7 +823,7 @@ static void test_timeouts_408_and_idle(void **state)
     l.idle_timeout_ms = 150;
     tsrv_call(t, do_set_limits, &l);
     cli_connect(&c, t->port);
-    get_ok(&c, "GET /x HTTP/1.1\r\n\r\n", "GET /x q= h=: b=");
+    get_ok(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", "GET /x q= h=: b=");
     assert_true(cli_eof(&c));
     cli_close(&c);
     assert_int_equal(atomic_load(&g.dispatched), 1);
@@ -834,8 +844,8 @@ static void test_garbage_400(void **state)
     cli_close(&c);
     /* a broken request after a good one on the same connection */
     cli_connect(&c, t->port);
-    get_ok(&c, "GET /ok HTTP/1.1\r\n\r\n", "GET /ok q= h=: b=");
-    cli_sends(&c, "GET /bad HTTP/1.1\r\nContent-Length: nope\r\n\r\n");
+    get_ok(&c, "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n", "GET /ok q= h=: b=");
+    cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_error_json(&r, 400, "bad_request");
     resp_free(&r);
@@ -852,7 +862,7 @@ static void test_streaming_response(void **state)
     resp r;
     const char *want = "chunk-0\nchunk-1\nchunk-2\nchunk-3\nchunk-4\n";
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /stream?n=5 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /stream?n=5 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 200);
     assert_string_equal(resp_header(&r, "transfer-encoding"), "chunked");
@@ -860,7 +870,8 @@ static void test_streaming_response(void **state)
     assert_string_equal(resp_header(&r, "content-type"), "text/event-stream");
     assert_string_equal(r.body, want);
     resp_free(&r);
-    get_ok(&c, "GET /after HTTP/1.1\r\n\r\n", "GET /after q= h=: b="); /* still in sync */
+    get_ok(&c, "GET /after HTTP/1.1\r\nHost: t\r\n\r\n",
+           "GET /after q= h=: b="); /* still in sync */
     cli_close(&c);
 
     /* HTTP/1.0 has no chunked coding: raw body, then close */
@@ -885,7 +896,7 @@ static void test_backpressure(void **state)
     cli c;
     resp r;
     assert_int_equal(cli_open(&c, t->port, 4096), 0); /* small window: the kernel fills fast */
-    cli_sends(&c, "GET /flood HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n");
     /* we read nothing, so the server's queue grows until http_stream_write says "pause" */
     while (!atomic_load(&g.flood_paused) && !atomic_load(&g.flood_failed))
         usleep(1000);
@@ -902,7 +913,7 @@ static void test_backpressure(void **state)
         assert_int_equal(r.body[i], 'a' + (i % 16384) % 26);
     resp_free(&r);
     assert_int_equal(atomic_load(&g.drains), 1);
-    get_ok(&c, "GET /after HTTP/1.1\r\n\r\n", "GET /after q= h=: b=");
+    get_ok(&c, "GET /after HTTP/1.1\r\nHost: t\r\n\r\n", "GET /after q= h=: b=");
     cli_close(&c);
     tsrv_stop(t);
 }
@@ -913,7 +924,7 @@ static void test_client_disconnect_abort(void **state)
     cli c;
     size_t active = 99;
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(wait_for(&g.held_set, 1));
     tsrv_call(t, do_read_active, &active);
     assert_int_equal(active, 1);
@@ -935,12 +946,12 @@ static void test_request_id(void **state)
     resp r;
     char first[64];
     cli_connect(&c, t->port);
-    cli_sends(&c, "GET /x HTTP/1.1\r\nX-Request-Id: abc-123\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "x-request-id"), "abc-123");
     resp_free(&r);
 
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     const char *id = resp_header(&r, "x-request-id");
     assert_non_null(id);
@@ -950,21 +961,21 @@ static void test_request_id(void **state)
     resp_free(&r);
 
     /* 40 characters: too long, replaced */
-    cli_sends(&c,
-              "GET /x HTTP/1.1\r\nX-Request-Id: 0123456789012345678901234567890123456789\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                  "0123456789012345678901234567890123456789\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     id = resp_header(&r, "x-request-id");
     assert_int_equal(strlen(id), 16);
     assert_string_not_equal(id, first);
     resp_free(&r);
     /* 39 characters: kept */
-    cli_sends(&c,
-              "GET /x HTTP/1.1\r\nX-Request-Id: 012345678901234567890123456789012345678\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: "
+                  "012345678901234567890123456789012345678\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(resp_header(&r, "x-request-id"), "012345678901234567890123456789012345678");
     resp_free(&r);
     /* server-generated errors carry the client's id too */
-    cli_sends(&c, "POST /x HTTP/1.1\r\nX-Request-Id: err-1\r\nExpect: nope\r\n\r\n");
+    cli_sends(&c, "POST /x HTTP/1.1\r\nHost: t\r\nX-Request-Id: err-1\r\nExpect: nope\r\n\r\n");
     assert_true(cli_response(&c, &r, false));
     assert_int_equal(r.status, 417);
     assert_string_equal(resp_header(&r, "x-request-id"), "err-1");
@@ -979,9 +990,9 @@ static void test_drain(void **state)
     cli idle, busy, late;
     resp r;
     cli_connect(&idle, t->port);
-    get_ok(&idle, "GET /x HTTP/1.1\r\n\r\n", "GET /x q= h=: b=");
+    get_ok(&idle, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", "GET /x q= h=: b=");
     cli_connect(&busy, t->port);
-    cli_sends(&busy, "GET /hold HTTP/1.1\r\n\r\n");
+    cli_sends(&busy, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_true(wait_for(&g.held_set, 1));
 
     tsrv_call(t, do_drain, NULL);
@@ -1082,10 +1093,11 @@ static void test_tls(void **state)
 
     tls_connect(&c, t->port, x, 0);
     assert_int_equal(SSL_version(c.ssl), TLS1_3_VERSION);
-    get_ok(&c, "GET /tls?a=b HTTP/1.1\r\nX-Test: s\r\n\r\n", "GET /tls q=a=b h=x-test:s b=");
-    get_ok(&c, "POST /tls HTTP/1.1\r\nContent-Length: 6\r\n\r\nsecret",
+    get_ok(&c, "GET /tls?a=b HTTP/1.1\r\nHost: t\r\nX-Test: s\r\n\r\n",
+           "GET /tls q=a=b h=x-test:s b=");
+    get_ok(&c, "POST /tls HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecret",
            "POST /tls q= h=: b=secret");
-    cli_sends(&c, "GET /stream?n=3 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /stream?n=3 HTTP/1.1\r\nHost: t\r\n\r\n");
     resp r;
     assert_true(cli_response(&c, &r, false));
     assert_string_equal(r.body, "chunk-0\nchunk-1\nchunk-2\n");
@@ -1094,7 +1106,7 @@ static void test_tls(void **state)
 
     tls_connect(&c, t->port, x, TLS1_2_VERSION);
     assert_int_equal(SSL_version(c.ssl), TLS1_2_VERSION);
-    get_ok(&c, "GET /v12 HTTP/1.1\r\n\r\n", "GET /v12 q= h=: b=");
+    get_ok(&c, "GET /v12 HTTP/1.1\r\nHost: t\r\n\r\n", "GET /v12 q= h=: b=");
     cli_close(&c);
 
     /* plaintext HTTP to the TLS port: the handshake fails and the connection closes */
@@ -1136,6 +1148,472 @@ static void test_start_errors(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* one request on a fresh connection: the answer's status, or 0 when the server closed the
+ * connection without one; the connection must be closed after it either way */
+static int answer_status(tsrv *t, const char *req, size_t n, const char *want_in_body)
+{
+    cli c;
+    resp r;
+    cli_connect(&c, t->port);
+    cli_send(&c, req, n);
+    int status = 0;
+    if (cli_response(&c, &r, false)) {
+        status = r.status;
+        assert_string_equal(resp_header(&r, "connection"), "close");
+        if (want_in_body && !strstr(r.body, want_in_body))
+            fail_msg("answer %d to %.60s has no \"%s\": %s", r.status, req, want_in_body, r.body);
+        resp_free(&r);
+    }
+    assert_true(cli_eof(&c));
+    cli_close(&c);
+    return status;
+}
+
+#define ANSWER(t, lit, want) answer_status(t, lit, sizeof lit - 1, want)
+
+static void test_nginx_edge_answers(void **state)
+{
+    http_limits l;
+    http_limits_default(&l);
+    l.max_body_bytes = 1000;
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\n\r\n", "without a Host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost:\r\n\r\n", "not a valid host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.0\r\nHost: a b\r\n\r\n", "not a valid host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: ../x\r\n\r\n", "not a valid host"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/2.0"), 505);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/3.1\r\nHost: a\r\n\r\n", "HTTP/3.1"), 505);
+    assert_int_equal(ANSWER(t, "GET /x\r\n", NULL), 0); /* HTTP/0.9: closed, no answer */
+    assert_int_equal(ANSWER(t, "GET /x HTTP/0.9\r\nHost: a\r\n\r\n", "HTTP/0.9"), 400);
+    assert_int_equal(
+        ANSWER(t,
+               "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+               "0\r\n\r\n",
+               "gzip, chunked"),
+        501);
+    assert_int_equal(
+        ANSWER(t, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "gzip"), 501);
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                            "more than once"),
+                     400);
+    assert_int_equal(
+        ANSWER(t, "POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.0"),
+        400);
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity,\r\n"
+                            " chunked\r\n\r\n0\r\n\r\n",
+                            "obs-fold"),
+                     400);
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\tchunked\r\n\r\n"
+                            "0\r\n\r\n",
+                            "obs-fold"),
+                     400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\nX-Test : v\r\n\r\n", "header name"),
+                     400);
+    /* an empty header value is not a fold */
+    cli c;
+    cli_connect(&c, t->port);
+    get_ok(&c, "GET /e HTTP/1.1\r\nHost: a\r\nX-Test:\r\nX-Other: 1\r\n\r\n",
+           "GET /e q= h=x-test: b=");
+    cli_close(&c);
+    /* http_parser without strict checks takes any byte after these CRs, and any "HTTP/" */
+    assert_int_equal(ANSWER(t, "GET /x HXXX/1.1\r\nHost: a\r\n\r\n", "HTTP/"), 400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\n\rXGET /y HTTP/1.1\r\n\r\n", "CR"),
+                     400);
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "2\rXab\r\n0\r\n\r\n",
+                            "CR"),
+                     400);
+    assert_int_equal(ANSWER(t, "GET /x HTTP/1.1\r\nHost: a\r\nX-Test:\rY: b\r\n\r\n", NULL), 400);
+    /* CRs inside a body are data */
+    cli_connect(&c, t->port);
+    get_ok(&c,
+           "POST /cr HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\r\r\r\n"
+           "1;ext=1\r\n\r\r\n0\r\n\r\n",
+           "POST /cr q= h=: b=\r\r\r");
+    get_ok(&c, "POST /cr HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n\r\rx",
+           "POST /cr q= h=: b=\r\rx");
+    cli_close(&c);
+    /* chunk data longer than its size: the bytes after it are not CRLF */
+    assert_int_equal(ANSWER(t,
+                            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "2\r\nabXX0\r\n\r\n",
+                            "CRLF"),
+                     400);
+    assert_int_equal(atomic_load(&g.dispatched), 3);
+    tsrv_stop(t);
+}
+
+/* The checks that look at raw bytes hold when the bytes come in separate reads. */
+static void test_edge_checks_across_reads(void **state)
+{
+    tsrv *t = tsrv_start(NULL, NULL, NULL);
+    static const char *const split[][2] = {
+        {"GET /x HT", "XP/1.1\r\nHost: a\r\n\r\n"},
+        {"GET /x ", "HTTX/1.1\r\nHost: a\r\n\r\n"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\n\r", "XGET /y HTTP/1.1\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) {
+        cli c;
+        resp r;
+        cli_connect(&c, t->port);
+        cli_sends(&c, split[i][0]);
+        usleep(50 * 1000);
+        cli_sends(&c, split[i][1]);
+        assert_true(cli_response(&c, &r, false));
+        assert_int_equal(r.status, 400);
+        resp_free(&r);
+        cli_close(&c);
+    }
+    static const char *const folded[][2] = {
+        {"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: a\r\n", " b\r\n\r\n"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nX-Test: a\r\n ", "b\r\n\r\n"},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nX-Test:\r\n ", " b\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof folded / sizeof folded[0]; i++) {
+        cli c;
+        resp r;
+        cli_connect(&c, t->port);
+        cli_sends(&c, folded[i][0]);
+        usleep(50 * 1000); /* a separate read */
+        cli_sends(&c, folded[i][1]);
+        assert_true(cli_response(&c, &r, false));
+        assert_int_equal(r.status, 400);
+        assert_non_null(strstr(r.body, "obs-fold"));
+        resp_free(&r);
+        cli_close(&c);
+    }
+    /* a chunk's data ends at the end of a read; the next read must start with CRLF */
+    cli c;
+    resp r;
+    cli_connect(&c, t->port);
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc");
+    usleep(50 * 1000);
+    cli_sends(&c, "\r\n0\r\n\r\n");
+    assert_true(cli_response(&c, &r, false));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "POST /echo q= h=: b=abc");
+    resp_free(&r);
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc");
+    usleep(50 * 1000);
+    cli_sends(&c, "\rX0\r\n\r\n");
+    assert_true(cli_response(&c, &r, false));
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "CRLF"));
+    resp_free(&r);
+    cli_close(&c);
+    assert_int_equal(atomic_load(&g.dispatched), 1);
+    tsrv_stop(t);
+}
+
+static void test_chunk_size_over_limit_413_at_once(void **state)
+{
+    http_limits l;
+    http_limits_default(&l);
+    l.max_body_bytes = 1000;
+    l.body_timeout_ms = 60000; /* the answer must not wait for it */
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    cli c;
+    resp r;
+    cli_connect(&c, t->port);
+    struct timeval tv = {5, 0}; /* far below the body timeout */
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\nab");
+    assert_true(cli_response(&c, &r, false));
+    assert_error_json(&r, 413, "request_too_large");
+    assert_non_null(strstr(r.body, "chunk of 1001 bytes"));
+    resp_free(&r);
+    cli_close(&c);
+    /* the chunks add up past the limit: the second size line is enough */
+    cli_connect(&c, t->port);
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char big[700];
+    memset(big, 'x', sizeof big);
+    char req[1000];
+    int n = snprintf(req, sizeof req,
+                     "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "2bc\r\n%.700s\r\n12d\r\nab",
+                     big);
+    cli_send(&c, req, (size_t)n);
+    assert_true(cli_response(&c, &r, false));
+    assert_error_json(&r, 413, "request_too_large");
+    resp_free(&r);
+    cli_close(&c);
+    assert_int_equal(atomic_load(&g.dispatched), 0);
+    tsrv_stop(t);
+}
+
+/* gzip (windowBits 31) or zlib (15) of data */
+static size_t pack(const char *data, size_t n, int wbits, unsigned char *out, size_t cap)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    size_t len = z.total_out;
+    deflateEnd(&z);
+    return len;
+}
+
+static int post_encoded(tsrv *t, const char *coding, const unsigned char *body, size_t n, resp *r)
+{
+    cli c;
+    cli_connect(&c, t->port);
+    char head[256];
+    int hn = snprintf(head, sizeof head,
+                      "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Encoding: %s\r\n"
+                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                      coding, n);
+    cli_send(&c, head, (size_t)hn);
+    cli_send(&c, (const char *)body, n);
+    bool ok = cli_response(&c, r, false);
+    cli_close(&c);
+    return ok ? r->status : 0;
+}
+
+static void test_content_encoding(void **state)
+{
+    http_limits l;
+    http_limits_default(&l);
+    l.max_body_bytes = 1000;
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    static unsigned char packed[4096];
+    resp r;
+    const char *text = "hello, compressed world";
+    size_t n = pack(text, strlen(text), 31, packed, sizeof packed);
+    assert_int_equal(post_encoded(t, "gzip", packed, n, &r), 200);
+    assert_string_equal(r.body, "POST /echo q= h=: b=hello, compressed world");
+    resp_free(&r);
+    n = pack(text, strlen(text), 15, packed, sizeof packed);
+    assert_int_equal(post_encoded(t, "deflate", packed, n, &r), 200);
+    assert_string_equal(r.body, "POST /echo q= h=: b=hello, compressed world");
+    resp_free(&r);
+    /* exactly the limit decoded passes, one byte more is 413 (a bomb stops there) */
+    static char zeros[200000];
+    memset(zeros, 'z', sizeof zeros);
+    n = pack(zeros, 1000, 31, packed, sizeof packed);
+    assert_int_equal(post_encoded(t, "gzip", packed, n, &r), 200);
+    assert_int_equal(r.body_len, strlen("POST /echo q= h=: b=") + 1000);
+    resp_free(&r);
+    n = pack(zeros, 1001, 31, packed, sizeof packed);
+    assert_int_equal(post_encoded(t, "gzip", packed, n, &r), 413);
+    assert_non_null(strstr(r.body, "decompressed"));
+    resp_free(&r);
+    n = pack(zeros, sizeof zeros, 31, packed, sizeof packed);
+    assert_true(n < 1000);
+    assert_int_equal(post_encoded(t, "gzip", packed, n, &r), 413);
+    resp_free(&r);
+    /* broken, truncated, trailing garbage, unsupported */
+    assert_int_equal(post_encoded(t, "gzip", (const unsigned char *)"plain", 5, &r), 400);
+    resp_free(&r);
+    n = pack(text, strlen(text), 31, packed, sizeof packed);
+    assert_int_equal(post_encoded(t, "gzip", packed, n - 4, &r), 400);
+    assert_non_null(strstr(r.body, "ends before the end"));
+    resp_free(&r);
+    n = pack(text, strlen(text), 15, packed, sizeof packed);
+    memcpy(packed + n, "junk", 4);
+    assert_int_equal(post_encoded(t, "deflate", packed, n + 4, &r), 400);
+    assert_non_null(strstr(r.body, "after the end"));
+    resp_free(&r);
+    assert_int_equal(post_encoded(t, "br", (const unsigned char *)"x", 1, &r), 415);
+    assert_error_json(&r, 415, "unsupported_content_encoding");
+    resp_free(&r);
+    assert_int_equal(post_encoded(t, "gzip, gzip", (const unsigned char *)"x", 1, &r), 415);
+    resp_free(&r);
+    assert_int_equal(atomic_load(&g.dispatched), 3);
+    tsrv_stop(t);
+}
+
+/* Slowloris and slow bodies: bytes dripping in do not extend the header or body timeout. */
+static void test_slow_drip_408(void **state)
+{
+    http_limits l;
+    http_limits_default(&l);
+    l.header_timeout_ms = 300;
+    l.body_timeout_ms = 300;
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    const char *phases[] = {"headers", "body"};
+    for (int k = 0; k < 2; k++) {
+        cli c;
+        resp r;
+        cli_connect(&c, t->port);
+        if (k == 1)
+            cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+        const char *drip = k == 0
+                               ? "GET /echo HTTP/1.1\r\nHost: a\r\nX-Drip: aaaaaaaaaaaaaaaaaaaaaa"
+                                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                               : "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+                                 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        size_t sent = 0;
+        /* one byte every 20 ms, far longer in all than the timeout */
+        while (drip[sent]) {
+            if (send(c.fd, drip + sent, 1, MSG_NOSIGNAL) != 1) break;
+            sent++;
+            usleep(20 * 1000);
+        }
+        assert_true(cli_response(&c, &r, false));
+        assert_error_json(&r, 408, "request_timeout");
+        assert_non_null(strstr(r.body, phases[k]));
+        resp_free(&r);
+        cli_close(&c);
+    }
+    assert_int_equal(atomic_load(&g.dispatched), 0);
+    tsrv_stop(t);
+}
+
+static void on_closed_free(void *ctx)
+{
+    (void)ctx;
+}
+
+/* The first server of a process binds the port exclusively: a second "process" (another
+ * exclusive server) is refused with a message naming the address, while the same process's
+ * other servers join with SO_REUSEPORT. */
+static void test_exclusive_port(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    http_server_opts o = {.host = "127.0.0.1", .port = 0, .handler = handler, .exclusive = true};
+    http_limits_default(&o.limits);
+    http_server *a = NULL, *b = NULL, *x = NULL;
+    char err[256];
+    assert_int_equal(http_server_start(&loop, &o, &a, err, sizeof err), 0);
+    o.port = http_server_port(a);
+    o.exclusive = false;
+    assert_int_equal(http_server_start(&loop, &o, &b, err, sizeof err), 0); /* a worker joins */
+    o.exclusive = true;
+    assert_int_equal(http_server_start(&loop, &o, &x, err, sizeof err), UV_EADDRINUSE);
+    assert_null(x);
+    char want[64];
+    snprintf(want, sizeof want, "cannot listen on 127.0.0.1:%d: address already in use", o.port);
+    if (!strstr(err, want)) fail_msg("error \"%s\" does not say \"%s\"", err, want);
+    http_server_drain(a, on_closed_free, NULL);
+    http_server_drain(b, on_closed_free, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    http_server_free(a);
+    http_server_free(b);
+    /* once the port is free, an exclusive server binds it again */
+    assert_int_equal(http_server_start(&loop, &o, &x, err, sizeof err), 0);
+    http_server_drain(x, on_closed_free, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    http_server_free(x);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static bool wait_open(http_conn_budget *b, size_t want)
+{
+    for (int i = 0; i < 500; i++) {
+        if (atomic_load(&b->open) == want) return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
+
+static void test_max_connections(void **state)
+{
+    static http_conn_budget b;
+    memset(&b, 0, sizeof b);
+    atomic_store(&b.max, 3);
+    g_budget = &b;
+    tsrv *t = tsrv_start(NULL, NULL, NULL);
+    cli c1, c2, c3, c4, c5;
+    resp r;
+    cli_connect(&c1, t->port);
+    assert_true(wait_open(&b, 1));
+    cli_connect(&c2, t->port);
+    assert_true(wait_open(&b, 2));
+    cli_connect(&c3, t->port);
+    assert_true(wait_open(&b, 3));
+    /* a used connection becomes the most recent idle one */
+    get_ok(&c2, "GET /two HTTP/1.1\r\nHost: a\r\n\r\n", "GET /two q= h=: b=");
+    /* at the limit: the oldest idle connection (c1) is closed for the new one */
+    cli_connect(&c4, t->port);
+    get_ok(&c4, "GET /four HTTP/1.1\r\nHost: a\r\n\r\n", "GET /four q= h=: b=");
+    assert_true(cli_eof(&c1));
+    assert_int_equal(atomic_load(&b.idle_closed), 1);
+    assert_true(wait_open(&b, 3));
+    /* the next one closes c3 (idle since it connected), not c2 (used since) */
+    cli_connect(&c5, t->port);
+    get_ok(&c5, "GET /five HTTP/1.1\r\nHost: a\r\n\r\n", "GET /five q= h=: b=");
+    assert_true(cli_eof(&c3));
+    get_ok(&c2, "GET /two-again HTTP/1.1\r\nHost: a\r\n\r\n", "GET /two-again q= h=: b=");
+    assert_int_equal(atomic_load(&b.idle_closed), 2);
+    /* nothing idle (each is in the middle of a request): a new connection is refused */
+    cli_sends(&c2, "GET /x HTTP/1.1\r\n");
+    cli_sends(&c4, "GET /x HTTP/1.1\r\n");
+    cli_sends(&c5, "GET /x HTTP/1.1\r\n");
+    usleep(50 * 1000);
+    cli c6;
+    cli_connect(&c6, t->port);
+    cli_sends(&c6, "GET /six HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_false(cli_response(&c6, &r, false));
+    cli_close(&c6);
+    assert_int_equal(atomic_load(&b.refused), 1);
+    /* the busy ones are served on */
+    cli_sends(&c2, "Host: a\r\n\r\n");
+    assert_true(cli_response(&c2, &r, false));
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_close(&c1);
+    cli_close(&c2);
+    cli_close(&c3);
+    cli_close(&c4);
+    cli_close(&c5);
+    assert_true(wait_open(&b, 0));
+    tsrv_stop(t);
+}
+
+/* An idle connection whose last response is still being written is not closed for room. */
+static void test_max_connections_spares_unsent(void **state)
+{
+    static http_conn_budget b;
+    memset(&b, 0, sizeof b);
+    atomic_store(&b.max, 2);
+    g_budget = &b;
+    http_limits l;
+    http_limits_default(&l);
+    l.max_body_bytes = 16 * 1024 * 1024;
+    tsrv *t = tsrv_start(&l, NULL, NULL);
+    enum { BODY = 12 * 1024 * 1024 };
+    char *body = malloc(BODY);
+    memset(body, 'w', BODY);
+    cli slow, idle, fresh;
+    assert_int_equal(cli_open(&slow, t->port, 4096), 0); /* a small window: the answer waits */
+    char head[128];
+    int hn = snprintf(head, sizeof head,
+                      "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", (int)BODY);
+    cli_send(&slow, head, (size_t)hn);
+    cli_send(&slow, body, BODY);
+    assert_true(wait_for(&g.dispatched, 1)); /* answered at once: the echo sits in the queue */
+    cli_connect(&idle, t->port);
+    assert_true(wait_open(&b, 2));
+    /* at the limit: the oldest idle connection is the slow reader's, still writing: spared */
+    cli_connect(&fresh, t->port);
+    get_ok(&fresh, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", "GET /f q= h=: b=");
+    assert_true(cli_eof(&idle));
+    assert_int_equal(atomic_load(&b.idle_closed), 1);
+    /* the slow reader gets its whole answer */
+    resp r;
+    assert_true(cli_response(&slow, &r, false));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, strlen("POST /echo q= h=: b=") + BODY);
+    resp_free(&r);
+    free(body);
+    cli_close(&slow);
+    cli_close(&idle);
+    cli_close(&fresh);
+    tsrv_stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1155,6 +1633,14 @@ int main(void)
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_nginx_edge_answers),
+        cmocka_unit_test(test_edge_checks_across_reads),
+        cmocka_unit_test(test_chunk_size_over_limit_413_at_once),
+        cmocka_unit_test(test_content_encoding),
+        cmocka_unit_test(test_slow_drip_408),
+        cmocka_unit_test(test_exclusive_port),
+        cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_max_connections_spares_unsent),
     };
     /* HTTP_TEST_FILTER=test_tls runs one test (cmocka's wildcard pattern) */
     const char *filter = getenv("HTTP_TEST_FILTER");
