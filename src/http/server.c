@@ -985,10 +985,12 @@ static int inflate_body(http_conn *c, const char *at, size_t len)
     }
 }
 
-/* Every CR outside a body (request line, headers, chunk framing, trailers) must be followed by
- * LF, as nginx requires: http_parser, built without its strict checks, takes any byte after
- * the CR that ends the headers or a chunk-size line, which a proxy in front would read
- * differently (request smuggling). Bare LF line ends stay accepted, as nginx accepts them. */
+/* Every line outside a body (request line, headers, chunk framing, trailers) must end in CRLF:
+ * http_parser, built without its strict checks, takes any byte after the CR that ends the
+ * headers or a chunk-size line, and takes a bare LF as a line end, where a proxy in front may
+ * read either differently (request smuggling). nginx accepts a bare LF; we refuse it, as
+ * RFC 9112 section 2.2 allows and Node's llhttp does, because the gateway is often the second
+ * parser behind a load balancer. */
 static int scan_bare_cr(http_conn *c, const char *from, const char *to)
 {
     for (const char *p = from; p < to; p++) {
@@ -996,6 +998,10 @@ static int scan_bare_cr(http_conn *c, const char *from, const char *to)
             return conn_fail_later(c, 400, "bad_request",
                                    "a CR not followed by LF in the request line, headers or chunk "
                                    "framing");
+        if (!c->cr_pending && *p == '\n')
+            return conn_fail_later(c, 400, "bad_request",
+                                   "a line of the request line, headers or chunk framing ends in a "
+                                   "bare LF (HTTP/1.1 lines end in CRLF)");
         c->cr_pending = *p == '\r';
     }
     return 0;
