@@ -287,6 +287,24 @@ export async function startGateway(o) {
   return gw;
 }
 
+/**
+ * The sanitizer findings in a process log (stderr of an ASan/UBSan build): the lines of every
+ * AddressSanitizer / LeakSanitizer report and every UBSan `runtime error:`; '' when there are
+ * none. A release build never prints any, so asserting '' is right for both builds:
+ *   const exit = await gw.stop(); assert.equal(sanitizerReports(gw.stderr()), '');
+ */
+export function sanitizerReports(stderr) {
+  const lines = String(stderr || '').split('\n');
+  const out = [];
+  let inReport = false;
+  for (const l of lines) {
+    if (/==\d+==ERROR: (Address|Leak)Sanitizer|^SUMMARY: \w+Sanitizer|runtime error:/.test(l)) inReport = true;
+    if (inReport) out.push(l);
+    if (/^SUMMARY: /.test(l)) inReport = false;
+  }
+  return out.join('\n').trim();
+}
+
 function tail(text, n) {
   const lines = text.split('\n');
   return lines.slice(Math.max(0, lines.length - n)).join('\n');
