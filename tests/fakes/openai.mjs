@@ -34,6 +34,8 @@
 //   stallAfterChunks: N     stream: send N content events, then send nothing more (the socket
 //                           stays open until the peer closes it)
 //   stallBody: true         non-stream: head and half of the body, then nothing more
+//   holdAfterChunks: N, hold: Promise   stream: send N content events, wait until the promise
+//                           settles, then send the rest (the test decides when the answer ends)
 import http from 'node:http';
 
 let idCounter = 0;
@@ -357,6 +359,11 @@ export async function startFakeOpenAI(options = {}) {
       if (res.destroyed) return;
       const isContent = i > 0 && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
       if (b.stallAfterChunks !== undefined && isContent && contentSent >= b.stallAfterChunks) return; // until the peer closes
+      if (b.hold && isContent && contentSent === b.holdAfterChunks && !rec.held) {
+        rec.held = true;
+        await Promise.resolve(b.hold).catch(() => {});
+        if (res.destroyed) return;
+      }
       if (b.cutAfterChunks !== undefined && isContent && contentSent >= b.cutAfterChunks) {
         if (b.cutInside) {
           const ev = Buffer.from(`data: ${JSON.stringify(events[i])}\n\n`);

@@ -9,7 +9,9 @@
 //   await redis.restart(); await pg.restart();     // same port and data directory
 //   await redis.stop(); await pg.stop();           // always, in an `after` hook; safe to call twice
 //
-// Redis runs with persistence off (no RDB, no AOF): what it holds is gone when it stops.
+// Redis runs with persistence off (no RDB, no AOF): what it holds is gone when it stops — unless
+// started with {persist: true}: then every write is in its append-only file (appendfsync always)
+// before Redis answers it, and restart() (even after halt()'s SIGKILL) loads it back.
 // PostgreSQL comes from initdb/pg_ctl under /usr/lib/postgresql/*/bin (the newest version), runs
 // as the `postgres` user when we are root (it refuses to run as root), listens on 127.0.0.1 only
 // with its Unix socket inside the temporary directory, trust authentication, fsync off.
@@ -151,8 +153,8 @@ export function redisCommand(port, args, { password } = {}) {
 // ---- Redis ----
 
 /**
- * Starts redis-server on a free loopback port, persistence off.
- * @param {{password?: string, db?: number}} [o]
+ * Starts redis-server on a free loopback port, persistence off (on with persist: true).
+ * @param {{password?: string, db?: number, persist?: boolean}} [o]
  */
 export async function startRedis(o = {}) {
   const dir = makeTempDir('redis');
@@ -162,8 +164,9 @@ export async function startRedis(o = {}) {
   let log = '';
 
   async function spawnOn(p) {
-    const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--daemonize', 'no'];
+    const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', o.persist ? 'yes' : 'no', '--dir', dir, '--daemonize', 'no'];
+    if (o.persist) args.push('--appendfsync', 'always');
     if (o.password) args.push('--requirepass', o.password);
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let exited = false;
@@ -204,7 +207,7 @@ export async function startRedis(o = {}) {
     },
     logs: () => log,
     command: (...args) => redisCommand(port, args, { password: o.password }),
-    /** Stops the server (its data is gone: persistence is off). */
+    /** Stops the server with SIGKILL (its data is gone, unless started with persist: true). */
     async halt() {
       if (!proc) return;
       const p = proc;
