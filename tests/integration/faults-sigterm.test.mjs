@@ -3,8 +3,9 @@
 // flight. The requests in flight finish in full (streams through data: [DONE]); every answer that
 // started is complete; new connections are refused cleanly (connection refused, or a 503 while
 // draining — never a truncated answer); the process exits 0; and with the ASan build no
-// AddressSanitizer/LeakSanitizer report appears. A second gateway whose stream outlives
-// --drain-timeout still exits 0, without a sanitizer report.
+// AddressSanitizer/LeakSanitizer report appears. The context route keeps its conversations in a
+// real Redis: the slow context stream that finished during the drain has its turn stored. A
+// second gateway whose stream outlives --drain-timeout still exits 0, without a sanitizer report.
 //
 // Run it against both builds: CTXGATE_BIN=build/ctxgate and CTXGATE_BIN=build-asan/ctxgate.
 import { after, before, describe, test } from 'node:test';
@@ -13,16 +14,18 @@ import assert from 'node:assert/strict';
 import { startFakeOpenAI } from '../fakes/openai.mjs';
 import { metricSum, sanitizerReports, startGateway, withLogs } from '../lib/gateway.mjs';
 import { postJSON, rawRequest, sseData, waitFor, within } from '../lib/http.mjs';
+import { startRedis } from '../lib/servers.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const SLOW_TEXT = 'one two three four five six seven eight';
 
-const manifests = (fast, slow) => `
+const REDIS_PREFIX = 'faults-term:';
+const manifests = (fast, slow, redis) => `
 apiVersion: ctxgate.io/v1alpha1
 kind: ModelContextProtocol
 metadata: {name: conv}
 spec:
-  storage: {type: Memory}
+  storage: {type: Redis, config: {url: "${redis.url}", keyPrefix: "${REDIS_PREFIX}"}}
 ---
 apiVersion: ctxgate.io/v1alpha1
 kind: LLMGateway
@@ -71,6 +74,7 @@ function completeness(res, stream) {
 describe('SIGTERM under load', () => {
   let fast;
   let slow;
+  let redis;
   let gw;
   const logs = () => gw;
 
@@ -78,17 +82,18 @@ describe('SIGTERM under load', () => {
     fast = await startFakeOpenAI();
     // every streamed answer of this provider takes 8 x 400 ms
     slow = await startFakeOpenAI({ default: { chunkDelayMs: 400, text: SLOW_TEXT } });
+    redis = await startRedis();
   });
 
   after(async () => {
     if (gw) await gw.stop();
-    await Promise.allSettled([fast?.close(), slow?.close()]);
+    await Promise.allSettled([fast?.close(), slow?.close(), redis?.stop()]);
   });
 
   test(
     'in-flight requests and slow streams finish, new connections are refused cleanly, exit 0, no sanitizer report',
     withLogs(logs, async (t) => {
-      gw = await startGateway({ manifests: manifests(fast, slow), extraArgs: ['--drain-timeout', '60'] });
+      gw = await startGateway({ manifests: manifests(fast, slow, redis), extraArgs: ['--drain-timeout', '60'] });
       const url = (route) => `${gw.url}${route === 'ctx' ? '/ctx/v1' : '/v1'}/chat/completions`;
       let rid = 0;
       const send = (route, model, { stream = false, conv, content = 'hello', requestId = `term-${process.pid}-${++rid}` } = {}) =>
@@ -225,6 +230,9 @@ describe('SIGTERM under load', () => {
         }
       }
       assert.match(gw.stderr(), /draining/);
+      // the context stream that finished during the drain was recorded: one user turn, one answer
+      const [turns] = await redis.command('HMGET', `${REDIS_PREFIX}default:term-ctx`, 't');
+      assert.equal(Number(turns), 2, 'the drained context stream has its turn in Redis');
     })
   );
 
@@ -232,7 +240,7 @@ describe('SIGTERM under load', () => {
     'a stream that outlives --drain-timeout: the process still exits 0, with no sanitizer report',
     withLogs(logs, async () => {
       if (gw) await gw.stop();
-      gw = await startGateway({ manifests: manifests(fast, slow), extraArgs: ['--drain-timeout', '2'] });
+      gw = await startGateway({ manifests: manifests(fast, slow, redis), extraArgs: ['--drain-timeout', '2'] });
       // 8 x 3 s: far longer than the drain timeout
       slow.next({ chunkDelayMs: 3000, text: SLOW_TEXT });
       const pending = postJSON(

@@ -213,6 +213,10 @@ spec:
           timeoutMs: 30000,
           what: 'turns to fail while the store is down',
         });
+        // the context API says so too
+        const api = await rawRequest(`${gw.url}/v1/contexts?mcp=${b.mcp}`);
+        assert.equal(api.status, 503, `the context API while ${b.name} is down: ${api.text}`);
+        assert.equal(api.json?.error?.code, 'context_store_unavailable', api.text);
         await sleep(500);
         l.phase('restarted');
         await srv.restart();
