@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import { startFakeOpenAI } from '../fakes/openai.mjs';
 import { metricSum, sanitizerReports, startGateway, withLogs } from '../lib/gateway.mjs';
 import { assertOpenAIError, postJSON, rawRequest, sseData, waitFor, within } from '../lib/http.mjs';
+import { startBlackhole } from '../lib/servers.mjs';
 
 const MCP = 'conv';
 // Multi-byte characters early in the text, so a cut "inside a UTF-8 character" cuts one
@@ -66,11 +67,13 @@ const deltaText = (events) => events.map((e) => e.choices?.[0]?.delta?.content ?
 
 describe('upstream faults', () => {
   let fake;
+  let hole;
   let gw;
   const logs = () => gw;
 
   before(async () => {
     fake = await startFakeOpenAI();
+    hole = await startBlackhole(); // connects there never complete
     gw = await startGateway({
       manifests: `
 apiVersion: ctxgate.io/v1alpha1
@@ -95,13 +98,16 @@ spec:
   - name: short
     type: OpenAI
     config: {endpoint: "${fake.baseURL}", modelName: short-model, timeouts: {connect: 5, firstToken: 30, total: 2}}
+  - name: hole
+    type: OpenAICompatible
+    config: {endpoint: "http://127.0.0.1:${hole.port}/v1", modelName: hole-model, timeouts: {connect: 1, firstToken: 30, total: 60}}
   routes:
   - name: plain
     pathPrefix: /v1
-    backends: [{target: up}, {target: slow}, {target: short}]
+    backends: [{target: up}, {target: slow}, {target: short}, {target: hole}]
   - name: ctx
     pathPrefix: /ctx/v1
-    backends: [{target: up}, {target: slow}, {target: short}]
+    backends: [{target: up}, {target: slow}, {target: short}, {target: hole}]
     contextRef: {name: ${MCP}}
   authentication: {type: None}
 `,
@@ -111,6 +117,7 @@ spec:
   after(async () => {
     if (gw) await gw.stop();
     if (fake) await fake.close();
+    if (hole) await hole.close();
   });
 
   beforeEach(() => fake.reset());
@@ -284,6 +291,32 @@ spec:
             const line = await accessLine(requestId);
             assert.equal(line.status, 504);
             assert.equal(typeof line.error, 'string');
+            if (route.context) await assertNothingStored(conv);
+            await assertStillServing(route, conv);
+          }
+        })
+      );
+
+      test(
+        'connect that never completes (timeouts.connect), non-streamed and streamed → a clear JSON error',
+        withLogs(logs, async (t) => {
+          for (const stream of [false, true]) {
+            const conv = nextId('conv');
+            const requestId = nextId('rid');
+            const before = metricSum((await gw.metrics()).samples, 'ctxgate_upstream_errors_total', { target: 'hole' });
+            const res = await ask(route, 'hole', { stream, conv, requestId });
+            const f = assertFailure(res, { stream, status: res.status === 504 ? 504 : 502, allowEvent: false });
+            t.diagnostic(`${stream ? 'streamed' : 'non-streamed'}: ${res.status} ${f.error.code}: ${f.error.message}`);
+            // today 502 upstream_unavailable (docs/gateway.md: "provider unreachable"); nginx
+            // answers a connect timeout with 504: either is a clear answer
+            assert.ok([502, 504].includes(res.status), `502 or 504: ${res.text}`);
+            assert.ok(['upstream_unavailable', 'upstream_timeout'].includes(f.error.code), res.text);
+            assert.match(f.error.message, /connect/i, 'the message says the connection could not be made');
+            const line = await accessLine(requestId);
+            assert.equal(line.status, res.status);
+            const after = (await gw.metrics()).samples;
+            assert.ok(metricSum(after, 'ctxgate_upstream_errors_total', { target: 'hole' }) > before);
+            assert.ok(metricSum(after, 'ctxgate_upstream_errors_total', { target: 'hole', kind: 'connect' }) > 0, 'counted as kind="connect"');
             if (route.context) await assertNothingStored(conv);
             await assertStillServing(route, conv);
           }

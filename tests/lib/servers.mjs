@@ -8,6 +8,8 @@
 //   const session = pg.psqlSession()               // a psql child process to hold a transaction open
 //   await redis.restart(); await pg.restart();     // same port and data directory
 //   await redis.stop(); await pg.stop();           // always, in an `after` hook; safe to call twice
+//   const hole = await startBlackhole();           // hole.port: a TCP connect there never completes
+//   await hole.close();
 //
 // Redis runs with persistence off (no RDB, no AOF): what it holds is gone when it stops — unless
 // started with {persist: true}: then every write is in its append-only file (appendfsync always)
@@ -396,6 +398,64 @@ export async function startPostgres() {
   } catch (err) {
     await srv.stop();
     throw err;
+  }
+  return srv;
+}
+
+// ---- a port where connects hang ----
+
+/**
+ * A loopback port where a TCP connect never completes, for connect timeouts without leaving
+ * loopback: a child process listens with backlog 1 and is stopped (SIGSTOP) so it never accepts;
+ * two connections fill its accept queue, and the kernel drops every SYN after them.
+ * close() ends it (safe to call twice; also run from the exit hook).
+ */
+export async function startBlackhole() {
+  const child = spawn(
+    process.execPath,
+    ['-e', "require('net').createServer().listen({port: 0, host: '127.0.0.1', backlog: 1}, function () { console.log(this.address().port) })"],
+    { stdio: ['ignore', 'pipe', 'inherit'] }
+  );
+  const port = await new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+  });
+  child.kill('SIGSTOP');
+  const fillers = [];
+  const srv = {
+    port,
+    async close() {
+      for (const f of fillers) f.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((r) => child.once('close', r));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      running.delete(srv);
+    },
+    emergencyStop() {
+      child.kill('SIGKILL');
+    },
+  };
+  running.add(srv);
+  // fill the accept queue (its connects complete: the kernel does the handshake), then check
+  // that one more connect hangs
+  for (let i = 0; ; i++) {
+    const s = net.connect({ host: '127.0.0.1', port });
+    fillers.push(s);
+    s.on('error', () => {});
+    const r = await new Promise((resolve) => {
+      const t = setTimeout(() => resolve('hang'), 500);
+      s.once('connect', () => {
+        clearTimeout(t);
+        resolve('connected');
+      });
+    });
+    if (r === 'hang') break;
+    if (i > 16) {
+      await srv.close();
+      throw new Error(`startBlackhole: connects to port ${port} keep completing; cannot make them hang`);
+    }
   }
   return srv;
 }
