@@ -25,6 +25,19 @@ export function gatewayBinary() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+let sanitizerBuild;
+/** True when gatewayBinary() is an AddressSanitizer build (it links libasan: it names __asan_init). */
+export function isSanitizerBuild() {
+  if (sanitizerBuild === undefined) {
+    try {
+      sanitizerBuild = fs.readFileSync(gatewayBinary()).includes('__asan_init');
+    } catch {
+      sanitizerBuild = false;
+    }
+  }
+  return sanitizerBuild;
+}
+
 /** A port that was free a moment ago on loopback (bind 0, read it, close). */
 export function freePort() {
   return new Promise((resolve, reject) => {
