@@ -34,6 +34,8 @@
 //   stallAfterChunks: N     stream: send N content events, then send nothing more (the socket
 //                           stays open until the peer closes it)
 //   stallBody: true         non-stream: head and half of the body, then nothing more
+//   endAfterChunks: N       stream: send N content events, then end the response cleanly (the
+//                           chunked body is terminated) without finish_reason nor [DONE]
 //   holdAfterChunks: N, hold: Promise   stream: send N content events, wait until the promise
 //                           settles, then send the rest (the test decides when the answer ends)
 import http from 'node:http';
@@ -359,6 +361,10 @@ export async function startFakeOpenAI(options = {}) {
       if (res.destroyed) return;
       const isContent = i > 0 && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
       if (b.stallAfterChunks !== undefined && isContent && contentSent >= b.stallAfterChunks) return; // until the peer closes
+      if (b.endAfterChunks !== undefined && isContent && contentSent >= b.endAfterChunks) {
+        res.end(() => (rec.finished = true));
+        return;
+      }
       if (b.hold && isContent && contentSent === b.holdAfterChunks && !rec.held) {
         rec.held = true;
         await Promise.resolve(b.hold).catch(() => {});

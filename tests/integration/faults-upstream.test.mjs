@@ -363,6 +363,47 @@ spec:
     });
   }
 
+  // Answers that end early or are not chat completions, though the HTTP exchange itself is fine.
+  // Both skipped until fixed (see the reasons); they fail on this branch with either build.
+  describe('answers that look complete at the HTTP level', () => {
+    for (const route of ROUTES) {
+      test.skip(
+        `${route.name} route: a stream whose body ends cleanly after 2 events, without finish_reason or [DONE] → an error event, nothing stored (needs fix: proxy.c on_done takes a stream without data: [DONE] as complete — plain: silent truncation; context: a [DONE] the provider never sent, and the partial answer stored)`,
+        withLogs(logs, async () => {
+          fake.next({ endAfterChunks: 2, text: ASCII_TEXT });
+          const conv = nextId('conv');
+          const requestId = nextId('rid');
+          const res = await ask(route, 'up', { stream: true, conv, requestId });
+          const f = assertFailure(res, { stream: true, allowJSON: false });
+          assert.equal(deltaText(f.data), 'alpha beta');
+          const line = await accessLine(requestId);
+          assert.equal(typeof line.error, 'string', JSON.stringify(line));
+          if (route.context) await assertNothingStored(conv);
+          await assertStillServing(route, conv);
+        })
+      );
+    }
+
+    test.skip(
+      'context route: a 200 whose body is not a chat completion → 502, and no user turn is stored without its answer (needs fix: context.c records the user message alone when the answer cannot be parsed)',
+      withLogs(logs, async () => {
+        const route = ROUTES.find((r) => r.context);
+        for (const body of ['this is not json', { object: 'chat.completion', choices: [] }]) {
+          fake.next({ body });
+          const conv = nextId('conv');
+          const res = await ask(route, 'up', { conv });
+          const r = await rawRequest(`${gw.url}/v1/contexts/${encodeURIComponent(conv)}?mcp=${MCP}`);
+          assert.ok(
+            !(r.status === 200 && r.json.messages.length === 1),
+            `a user message stored without its answer (${JSON.stringify(body)} answered ${res.status}): ${r.text}`
+          );
+          assertOpenAIError(assert, res, 502);
+          assert.equal(r.status, 404, `nothing stored: ${r.text}`);
+        }
+      })
+    );
+  });
+
   test(
     'after the whole matrix the gateway is healthy and nothing is in flight',
     withLogs(logs, async () => {
