@@ -31,6 +31,7 @@ describe('context store stopped and restarted under load', () => {
   let redis;
   let pg;
   let gw;
+  let g = null; // the gateway of the test whose stores are down when it starts
   const logs = () => gw;
 
   before(async () => {
@@ -272,6 +273,78 @@ spec:
       })
     );
   }
+
+  test(
+    'stores that are down when the gateway starts: it starts, answers 503 until they come up, then serves (PostgreSQL schema created late)',
+    withLogs(() => g, async () => {
+      const [r2, p2] = await Promise.all([startRedis(), startPostgres()]);
+      try {
+        await Promise.all([r2.halt(), p2.halt()]);
+        g = await startGateway({
+          manifests: `
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: late-redis}
+spec: {storage: {type: Redis, config: {url: "${r2.url}"}}}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: late-pg}
+spec: {storage: {type: PostgreSQL, config: {dsn: "${p2.dsn}"}}}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-faults-late}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - {name: up, type: OpenAI, config: {endpoint: "${fake.baseURL}", modelName: up-model}}
+  routes:
+  - {name: redis, pathPrefix: /redis/v1, backends: [{target: up}], contextRef: {name: late-redis}}
+  - {name: pg, pathPrefix: /pg/v1, backends: [{target: up}], contextRef: {name: late-pg}}
+  authentication: {type: None}
+`,
+        });
+        const ask = (route, conv, stream = false) =>
+          postJSON(
+            `${g.url}/${route}/v1/chat/completions`,
+            { model: 'up', stream, messages: [{ role: 'user', content: `late ${conv}` }] },
+            { headers: { 'x-conversation-id': conv }, timeoutMs: 30000 }
+          );
+        for (const route of ['redis', 'pg']) {
+          const res = await ask(route, `late-${route}-0`);
+          assert.equal(res.status, 503, `${route} down at start: ${res.text}`);
+          assert.equal(res.json?.error?.code, 'context_store_unavailable', res.text);
+        }
+        assert.equal((await rawRequest(`${g.url}/healthz`)).status, 200, 'the gateway itself is healthy');
+        await Promise.all([r2.restart(), p2.restart()]);
+        for (const [route, mcp] of [
+          ['redis', 'late-redis'],
+          ['pg', 'late-pg'],
+        ]) {
+          const ok = await waitFor(
+            async () => {
+              const res = await ask(route, `late-${route}-1`);
+              return res.status === 200 ? res : null;
+            },
+            { timeoutMs: 60000, intervalMs: 250, what: `${route} to be served once the store is up` }
+          );
+          assert.equal(ok.json.choices[0].message.content, `reply to: late late-${route}-1`);
+          const streamed = await ask(route, `late-${route}-2`, true);
+          assert.equal(sseData(streamed.text).at(-1), '[DONE]', streamed.text);
+          const stored = await rawRequest(`${g.url}/v1/contexts/late-${route}-2?mcp=${mcp}`);
+          assert.equal(stored.status, 200, stored.text);
+          assert.equal(stored.json.messages.length, 2, stored.text);
+        }
+        const exit = await within(g.kill('SIGTERM'), 60000, 'the gateway to exit');
+        assert.deepEqual(exit, { code: 0, signal: null }, g.logs());
+        assert.equal(sanitizerReports(g.stderr()), '', 'no AddressSanitizer/LeakSanitizer/UBSan report');
+      } finally {
+        if (g) await g.stop();
+        await Promise.allSettled([r2.stop(), p2.stop()]);
+      }
+    })
+  );
 
   test(
     'SIGTERM afterwards: exit 0, and (ASan build) no sanitizer report',
