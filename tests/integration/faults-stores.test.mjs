@@ -203,6 +203,40 @@ spec:
       })
     );
 
+    // A store that hangs (no answer, connection open: a frozen process, a network partition)
+    // must not hang the requests that need it. Skipped: no store operation has a time limit.
+    test.skip(
+      `${b.name} hanging (SIGSTOP) → requests get 503 context_store_unavailable within a bounded time, and are served again after SIGCONT (needs fix: no reply timeout for Redis/PostgreSQL operations, src/context/redis.c, postgres.c)`,
+      withLogs(logs, async () => {
+        const srv = b.server();
+        const conv = `faults-hang-${b.route}-${process.pid}`;
+        const ok = await turn(b.route, conv, 'before the hang', false);
+        assert.ok(ok.ok, JSON.stringify(ok));
+        await srv.freeze();
+        let res;
+        try {
+          // far longer than any sensible store timeout, far shorter than "forever"
+          res = await postJSON(
+            `${gw.url}/${b.route}/v1/chat/completions`,
+            { model: 'up', messages: [{ role: 'user', content: 'during the hang' }] },
+            { headers: { 'x-conversation-id': conv }, timeoutMs: 30000 }
+          ).catch((err) => ({ status: 0, text: err.message }));
+        } finally {
+          await srv.thaw();
+        }
+        assert.equal(res.status, 503, `a clear error while ${b.name} hangs: ${res.text}`);
+        assert.equal(res.json?.error?.code, 'context_store_unavailable', res.text);
+        const again = await waitFor(
+          async () => {
+            const r = await turn(b.route, conv, 'after the hang', false);
+            return r.ok ? r : null;
+          },
+          { timeoutMs: 60000, intervalMs: 250, what: `${b.name} to serve again after SIGCONT` }
+        );
+        assert.ok(again.ok);
+      })
+    );
+
     test(
       `${b.name} stopped and restarted under load: clear 503s while down, service resumes, no acknowledged turn lost`,
       { skip: isSanitizerBuild() && `under ASan: ${NEEDS_FIX}` },

@@ -7,6 +7,7 @@
 //   await pg.sql('SELECT count(*) FROM ctx_conversations')   // psql, tuples only, unaligned
 //   const session = pg.psqlSession()               // a psql child process to hold a transaction open
 //   await redis.restart(); await pg.restart();     // same port and data directory
+//   await redis.freeze(); await redis.thaw();      // SIGSTOP / SIGCONT: a server that hangs (pg too)
 //   await redis.stop(); await pg.stop();           // always, in an `after` hook; safe to call twice
 //   const hole = await startBlackhole();           // hole.port: a TCP connect there never completes
 //   await hole.close();
@@ -209,11 +210,20 @@ export async function startRedis(o = {}) {
     },
     logs: () => log,
     command: (...args) => redisCommand(port, args, { password: o.password }),
+    /** SIGSTOP: the server keeps its connections but answers nothing (a hung server). */
+    async freeze() {
+      if (proc) proc.kill('SIGSTOP');
+    },
+    /** SIGCONT after freeze(): it answers again, queued commands included. */
+    async thaw() {
+      if (proc) proc.kill('SIGCONT');
+    },
     /** Stops the server with SIGKILL (its data is gone, unless started with persist: true). */
     async halt() {
       if (!proc) return;
       const p = proc;
       proc = null;
+      p.kill('SIGCONT'); // a frozen server dies too
       p.kill('SIGKILL');
       await p.exitPromise;
     },
@@ -234,7 +244,10 @@ export async function startRedis(o = {}) {
       removeDir(dir);
     },
     emergencyStop() {
-      if (proc) proc.kill('SIGKILL');
+      if (proc) {
+        proc.kill('SIGCONT');
+        proc.kill('SIGKILL');
+      }
       removeDir(dir);
     },
   };
@@ -315,6 +328,26 @@ export async function startPostgres() {
   const logFile = path.join(dir, 'server.log');
   let port = 0;
   let isRunning = false;
+  let frozen = [];
+
+  // the postmaster (first line of postmaster.pid) and its children (backends, background workers)
+  const clusterPids = () => {
+    let master;
+    try {
+      master = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    } catch {
+      return [];
+    }
+    const r = spawnSync('pgrep', ['-P', String(master)], { encoding: 'utf8' });
+    return [master, ...String(r.stdout || '').split('\n').filter(Boolean).map(Number)];
+  };
+  const signalPid = (pid, sig) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* gone */
+    }
+  };
 
   const readLog = () => {
     try {
@@ -359,8 +392,22 @@ export async function startPostgres() {
         stdio: ['pipe', 'pipe', 'pipe'],
       });
     },
+    /**
+     * SIGSTOP to the postmaster and every backend: connections stay open, nothing is answered
+     * (a hung server). thaw() sends SIGCONT to the same processes.
+     */
+    async freeze() {
+      if (!isRunning) return;
+      frozen = clusterPids();
+      for (const pid of frozen) signalPid(pid, 'SIGSTOP');
+    },
+    async thaw() {
+      for (const pid of frozen) signalPid(pid, 'SIGCONT');
+      frozen = [];
+    },
     /** Stops the server at once (-m immediate: what a crash looks like to clients). */
     async halt() {
+      await srv.thaw();
       if (!isRunning) return;
       isRunning = false;
       await run([path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop']);
@@ -376,6 +423,7 @@ export async function startPostgres() {
       removeDir(dir);
     },
     emergencyStop() {
+      for (const pid of frozen) signalPid(pid, 'SIGCONT');
       if (isRunning) runSync([path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'], { timeoutMs: 20000 });
       isRunning = false;
       removeDir(dir);
