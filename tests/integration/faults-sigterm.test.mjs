@@ -230,6 +230,7 @@ describe('SIGTERM under load', () => {
         }
       }
       assert.match(gw.stderr(), /draining/);
+      assert.doesNotMatch(gw.stderr(), /did not finish within/, 'the drain finished before --drain-timeout');
       // the context stream that finished during the drain was recorded: one user turn, one answer
       const [turns] = await redis.command('HMGET', `${REDIS_PREFIX}default:term-ctx`, 't');
       assert.equal(Number(turns), 2, 'the drained context stream has its turn in Redis');
