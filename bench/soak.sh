@@ -25,7 +25,11 @@
 #        client loops, default 4), SOAK_PORT (gateway, default 18097; the SSE mock uses
 #        SOAK_PORT+1, the 500 upstream SOAK_PORT+2, the nginx mock SOAK_PORT+3 and its unused
 #        proxy_pass server SOAK_PORT+4), SOAK_WORKERS (default 2),
-#        CTXGATE_BENCH_ARGS (extra `ctxgate serve` arguments)
+#        CTXGATE_BENCH_ARGS (extra `ctxgate serve` arguments), CTXGATE_SHARED_BENCH (the
+#        yardstick folder; default: shared/bench beside the checkout)
+# With the ASan build (bench/soak.sh build-asan/ctxgate) the RSS figures mean nothing (ASan's
+# quarantine): set SOAK_MAX_GROWTH_KIB high and read it as a crash/leak hunt under mixed traffic
+# (any sanitizer report in the gateway's log makes the script fail).
 set -u
 # shellcheck source=bench/harness.sh
 . "$(dirname "$0")/harness.sh"
