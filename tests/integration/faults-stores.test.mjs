@@ -204,9 +204,10 @@ spec:
     );
 
     // A store that hangs (no answer, connection open: a frozen process, a network partition)
-    // must not hang the requests that need it. Skipped: no store operation has a time limit.
-    test.skip(
-      `${b.name} hanging (SIGSTOP) → requests get 503 context_store_unavailable within a bounded time, and are served again after SIGCONT (needs fix: no reply timeout for Redis/PostgreSQL operations, src/context/redis.c, postgres.c)`,
+    // must not hang the requests that need it. Redis gives up after 5 s without a reply
+    // (REPLY_TIMEOUT_MS, src/context/redis.c); PostgreSQL has no such limit yet: skipped.
+    (b.name === 'PostgreSQL' ? test.skip : test)(
+      `${b.name} hanging (SIGSTOP) → requests get 503 context_store_unavailable within a bounded time, and are served again after SIGCONT${b.name === 'PostgreSQL' ? ' (needs fix: no reply timeout for PostgreSQL operations, src/context/postgres.c)' : ''}`,
       withLogs(logs, async () => {
         const srv = b.server();
         const conv = `faults-hang-${b.route}-${process.pid}`;
@@ -226,6 +227,7 @@ spec:
         }
         assert.equal(res.status, 503, `a clear error while ${b.name} hangs: ${res.text}`);
         assert.equal(res.json?.error?.code, 'context_store_unavailable', res.text);
+        assert.match(res.json.error.message, /no reply within/, 'the message says the store did not answer');
         const again = await waitFor(
           async () => {
             const r = await turn(b.route, conv, 'after the hang', false);
