@@ -6,6 +6,9 @@
 // never a 500, a dropped connection or a crash; service resumes without restarting the gateway;
 // and no acknowledged turn is lost: every turn whose answer the client received in full (200, or
 // a stream through data: [DONE]) is in the store afterwards, read back through /v1/contexts.
+// Also: a store that hangs (SIGSTOP: connection open, nothing answered) gives 503 within its
+// reply timeout, not a request hanging forever; stores down when the gateway starts; a stream
+// whose turn cannot be recorded.
 //
 // Run it against both builds: CTXGATE_BIN=build/ctxgate and CTXGATE_BIN=build-asan/ctxgate.
 import { after, before, describe, test } from 'node:test';
