@@ -6,7 +6,10 @@
  * (so a create never overwrites a live conversation); eviction by maxEntries runs as one DELETE
  * right after an insert. Table <keyPrefix>conversations (sanitized) and its sequence are created
  * when absent. When the server goes away the running op fails with CTX_EUNAVAIL and the
- * connection is re-established with backoff; queued ops wait for the next attempt. */
+ * connection is re-established with backoff; queued ops wait for the next attempt. A server that
+ * keeps the connection open but answers nothing (stopped, partitioned) counts as gone after
+ * REPLY_TIMEOUT_MS without an answer to a connect attempt or a statement (libpq's
+ * connect_timeout does not apply to PQconnectPoll). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <libpq-fe.h>
@@ -18,6 +21,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define REPLY_TIMEOUT_MS 10000 /* connecting or a statement in flight, no answer: server hangs */
 
 typedef enum { PG_DOWN, PG_CONNECTING, PG_SETUP, PG_READY } pg_state;
 
@@ -36,6 +40,8 @@ typedef struct pg_conn {
     int poll_fd;
     pg_state state;
     uv_timer_t timer;
+    uv_timer_t reply_timer; /* REPLY_TIMEOUT_MS from a connect attempt or a statement sent */
+    int open_timers;        /* pg_close frees the connection once both timers are closed */
     int backoff_ms;
     int setup_tries;
     ctx_op *head, *tail; /* waiting */
@@ -114,8 +120,27 @@ static void reconnect_cb(uv_timer_t *t)
     if (c->state == PG_DOWN) conn_start(c);
 }
 
+static void conn_lost(pg_conn *c, const char *why);
+
+static void reply_timeout_cb(uv_timer_t *t)
+{
+    pg_conn *c = t->data;
+    if (c->state == PG_DOWN || (c->state == PG_READY && !c->running)) return;
+    char why[64];
+    snprintf(why, sizeof(why), "no reply within %d ms", REPLY_TIMEOUT_MS);
+    conn_lost(c, why);
+}
+
+/* The server owes an answer from now on (a connect attempt, a statement): it has
+ * REPLY_TIMEOUT_MS. */
+static void await_reply(pg_conn *c)
+{
+    uv_timer_start(&c->reply_timer, reply_timeout_cb, REPLY_TIMEOUT_MS, 0);
+}
+
 static void conn_lost(pg_conn *c, const char *why)
 {
+    uv_timer_stop(&c->reply_timer);
     snprintf(c->last_err, sizeof(c->last_err), "%s", why);
     char *nl = strchr(c->last_err, '\n');
     if (nl) *nl = 0;
@@ -176,6 +201,7 @@ static int send_sql(pg_conn *c, const char *sql, const pg_params *p)
     int f = PQflush(c->conn);
     if (f < 0) return -1;
     poll_want(c, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    await_reply(c);
     return 0;
 }
 
@@ -383,6 +409,7 @@ static void send_setup(pg_conn *c)
     }
     int f = PQflush(c->conn);
     poll_want(c, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    await_reply(c);
 }
 
 /* All results of the statement in flight have arrived. */
@@ -443,8 +470,10 @@ static void run_next(pg_conn *c)
             return;
         }
     }
-    if (c->state == PG_READY && !c->running)
-        poll_want(c, UV_READABLE); /* notice the server going away while idle */
+    if (c->state == PG_READY && !c->running) {
+        uv_timer_stop(&c->reply_timer); /* idle: the server owes nothing */
+        poll_want(c, UV_READABLE);      /* notice the server going away while idle */
+    }
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events)
@@ -516,6 +545,7 @@ static void conn_start(pg_conn *c)
     }
     c->state = PG_CONNECTING;
     poll_want(c, UV_WRITABLE);
+    await_reply(c);
 }
 
 static void pg_submit(ctx_store *s, ctx_op *op)
@@ -553,6 +583,8 @@ static int pg_open(ctx_store *s, char *err, size_t errlen)
     c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(s->loop, &c->timer);
     c->timer.data = c;
+    uv_timer_init(s->loop, &c->reply_timer);
+    c->reply_timer.data = c;
     s->impl = c;
     (void)err;
     (void)errlen;
@@ -563,6 +595,7 @@ static int pg_open(ctx_store *s, char *err, size_t errlen)
 static void timer_closed(uv_handle_t *h)
 {
     pg_conn *c = h->data;
+    if (--c->open_timers > 0) return;
     ctx_store *s = c->s;
     void (*done)(ctx_store *) = c->close_done;
     free(c);
@@ -575,6 +608,7 @@ static void pg_close(ctx_store *s, void (*done)(ctx_store *s))
     pg_conn *c = s->impl;
     c->close_done = done;
     uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->reply_timer);
     fail_waiting(c, CTX_ECANCELED, "closed");
     if (c->running) {
         ctx_op *op = c->running;
@@ -588,7 +622,9 @@ static void pg_close(ctx_store *s, void (*done)(ctx_store *s))
     if (c->conn) PQfinish(c->conn);
     c->conn = NULL;
     c->state = PG_DOWN;
+    c->open_timers = 2;
     uv_close((uv_handle_t *)&c->timer, timer_closed);
+    uv_close((uv_handle_t *)&c->reply_timer, timer_closed);
 }
 
 const ctx_backend ctx_backend_postgres = {"postgresql", pg_open, pg_submit, pg_close, false};

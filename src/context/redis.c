@@ -15,7 +15,10 @@
  *   P:list:<tenant>     sorted set of ids (score 0): lexicographic, stable listing pages
  *   P:seq               the sequence
  * The connection is re-established with backoff when the server goes away; operations issued
- * meanwhile wait for the next connect attempt and fail with CTX_EUNAVAIL if it fails. */
+ * meanwhile wait for the next connect attempt and fail with CTX_EUNAVAIL if it fails. A server
+ * that keeps the connection open but answers nothing (stopped, partitioned) is given up on after
+ * REPLY_TIMEOUT_MS without any reply while commands are outstanding: the connection is dropped,
+ * its operations fail with CTX_EUNAVAIL, and it is re-established like a lost one. */
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -28,6 +31,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
+#define REPLY_TIMEOUT_MS 5000 /* commands outstanding and no reply this long: the server hangs */
 
 /* shared by every script: drop one index member (and its key); purge expired members */
 #define LUA_PRELUDE                                                                                \
@@ -139,7 +143,10 @@ typedef struct redis_conn {
     char *user, *pass;
     redisAsyncContext *ac; /* NULL while disconnected */
     bool connected;
-    uv_timer_t timer; /* reconnect backoff, or connect timeout while connecting */
+    uv_timer_t timer;       /* reconnect backoff, or connect timeout while connecting */
+    uv_timer_t reply_timer; /* REPLY_TIMEOUT_MS since the last reply, while outstanding > 0 */
+    unsigned outstanding;   /* operations sent on ac and not answered yet */
+    int open_timers;        /* redis_close frees the connection once both timers are closed */
     int backoff_ms;
     ctx_op *head, *tail; /* waiting for a connection */
     char last_err[200];
@@ -266,11 +273,25 @@ static void parse_reply(ctx_op *op, const redisReply *r)
 
 static void send_op(redis_conn *c, ctx_op *op);
 
+static void reply_timeout_cb(uv_timer_t *t);
+
+/* Any reply shows the server is alive: the reply timeout starts again, or stops when nothing is
+ * outstanding. */
+static void reply_seen(redis_conn *c)
+{
+    if (c->outstanding) c->outstanding--;
+    if (c->outstanding)
+        uv_timer_start(&c->reply_timer, reply_timeout_cb, REPLY_TIMEOUT_MS, 0);
+    else
+        uv_timer_stop(&c->reply_timer);
+}
+
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     ctx_op *op = privdata;
     redisReply *r = reply;
     redis_conn *c = ac->data;
+    if (c && c->ac == ac) reply_seen(c); /* not while ac is being freed */
     if (r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0 &&
         op->retry == 0 && c && c->ac == ac && !c->close_done) {
         op->retry = 1; /* once: a second NOSCRIPT is reported */
@@ -279,7 +300,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (!r)
         ctx_op_set_error(op, c && !c->close_done ? CTX_EUNAVAIL : CTX_ECANCELED,
-                         "lost the connection to the Redis context store; retry");
+                         "lost the connection to the Redis context store%s%s; retry",
+                         c && c->last_err[0] ? ": " : "", c ? c->last_err : "");
     else if (r->type == REDIS_REPLY_ERROR)
         ctx_op_set_error(op, CTX_EUNAVAIL, "Redis context store: %.*s%s%s", (int)r->len, r->str,
                          c && c->last_err[0] ? " — " : "", c ? c->last_err : "");
@@ -359,6 +381,30 @@ static void send_op(redis_conn *c, ctx_op *op)
         ctx_op_set_error(op, CTX_EUNAVAIL, "cannot send to the Redis context store %s:%d", c->host,
                          c->port);
         ctx_op_defer(s, op);
+        return;
+    }
+    if (c->outstanding++ == 0)
+        uv_timer_start(&c->reply_timer, reply_timeout_cb, REPLY_TIMEOUT_MS, 0);
+}
+
+/* Commands outstanding and no reply for REPLY_TIMEOUT_MS: drop the connection (its operations
+ * fail with CTX_EUNAVAIL) and reconnect (on_disconnect schedules it). */
+static void reply_timeout_cb(uv_timer_t *t)
+{
+    redis_conn *c = t->data;
+    if (!c->ac || !c->connected || !c->outstanding) return;
+    redisAsyncContext *ac = c->ac;
+    snprintf(c->last_err, sizeof(c->last_err), "no reply within %d ms", REPLY_TIMEOUT_MS);
+    /* as when the server closes the connection: the pending replies run with NULL (operations
+     * submitted meanwhile are refused by hiredis), then on_disconnect forgets ac and schedules
+     * the reconnect */
+    bool disconnect_cb = (ac->c.flags & REDIS_CONNECTED) != 0;
+    redisAsyncFree(ac);
+    if (!disconnect_cb) {
+        c->ac = NULL;
+        c->connected = false;
+        c->outstanding = 0;
+        schedule_reconnect(c);
     }
 }
 
@@ -404,6 +450,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (!c) return;
     c->ac = NULL;
     c->connected = false;
+    c->outstanding = 0;
+    uv_timer_stop(&c->reply_timer);
     if (!c->close_done) {
         snprintf(c->last_err, sizeof(c->last_err), "connection lost");
         schedule_reconnect(c);
@@ -637,6 +685,8 @@ static int redis_open(ctx_store *s, char *err, size_t errlen)
     c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(s->loop, &c->timer);
     c->timer.data = c;
+    uv_timer_init(s->loop, &c->reply_timer);
+    c->reply_timer.data = c;
     s->impl = c;
     conn_start(c);
     return 0;
@@ -645,6 +695,7 @@ static int redis_open(ctx_store *s, char *err, size_t errlen)
 static void timer_closed(uv_handle_t *h)
 {
     redis_conn *c = h->data;
+    if (--c->open_timers > 0) return;
     ctx_store *s = c->s;
     void (*done)(ctx_store *) = c->close_done;
     conn_free(c);
@@ -657,6 +708,7 @@ static void redis_close(ctx_store *s, void (*done)(ctx_store *s))
     redis_conn *c = s->impl;
     c->close_done = done;
     uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->reply_timer);
     fail_waiting(c, CTX_ECANCELED, "closed");
     if (c->ac) {
         redisAsyncContext *ac = c->ac;
@@ -664,7 +716,9 @@ static void redis_close(ctx_store *s, void (*done)(ctx_store *s))
         c->connected = false;
         redisAsyncFree(ac); /* pending replies run with NULL -> ECANCELED */
     }
+    c->open_timers = 2;
     uv_close((uv_handle_t *)&c->timer, timer_closed);
+    uv_close((uv_handle_t *)&c->reply_timer, timer_closed);
 }
 
 const ctx_backend ctx_backend_redis = {"redis", redis_open, redis_submit, redis_close, false};

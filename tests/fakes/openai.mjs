@@ -35,6 +35,25 @@
 //   sseBytes: '...'         stream: exactly these bytes as the body (text/event-stream), written
 //                           one byte per write (every split an SSE parser can meet)
 //   Requests that were answered with a big body record `bigSent` (bytes written).
+// Faults (tests/integration/faults-*.test.mjs):
+//   rst: true               every cut below (and destroy) resets the connection (TCP RST, via
+//                           socket.resetAndDestroy) instead of closing it (FIN)
+//   cutBody: 'head'         send the response head (200, full Content-Length for JSON, SSE head
+//                           for streams), then cut: no body byte at all
+//   cutBody: 'half'         non-stream: head and the first half of the JSON body, then cut
+//   cutBody: 'utf8'         non-stream: head and the body up to the middle of its first
+//                           multi-byte UTF-8 character (the text must contain one), then cut
+//   cutInside: 'event'      with cutAfterChunks: the first half of the next content event goes
+//                           out before the cut (the cut falls inside an SSE event)
+//   cutInside: 'utf8'       with cutAfterChunks: the next content event up to the middle of its
+//                           first multi-byte UTF-8 character, then the cut
+//   stallAfterChunks: N     stream: send N content events, then send nothing more (the socket
+//                           stays open until the peer closes it)
+//   stallBody: true         non-stream: head and half of the body, then nothing more
+//   endAfterChunks: N       stream: send N content events, then end the response cleanly (the
+//                           chunked body is terminated) without finish_reason nor [DONE]
+//   holdAfterChunks: N, hold: Promise   stream: send N content events, wait until the promise
+//                           settles, then send the rest (the test decides when the answer ends)
 import http from 'node:http';
 
 let idCounter = 0;
@@ -110,6 +129,13 @@ export function openaiErrorBody(status, message) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// The offset just after the lead byte of buf's first multi-byte UTF-8 character: cutting there
+// leaves a truncated sequence. Throws when there is none (the test's text must contain one).
+function utf8Middle(buf) {
+  for (let i = 0; i < buf.length; i++) if (buf[i] >= 0xc0) return i + 1;
+  throw new Error('fake OpenAI: cut inside a UTF-8 sequence needs a text with a multi-byte character');
+}
+
 export async function startFakeOpenAI(options = {}) {
   const queue = [];
   let defaultBehaviour = { ...(options.default || {}) };
@@ -178,8 +204,15 @@ export async function startFakeOpenAI(options = {}) {
   });
 
   async function handle(req, res, rec, b) {
+    // the cut: FIN (destroy) or, with b.rst, RST; what was written goes out first
+    const cut = async (wait = true) => {
+      if (wait) await sleep(50);
+      if (b.rst && typeof req.socket.resetAndDestroy === 'function') req.socket.resetAndDestroy();
+      else req.socket.destroy();
+    };
+    const writeRaw = (data) => new Promise((resolve) => res.write(data, () => resolve()));
     if (b.destroy) {
-      req.socket.destroy();
+      await cut(false);
       return;
     }
     if (b.hang) return; // the client (or close()) ends it
@@ -309,30 +342,38 @@ export async function startFakeOpenAI(options = {}) {
     }
 
     if (body.stream !== true) {
-      sendJSON(
-        res,
-        rec,
-        200,
-        {
-          id,
-          object: 'chat.completion',
-          created,
-          model,
-          choices: [
-            {
-              index: 0,
-              message: { role: 'assistant', content: text, refusal: null, annotations: [] },
-              logprobs: null,
-              finish_reason: 'stop',
-            },
-          ],
-          usage,
-          service_tier: 'default',
-          system_fingerprint: 'fp_fake0001',
-        },
-        common,
-        b.headers
-      );
+      const answer = {
+        id,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: text, refusal: null, annotations: [] },
+            logprobs: null,
+            finish_reason: 'stop',
+          },
+        ],
+        usage,
+        service_tier: 'default',
+        system_fingerprint: 'fp_fake0001',
+      };
+      if (b.cutBody || b.stallBody) {
+        const payload = Buffer.from(JSON.stringify(answer));
+        let upTo = Math.floor(payload.length / 2);
+        if (b.cutBody === 'head') upTo = 0;
+        if (b.cutBody === 'utf8') upTo = utf8Middle(payload);
+        rec.responseStatus = 200;
+        res.writeHead(200, { ...common, 'content-type': 'application/json', 'content-length': payload.length, ...(b.headers || {}) });
+        res.flushHeaders();
+        if (upTo > 0) await writeRaw(payload.subarray(0, upTo));
+        rec.sentBytes = upTo;
+        if (b.stallBody) return; // until the peer closes
+        await cut();
+        return;
+      }
+      sendJSON(res, rec, 200, answer, common, b.headers);
       return;
     }
 
@@ -394,17 +435,37 @@ export async function startFakeOpenAI(options = {}) {
       if (!res.destroyed) res.end(() => (rec.finished = true));
       return;
     }
+    if (b.cutBody === 'head') {
+      await cut();
+      return;
+    }
     let contentSent = 0;
     for (let i = 0; i < events.length; i++) {
       if (res.destroyed) return;
       const isContent = i > 0 && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
-      if (b.cutAfterChunks !== undefined && isContent && contentSent >= b.cutAfterChunks) {
-        // let what was written reach the peer first: the cut is meant to come after it
-        await sleep(50);
-        req.socket.destroy();
+      if (b.stallAfterChunks !== undefined && isContent && contentSent >= b.stallAfterChunks) return; // until the peer closes
+      if (b.endAfterChunks !== undefined && isContent && contentSent >= b.endAfterChunks) {
+        res.end(() => (rec.finished = true));
         return;
       }
-      await new Promise((resolve) => res.write(`data: ${JSON.stringify(events[i])}\n\n`, () => resolve()));
+      if (b.hold && isContent && contentSent === b.holdAfterChunks && !rec.held) {
+        rec.held = true;
+        await Promise.resolve(b.hold).catch(() => {});
+        if (res.destroyed) return;
+      }
+      if (b.cutAfterChunks !== undefined && isContent && contentSent >= b.cutAfterChunks) {
+        if (b.cutInside) {
+          const ev = Buffer.from(`data: ${JSON.stringify(events[i])}\n\n`);
+          const upTo = b.cutInside === 'utf8' ? utf8Middle(ev) : Math.floor(ev.length / 2);
+          // let the complete events arrive on their own first, then the partial one
+          await sleep(50);
+          await writeRaw(ev.subarray(0, upTo));
+        }
+        // let what was written reach the peer first: the cut is meant to come after it
+        await cut();
+        return;
+      }
+      await writeRaw(`data: ${JSON.stringify(events[i])}\n\n`);
       rec.sentChunks++;
       if (isContent) contentSent++;
       if (b.chunkDelayMs) await sleep(b.chunkDelayMs);

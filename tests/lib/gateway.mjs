@@ -25,6 +25,19 @@ export function gatewayBinary() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+let sanitizerBuild;
+/** True when gatewayBinary() is an AddressSanitizer build (it links libasan: it names __asan_init). */
+export function isSanitizerBuild() {
+  if (sanitizerBuild === undefined) {
+    try {
+      sanitizerBuild = fs.readFileSync(gatewayBinary()).includes('__asan_init');
+    } catch {
+      sanitizerBuild = false;
+    }
+  }
+  return sanitizerBuild;
+}
+
 /** A port that was free a moment ago on loopback (bind 0, read it, close). */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -290,6 +303,24 @@ export async function startGateway(o) {
     await sleep(50);
   }
   return gw;
+}
+
+/**
+ * The sanitizer findings in a process log (stderr of an ASan/UBSan build): the lines of every
+ * AddressSanitizer / LeakSanitizer report and every UBSan `runtime error:`; '' when there are
+ * none. A release build never prints any, so asserting '' is right for both builds:
+ *   const exit = await gw.stop(); assert.equal(sanitizerReports(gw.stderr()), '');
+ */
+export function sanitizerReports(stderr) {
+  const lines = String(stderr || '').split('\n');
+  const out = [];
+  let inReport = false;
+  for (const l of lines) {
+    if (/==\d+==ERROR: (Address|Leak)Sanitizer|^SUMMARY: \w+Sanitizer|runtime error:/.test(l)) inReport = true;
+    if (inReport) out.push(l);
+    if (/^SUMMARY: /.test(l)) inReport = false;
+  }
+  return out.join('\n').trim();
 }
 
 function tail(text, n) {

@@ -7,9 +7,14 @@
 //   await pg.sql('SELECT count(*) FROM ctx_conversations')   // psql, tuples only, unaligned
 //   const session = pg.psqlSession()               // a psql child process to hold a transaction open
 //   await redis.restart(); await pg.restart();     // same port and data directory
+//   await redis.freeze(); await redis.thaw();      // SIGSTOP / SIGCONT: a server that hangs (pg too)
 //   await redis.stop(); await pg.stop();           // always, in an `after` hook; safe to call twice
+//   const hole = await startBlackhole();           // hole.port: a TCP connect there never completes
+//   await hole.close();
 //
-// Redis runs with persistence off (no RDB, no AOF): what it holds is gone when it stops.
+// Redis runs with persistence off (no RDB, no AOF): what it holds is gone when it stops — unless
+// started with {persist: true}: then every write is in its append-only file (appendfsync always)
+// before Redis answers it, and restart() (even after halt()'s SIGKILL) loads it back.
 // PostgreSQL comes from initdb/pg_ctl under /usr/lib/postgresql/*/bin (the newest version), runs
 // as the `postgres` user when we are root (it refuses to run as root), listens on 127.0.0.1 only
 // with its Unix socket inside the temporary directory, trust authentication, fsync off.
@@ -151,8 +156,8 @@ export function redisCommand(port, args, { password } = {}) {
 // ---- Redis ----
 
 /**
- * Starts redis-server on a free loopback port, persistence off.
- * @param {{password?: string, db?: number}} [o]
+ * Starts redis-server on a free loopback port, persistence off (on with persist: true).
+ * @param {{password?: string, db?: number, persist?: boolean}} [o]
  */
 export async function startRedis(o = {}) {
   const dir = makeTempDir('redis');
@@ -162,8 +167,9 @@ export async function startRedis(o = {}) {
   let log = '';
 
   async function spawnOn(p) {
-    const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--daemonize', 'no'];
+    const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', o.persist ? 'yes' : 'no', '--dir', dir, '--daemonize', 'no'];
+    if (o.persist) args.push('--appendfsync', 'always');
     if (o.password) args.push('--requirepass', o.password);
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let exited = false;
@@ -204,11 +210,20 @@ export async function startRedis(o = {}) {
     },
     logs: () => log,
     command: (...args) => redisCommand(port, args, { password: o.password }),
-    /** Stops the server (its data is gone: persistence is off). */
+    /** SIGSTOP: the server keeps its connections but answers nothing (a hung server). */
+    async freeze() {
+      if (proc) proc.kill('SIGSTOP');
+    },
+    /** SIGCONT after freeze(): it answers again, queued commands included. */
+    async thaw() {
+      if (proc) proc.kill('SIGCONT');
+    },
+    /** Stops the server with SIGKILL (its data is gone, unless started with persist: true). */
     async halt() {
       if (!proc) return;
       const p = proc;
       proc = null;
+      p.kill('SIGCONT'); // a frozen server dies too
       p.kill('SIGKILL');
       await p.exitPromise;
     },
@@ -229,7 +244,10 @@ export async function startRedis(o = {}) {
       removeDir(dir);
     },
     emergencyStop() {
-      if (proc) proc.kill('SIGKILL');
+      if (proc) {
+        proc.kill('SIGCONT');
+        proc.kill('SIGKILL');
+      }
       removeDir(dir);
     },
   };
@@ -310,6 +328,26 @@ export async function startPostgres() {
   const logFile = path.join(dir, 'server.log');
   let port = 0;
   let isRunning = false;
+  let frozen = [];
+
+  // the postmaster (first line of postmaster.pid) and its children (backends, background workers)
+  const clusterPids = () => {
+    let master;
+    try {
+      master = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    } catch {
+      return [];
+    }
+    const r = spawnSync('pgrep', ['-P', String(master)], { encoding: 'utf8' });
+    return [master, ...String(r.stdout || '').split('\n').filter(Boolean).map(Number)];
+  };
+  const signalPid = (pid, sig) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* gone */
+    }
+  };
 
   const readLog = () => {
     try {
@@ -354,8 +392,22 @@ export async function startPostgres() {
         stdio: ['pipe', 'pipe', 'pipe'],
       });
     },
+    /**
+     * SIGSTOP to the postmaster and every backend: connections stay open, nothing is answered
+     * (a hung server). thaw() sends SIGCONT to the same processes.
+     */
+    async freeze() {
+      if (!isRunning) return;
+      frozen = clusterPids();
+      for (const pid of frozen) signalPid(pid, 'SIGSTOP');
+    },
+    async thaw() {
+      for (const pid of frozen) signalPid(pid, 'SIGCONT');
+      frozen = [];
+    },
     /** Stops the server at once (-m immediate: what a crash looks like to clients). */
     async halt() {
+      await srv.thaw();
       if (!isRunning) return;
       isRunning = false;
       await run([path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop']);
@@ -371,6 +423,7 @@ export async function startPostgres() {
       removeDir(dir);
     },
     emergencyStop() {
+      for (const pid of frozen) signalPid(pid, 'SIGCONT');
       if (isRunning) runSync([path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'], { timeoutMs: 20000 });
       isRunning = false;
       removeDir(dir);
@@ -393,6 +446,64 @@ export async function startPostgres() {
   } catch (err) {
     await srv.stop();
     throw err;
+  }
+  return srv;
+}
+
+// ---- a port where connects hang ----
+
+/**
+ * A loopback port where a TCP connect never completes, for connect timeouts without leaving
+ * loopback: a child process listens with backlog 1 and is stopped (SIGSTOP) so it never accepts;
+ * two connections fill its accept queue, and the kernel drops every SYN after them.
+ * close() ends it (safe to call twice; also run from the exit hook).
+ */
+export async function startBlackhole() {
+  const child = spawn(
+    process.execPath,
+    ['-e', "require('net').createServer().listen({port: 0, host: '127.0.0.1', backlog: 1}, function () { console.log(this.address().port) })"],
+    { stdio: ['ignore', 'pipe', 'inherit'] }
+  );
+  const port = await new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+  });
+  child.kill('SIGSTOP');
+  const fillers = [];
+  const srv = {
+    port,
+    async close() {
+      for (const f of fillers) f.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((r) => child.once('close', r));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      running.delete(srv);
+    },
+    emergencyStop() {
+      child.kill('SIGKILL');
+    },
+  };
+  running.add(srv);
+  // fill the accept queue (its connects complete: the kernel does the handshake), then check
+  // that one more connect hangs
+  for (let i = 0; ; i++) {
+    const s = net.connect({ host: '127.0.0.1', port });
+    fillers.push(s);
+    s.on('error', () => {});
+    const r = await new Promise((resolve) => {
+      const t = setTimeout(() => resolve('hang'), 500);
+      s.once('connect', () => {
+        clearTimeout(t);
+        resolve('connected');
+      });
+    });
+    if (r === 'hang') break;
+    if (i > 16) {
+      await srv.close();
+      throw new Error(`startBlackhole: connects to port ${port} keep completing; cannot make them hang`);
+    }
   }
   return srv;
 }
