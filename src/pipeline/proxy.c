@@ -148,6 +148,23 @@ static void collect_text(pl_call *c, const char *ev, size_t len)
     json_decref(doc);
 }
 
+/* Whether an event carries a non-null finish_reason ("finish_reason": "stop", any spacing). */
+static bool has_finish_reason(const char *ev, size_t len)
+{
+    const char *end = ev + len, *p = ev;
+    while ((p = memmem(p, (size_t)(end - p), "\"finish_reason\"", 15)) != NULL) {
+        p += 15;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p >= end || *p != ':') continue;
+        p++;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p < end && *p == '"') return true;
+    }
+    return false;
+}
+
 enum ev_action { EV_FORWARD, EV_CUT, EV_DROP, EV_REPLACE, EV_END, EV_REFUSED };
 
 /* What becomes of one complete event: forwarded as is, with [cut_from, cut_to) removed, dropped,
@@ -163,6 +180,7 @@ static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_
     }
     if (c->include_usage || c->usage_injected || !c->usage.present)
         provider_parse_stream_usage(ev, len, &c->usage);
+    if (!c->finish_seen && has_finish_reason(ev, len)) c->finish_seen = true;
     enum ev_action act = EV_FORWARD;
     if (c->usage_injected && memmem(ev, len, "\"usage\"", 7)) {
         /* the client did not ask for usage: it gets the chunks it would have got without it */
@@ -572,6 +590,7 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     c->ttft_us = 0;
     c->resp_total = 0;
     c->scan_pos = 0;
+    c->done_seen = c->finish_seen = false;
     uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
     return true;
@@ -745,6 +764,16 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             buf_append(&c->resp, "\n\n", 2);
             if (!relay_events(c)) return;
         }
+        if (!c->done_seen && !c->finish_seen) {
+            /* the body ended cleanly, but the answer did not: no finish_reason, no [DONE] */
+            log_warn("request %s: model target '%s' ended its stream without a finish_reason "
+                     "or [DONE]",
+                     c->request_id, c->target->name);
+            refuse_answer(c, "upstream_error",
+                          "Model target '%s' ended its stream before the answer was complete.",
+                          c->target->name);
+            return;
+        }
         stream_begin(c);
         if (!c->usage.present) {
             if (c->ctx_store) {
@@ -763,6 +792,9 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             pl_context_commit(c, pl_context_finish_stream);
             return;
         }
+        /* a provider that ends with a finish_reason but no [DONE]: the client gets the [DONE]
+         * OpenAI's wire format promises */
+        if (!c->done_seen) relay_write(c, "data: [DONE]\n\n", 14);
         c->status = 200;
         pl_finish_stream(c);
         return;
