@@ -445,9 +445,19 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
     json_t *content = json_object_get(msg, "content");
     json_object_set(a, "content", json_is_string(content) ? content : json_null());
     if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
-    json_decref(c->answer);
-    c->answer = a;
     json_decref(doc);
+    /* numbers as the store keeps them (see pl_context_begin): the provider's fault, said now,
+     * not a store error at commit time */
+    json_t *stored = json_plain(a);
+    json_decref(a);
+    if (!stored) {
+        snprintf(why, whylen,
+                 "choices[0].message holds a number beyond the range of a double, which the "
+                 "conversation store cannot record");
+        return false;
+    }
+    json_decref(c->answer);
+    c->answer = stored;
     return true;
 }
 
@@ -722,17 +732,9 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
         answer_finalize(c);
-        /* numbers as the store keeps them (see pl_context_begin) */
-        json_t *stored = json_plain(c->answer);
-        if (!stored) {
-            json_decref(msgs);
-            free(c->error);
-            c->error = strdup("the answer holds a number beyond the range of a double, which "
-                              "the conversation store cannot record");
-            then(c, CTX_EINVAL);
-            return;
-        }
-        json_array_append_new(msgs, stored);
+        /* plain numbers already: a whole answer is made so (pl_context_whole_answer refuses one
+         * the store cannot record), a streamed one holds only strings and indices */
+        json_array_append(msgs, c->answer);
     }
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);
