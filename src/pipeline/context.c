@@ -299,7 +299,8 @@ static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why,
     json_t *jindex = json_object_get(delta, "index");
     json_int_t index = json_integer_value(jindex);
     if (!json_is_integer(jindex) || index < 0 || index >= PL_MAX_TOOL_CALLS) {
-        char *shown = jindex ? json_dumps(jindex, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        /* json_encode_fast: the index as sent, also when it is a raw number (core/json.h) */
+        char *shown = jindex ? json_encode_fast(jindex, NULL) : NULL;
         snprintf(why, whylen, "a tool-call delta has index %.40s; expected an integer from 0 to %d",
                  shown ? shown : "(none)", PL_MAX_TOOL_CALLS - 1);
         free(shown);
