@@ -524,6 +524,23 @@ static void describe_failure(char *out, size_t n, upstream_result res, int statu
         snprintf(out, n, "%s%s%s", what, errmsg && *errmsg ? ": " : "", errmsg ? errmsg : "");
 }
 
+/* Forgets what the failed attempt left of its answer (nothing of it reached the client), so the
+ * next one starts as the first did: its body and scan, its totals, and any usage it reported
+ * (a usage chunk dropped for the client, then a timeout). */
+static void attempt_reset(pl_call *c)
+{
+    buf_reset(&c->resp);
+    buf_reset(&c->relay_out);
+    buf_reset(&c->text);
+    c->up_status = 0;
+    c->ttft_us = 0;
+    c->resp_total = 0;
+    c->scan_pos = 0;
+    c->done_seen = false;
+    c->usage = (provider_usage){0};
+    c->usage_source = NULL;
+}
+
 /* After a failure in retryOn, before any byte reached the client: schedules the next planned
  * attempt after its pause (route_backoff_ms, or longer when that attempt's target asked for it
  * with Retry-After). False when no attempt is left or the pause would exceed
@@ -567,11 +584,7 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     }
     log_info("request %s: attempt %d on target '%s' failed (%s); retrying on '%s' in %llu ms",
              c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms);
-    buf_reset(&c->resp);
-    c->up_status = 0;
-    c->ttft_us = 0;
-    c->resp_total = 0;
-    c->scan_pos = 0;
+    attempt_reset(c);
     uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
     return true;
