@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "obs/utf8.h"
+#include "core/utf8.h"
 
 /* How long a writer waits for a full non-blocking stdout before dropping the line. */
 #define ACCESSLOG_STALL_MS 1000
@@ -94,7 +94,7 @@ static void put_json_chars(buf *out, const char *s)
             }
             i++;
         } else {
-            size_t len = obs_utf8_seq_len(p + i, n - i);
+            size_t len = utf8_seq_len(p + i, n - i);
             if (len) {
                 buf_append(out, p + i, len);
                 i += len;

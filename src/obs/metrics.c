@@ -21,7 +21,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "obs/utf8.h"
+#include "core/utf8.h"
 
 #ifndef CTXGATE_VERSION
 #define CTXGATE_VERSION "0.1.0"
@@ -769,12 +769,12 @@ static void put_label_value(buf *out, const char *v)
             buf_append(out, &c, 1);
             i++;
         } else {
-            size_t len = obs_utf8_seq_len(p + i, n - i);
+            size_t len = utf8_seq_len(p + i, n - i);
             if (len) {
                 buf_append(out, p + i, len);
                 i += len;
             } else {
-                buf_puts(out, OBS_UTF8_REPLACEMENT);
+                buf_puts(out, UTF8_REPLACEMENT);
                 i++;
             }
         }

@@ -141,24 +141,25 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
     call_release(c);
 }
 
-void pl_finish_stream(pl_call *c)
+/* A started stream ends: logged, then ended (http_stream_end) or broken off (_abort), freed. */
+static void stream_close(pl_call *c, void (*close_fn)(http_request *r))
 {
     if (c->aborted) c->status = 499;
     call_account_request(c);
     http_request *r = c->r;
     c->r = NULL;
-    http_stream_end(r);
+    close_fn(r);
     call_release(c);
+}
+
+void pl_finish_stream(pl_call *c)
+{
+    stream_close(c, http_stream_end);
 }
 
 void pl_abort_stream(pl_call *c)
 {
-    if (c->aborted) c->status = 499;
-    call_account_request(c);
-    http_request *r = c->r;
-    c->r = NULL;
-    http_stream_abort(r);
-    call_release(c);
+    stream_close(c, http_stream_abort);
 }
 
 /* The error document for a message that is valid UTF-8 already; NULL on out-of-memory. */

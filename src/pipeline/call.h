@@ -11,7 +11,6 @@
 
 #include "core/buf.h"
 #include "pipeline/bound.h"
-#include "pipeline/bound.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/chat_probe.h"
 #include "providers/provider.h"
@@ -144,6 +143,9 @@ void pl_proxy_start(pl_call *c);
 /* Ends a started stream with an error event (no [DONE]) and finishes the call; it is logged
  * with c->status when the caller set an error status (>= 400) first, else as 502. */
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg);
+/* The text of a message or stream delta that is counted as completion tokens: its content,
+ * then each tool call's function name and arguments (msg may be NULL). */
+void pl_message_text(const json_t *msg, buf *out);
 /* mock.c */
 void pl_mock_start(pl_call *c);
 /* context.c */

@@ -136,6 +136,17 @@ static void on_loaded(ctx_req *req)
     pl_start_attempt(c);
 }
 
+/* Fails c for messages[i].field (field NULL: messages[i]): invalid_type or invalid_value, with
+ * what was expected. false, for the caller to return. */
+static bool bad_message(pl_call *c, size_t i, const char *field, bool type, const char *expected)
+{
+    char param[64];
+    snprintf(param, sizeof param, "messages[%zu]%s%s", i, field ? "." : "", field ? field : "");
+    pl_fail(c, 400, "invalid_request_error", type ? "invalid_type" : "invalid_value", param,
+            "Invalid %s for '%s': expected %s.", type ? "type" : "value", param, expected);
+    return false;
+}
+
 /* The request's messages are checked against what the store accepts (ctx_messages_validate)
  * before anything is read or sent upstream: a message the store would refuse at commit time
  * would otherwise cost a billed upstream call whose answer is then dropped. Fails c with the
@@ -146,58 +157,29 @@ static bool request_messages_ok(pl_call *c, json_t *messages)
                                         "tool",   "developer", "function"};
     size_t i;
     json_t *m;
-    char param[64];
     json_array_foreach(messages, i, m)
     {
-        if (!json_is_object(m)) {
-            snprintf(param, sizeof param, "messages[%zu]", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
-                    "Invalid type for '%s': expected an object.", param);
-            return false;
-        }
+        if (!json_is_object(m)) return bad_message(c, i, NULL, true, "an object");
         const char *role = json_string_value(json_object_get(m, "role"));
         bool known = false;
         for (size_t k = 0; role && k < sizeof roles / sizeof roles[0]; k++)
             known |= strcmp(role, roles[k]) == 0;
-        if (!known) {
-            snprintf(param, sizeof param, "messages[%zu].role", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_value", param,
-                    "Invalid value for '%s': expected one of system, user, assistant, tool, "
-                    "developer, function.",
-                    param);
-            return false;
-        }
+        if (!known)
+            return bad_message(c, i, "role", false,
+                               "one of system, user, assistant, tool, developer, function");
         json_t *content = json_object_get(m, "content");
         if (content && !json_is_string(content) && !json_is_array(content) &&
-            !json_is_null(content)) {
-            snprintf(param, sizeof param, "messages[%zu].content", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
-                    "Invalid type for '%s': expected a string, an array of content parts or "
-                    "null.",
-                    param);
-            return false;
-        }
+            !json_is_null(content))
+            return bad_message(c, i, "content", true,
+                               "a string, an array of content parts or null");
         json_t *tc = json_object_get(m, "tool_calls");
-        if (tc && !json_is_array(tc)) {
-            snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
-                    "Invalid type for '%s': expected an array.", param);
-            return false;
-        }
+        if (tc && !json_is_array(tc)) return bad_message(c, i, "tool_calls", true, "an array");
         json_t *tcid = json_object_get(m, "tool_call_id");
-        if (tcid && !json_is_string(tcid)) {
-            snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
-                    "Invalid type for '%s': expected a string.", param);
-            return false;
-        }
+        if (tcid && !json_is_string(tcid))
+            return bad_message(c, i, "tool_call_id", true, "a string");
         json_t *ts = json_object_get(m, "ts");
-        if (ts && !json_is_integer(ts)) {
-            snprintf(param, sizeof param, "messages[%zu].ts", i);
-            pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
-                    "Invalid type for '%s': expected an integer (Unix milliseconds).", param);
-            return false;
-        }
+        if (ts && !json_is_integer(ts))
+            return bad_message(c, i, "ts", true, "an integer (Unix milliseconds)");
     }
     /* whatever else the store checks is refused here too, before the upstream call */
     char err[256];
@@ -299,7 +281,8 @@ static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why,
     json_t *jindex = json_object_get(delta, "index");
     json_int_t index = json_integer_value(jindex);
     if (!json_is_integer(jindex) || index < 0 || index >= PL_MAX_TOOL_CALLS) {
-        char *shown = jindex ? json_dumps(jindex, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        /* json_encode_fast: the index as sent, also when it is a raw number (core/json.h) */
+        char *shown = jindex ? json_encode_fast(jindex, NULL) : NULL;
         snprintf(why, whylen, "a tool-call delta has index %.40s; expected an integer from 0 to %d",
                  shown ? shown : "(none)", PL_MAX_TOOL_CALLS - 1);
         free(shown);
@@ -445,9 +428,19 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
     json_t *content = json_object_get(msg, "content");
     json_object_set(a, "content", json_is_string(content) ? content : json_null());
     if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
-    json_decref(c->answer);
-    c->answer = a;
     json_decref(doc);
+    /* numbers as the store keeps them (see pl_context_begin): the provider's fault, said now,
+     * not a store error at commit time */
+    json_t *stored = json_plain(a);
+    json_decref(a);
+    if (!stored) {
+        snprintf(why, whylen,
+                 "choices[0].message holds a number beyond the range of a double, which the "
+                 "conversation store cannot record");
+        return false;
+    }
+    json_decref(c->answer);
+    c->answer = stored;
     return true;
 }
 
@@ -486,20 +479,7 @@ static void answer_finalize(pl_call *c)
 void pl_context_answer_text(pl_call *c, buf *out)
 {
     answer_finalize(c);
-    json_t *a = c->answer;
-    json_t *content = json_object_get(a, "content");
-    if (json_is_string(content))
-        buf_append(out, json_string_value(content), json_string_length(content));
-    size_t i;
-    json_t *tc;
-    json_array_foreach(json_object_get(a, "tool_calls"), i, tc)
-    {
-        json_t *fn = json_object_get(tc, "function");
-        const char *name = json_string_value(json_object_get(fn, "name"));
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
-        if (name) buf_puts(out, name);
-        if (args) buf_puts(out, args);
-    }
+    pl_message_text(c->answer, out);
 }
 
 /* ---- summarising in the background ---- */
@@ -722,17 +702,9 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
         answer_finalize(c);
-        /* numbers as the store keeps them (see pl_context_begin) */
-        json_t *stored = json_plain(c->answer);
-        if (!stored) {
-            json_decref(msgs);
-            free(c->error);
-            c->error = strdup("the answer holds a number beyond the range of a double, which "
-                              "the conversation store cannot record");
-            then(c, CTX_EINVAL);
-            return;
-        }
-        json_array_append_new(msgs, stored);
+        /* plain numbers already: a whole answer is made so (pl_context_whole_answer refuses one
+         * the store cannot record), a streamed one holds only strings and indices */
+        json_array_append(msgs, c->answer);
     }
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);

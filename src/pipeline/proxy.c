@@ -131,21 +131,27 @@ static void collect_text(pl_call *c, const char *ev, size_t len)
     const char *p = event_json(ev, len, &n);
     if (!p) return;
     json_t *doc = json_decode_fast(p, n, NULL, 0);
-    json_t *delta = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "delta");
-    json_t *content = json_object_get(delta, "content");
+    pl_message_text(json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "delta"),
+                    &c->text);
+    json_decref(doc);
+}
+
+void pl_message_text(const json_t *msg, buf *out)
+{
+    json_t *content = json_object_get(msg, "content");
     if (json_is_string(content))
-        buf_append(&c->text, json_string_value(content), json_string_length(content));
+        buf_append(out, json_string_value(content), json_string_length(content));
     size_t i;
     json_t *tc;
-    json_array_foreach(json_object_get(delta, "tool_calls"), i, tc)
+    json_array_foreach(json_object_get(msg, "tool_calls"), i, tc)
     {
         json_t *fn = json_object_get(tc, "function");
-        const char *name = json_string_value(json_object_get(fn, "name"));
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
-        if (name) buf_puts(&c->text, name);
-        if (args) buf_puts(&c->text, args);
+        json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        if (json_is_string(name))
+            buf_append(out, json_string_value(name), json_string_length(name));
+        if (json_is_string(args))
+            buf_append(out, json_string_value(args), json_string_length(args));
     }
-    json_decref(doc);
 }
 
 /* Whether an event carries a non-null finish_reason ("finish_reason": "stop", any spacing). */
@@ -542,6 +548,23 @@ static void describe_failure(char *out, size_t n, upstream_result res, int statu
         snprintf(out, n, "%s%s%s", what, errmsg && *errmsg ? ": " : "", errmsg ? errmsg : "");
 }
 
+/* Forgets what the failed attempt left of its answer (nothing of it reached the client), so the
+ * next one starts as the first did: its body and scan, its totals, and any usage it reported
+ * (a usage chunk dropped for the client, then a timeout). */
+static void attempt_reset(pl_call *c)
+{
+    buf_reset(&c->resp);
+    buf_reset(&c->relay_out);
+    buf_reset(&c->text);
+    c->up_status = 0;
+    c->ttft_us = 0;
+    c->resp_total = 0;
+    c->scan_pos = 0;
+    c->done_seen = c->finish_seen = false;
+    c->usage = (provider_usage){0};
+    c->usage_source = NULL;
+}
+
 /* After a failure in retryOn, before any byte reached the client: schedules the next planned
  * attempt after its pause (route_backoff_ms, or longer when that attempt's target asked for it
  * with Retry-After). False when no attempt is left or the pause would exceed
@@ -585,15 +608,17 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     }
     log_info("request %s: attempt %d on target '%s' failed (%s); retrying on '%s' in %llu ms",
              c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms);
-    buf_reset(&c->resp);
-    c->up_status = 0;
-    c->ttft_us = 0;
-    c->resp_total = 0;
-    c->scan_pos = 0;
-    c->done_seen = c->finish_seen = false;
+    attempt_reset(c);
     uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
     return true;
+}
+
+/* The provider's own error text (its error.message), or "no details". */
+static const char *provider_text(const pl_call *c, char *out, size_t outlen)
+{
+    provider_error_message(c->resp.data, c->resp.len, out, outlen);
+    return out[0] ? out : "no details";
 }
 
 /* A 503 with a valid Retry-After reaches the client as a 503 with that Retry-After (not the
@@ -604,19 +629,11 @@ static bool fail_unavailable(pl_call *c, upstream_req *u, upstream_result res, i
         res == UPSTREAM_OK && status == 503 ? upstream_header_get(u, "retry-after") : NULL;
     if (!ra || route_retry_after_ms(ra, clock_wall_ms()) < 0) return false;
     char pmsg[PROVIDER_ERROR_MESSAGE_MAX];
-    provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
     http_header h = {STR_LIT("Retry-After"), str_c(ra)};
     pl_fail_headers(c, 503, &h, 1, "server_error", "upstream_overloaded", NULL,
                     "Model target '%s' is unavailable (HTTP 503, Retry-After: %s): %s",
-                    c->target->name, ra, pmsg[0] ? pmsg : "no details");
+                    c->target->name, ra, provider_text(c, pmsg, sizeof pmsg));
     return true;
-}
-
-/* The provider's own error text (its error.message), or "no details". */
-static const char *provider_text(const pl_call *c, char *out, size_t outlen)
-{
-    provider_error_message(c->resp.data, c->resp.len, out, outlen);
-    return out[0] ? out : "no details";
 }
 
 /* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). The

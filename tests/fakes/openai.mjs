@@ -33,7 +33,8 @@
 //                           then finish_reason tool_calls and [DONE]
 //   omitUsage: true         stream: no usage chunk even when stream_options.include_usage asks
 //   sseBytes: '...'         stream: exactly these bytes as the body (text/event-stream), written
-//                           one byte per write (every split an SSE parser can meet)
+//                           one byte per write (every split an SSE parser can meet); with
+//                           sseHang: true the response is then left open (never ended)
 //   Requests that were answered with a big body record `bigSent` (bytes written).
 // Faults (tests/integration/faults-*.test.mjs):
 //   rst: true               every cut below (and destroy) resets the connection (TCP RST, via
@@ -414,6 +415,7 @@ export async function startFakeOpenAI(options = {}) {
       for (let i = 0; i < bytes.length && !res.destroyed; i++) {
         await new Promise((resolve) => res.write(bytes.subarray(i, i + 1), () => resolve()));
       }
+      if (b.sseHang) return; // the client (or close()) ends it
       if (!res.destroyed) res.end(() => (rec.finished = true));
       return;
     }

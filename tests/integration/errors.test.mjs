@@ -3,6 +3,9 @@
 // OpenAI's error JSON, checked with raw HTTP and the `openai` SDK.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 
 import { startFakeOpenAI, openaiErrorBody } from '../fakes/openai.mjs';
@@ -425,13 +428,15 @@ spec:
 describe('errors keep internals in the log', () => {
   let fake;
   let gw;
+  let tokDir;
   let deadPort;
 
   before(async () => {
     fake = await startFakeOpenAI();
     deadPort = await freePort();
-    // (tokenizer data a strategy needs is checked when the configuration loads, so a damaged
-    // tokenizer refuses the manifest at start, naming the file there: tests/integration/install)
+    // a tokenizer folder whose data is damaged: loading it fails with a message naming the file
+    tokDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctxgate-tok-broken-'));
+    for (const name of ['o200k_base', 'cl100k_base']) fs.writeFileSync(path.join(tokDir, `${name}.tiktoken`), 'not a tokenizer\n');
     gw = await startGateway({
       manifests: `
 apiVersion: ctxgate.io/v1alpha1
@@ -459,10 +464,50 @@ spec:
   after(async () => {
     if (gw) await gw.stop();
     if (fake) await fake.close();
+    if (tokDir) fs.rmSync(tokDir, { recursive: true, force: true });
   });
 
   const logs = () => gw;
   const headers = { 'x-conversation-id': 'internals-1' };
+
+  // The tokenizer a TokenBudget route needs is loaded when the configuration is (serve, validate,
+  // reload): damaged data stops the start with the file named to the operator, so no request
+  // meets it (the 500 tokenizer_unavailable path stays for the impossible case).
+  test('damaged tokenizer data → serve refuses to start, naming the file in its log; no client sees it', async () => {
+    await assert.rejects(
+      startGateway({
+        env: { CTXGATE_TOKENIZER_DIR: tokDir },
+        manifests: `
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: budget}
+spec:
+  storage: {type: Memory}
+  contextStrategy: {type: TokenBudget, maxContextTokens: 1000}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-errors-tokenizer}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - name: up
+    type: OpenAI
+    config: {endpoint: "${fake.baseURL}", modelName: gpt-4o-mini}
+  routes:
+  - {name: budget, pathPrefix: /budget/v1, backends: [{target: up}], contextRef: {name: budget}}
+  authentication: {type: None}
+`,
+      }),
+      (err) => {
+        assert.match(err.message, /exited during start-up/);
+        assert.ok(err.message.includes(path.join(tokDir, 'o200k_base.tiktoken')), err.message);
+        assert.match(err.message, /TokenBudget/);
+        return true;
+      }
+    );
+    assert.equal(fake.requests.length, 0);
+  });
 
   test(
     'context store unreachable → 503 context_store_unavailable without its address; the address is in the log',

@@ -278,4 +278,32 @@ spec:
       assert.equal(fakeB.chatRequests().length, 2);
     })
   );
+  test(
+    'a retried stream inherits nothing from the failed attempt: usage dropped before it timed out is not recorded',
+    withLogs(logs, async () => {
+      // attempt 1: the usage-only chunk the gateway asked for (dropped for a client that did not
+      // ask for usage, so nothing reaches the client), then silence until timeouts.total (3 s)
+      const usageChunk = { id: 'c', object: 'chat.completion.chunk', model: 'short-model', choices: [], usage: { prompt_tokens: 999, completion_tokens: 999, total_tokens: 1998 } };
+      fakeA.next({ sseBytes: `data: ${JSON.stringify(usageChunk)}\n\n`, sseHang: true });
+      // attempt 2: a normal stream whose provider ignores the usage the gateway asked for
+      fakeA.next({ omitUsage: true });
+      const { res, id } = await chat('/single/v1', 'short', { stream: true });
+      assert.equal(res.status, 200, res.text);
+      assert.ok(res.text.includes('data: [DONE]'), res.text);
+      assert.ok(!res.text.includes('999'), res.text);
+      assert.equal(fakeA.chatRequests().length, 2);
+      let line;
+      for (let i = 0; i < 100 && !line; i++) {
+        line = gw.stdout().split('\n').find((l) => l.includes(`"request_id":"${id}"`));
+        if (!line) await sleep(20);
+      }
+      assert.ok(line, 'the access-log line');
+      const entry = JSON.parse(line);
+      assert.equal(entry.attempts, 2);
+      // no usage came with the answer the client got (docs/observability.md: `none`)
+      assert.equal(entry.usage_source, 'none', line);
+      assert.equal(entry.prompt_tokens, 0, line);
+      assert.equal(entry.completion_tokens, 0, line);
+    })
+  );
 });

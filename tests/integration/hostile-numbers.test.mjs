@@ -129,4 +129,34 @@ spec:
       assert.equal(rec.json.messages[0].weight, 1.2345678901234568e29);
     })
   );
+  test(
+    'an answer holding a number beyond a double on a context route: 502 invalid_upstream_response, nothing recorded',
+    withLogs(logs, async () => {
+      const answer = JSON.stringify({
+        id: 'chatcmpl-huge',
+        object: 'chat.completion',
+        created: 0,
+        model: 'up-model',
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' }, weight: 7 }],
+            },
+            finish_reason: 'tool_calls',
+          },
+        ],
+      }).replace('"weight":7', '"weight":1e999');
+      fake.next({ raw: { contentType: 'application/json', body: answer } });
+      const res = await postJSON(`${gw.url}/ctx/v1/chat/completions`, bodyText('up', { seed: '1' }), {
+        headers: { 'x-conversation-id': 'numbers-answer' },
+      });
+      const e = assertOpenAIError(assert, res, 502, 'invalid_upstream_response');
+      assert.equal(e.type, 'server_error');
+      assert.match(e.message, /beyond the range of a double/);
+      assert.equal((await rawRequest(`${gw.url}/v1/contexts/numbers-answer`)).status, 404, 'nothing recorded');
+    })
+  );
 });

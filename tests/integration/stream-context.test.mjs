@@ -274,4 +274,25 @@ spec:
       assert.equal((await history(conv2)).turns, '0');
     })
   );
+  test(
+    'a tool-call index the gateway keeps as text (1.50, 1e999) is named as sent in the refusal',
+    withLogs(logs, async () => {
+      for (const index of ['1.50', '1e999']) {
+        const conv = newConv('tool-raw');
+        const chunk = (delta) => `data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":${delta},"finish_reason":null}]}\n\n`;
+        fake.next({
+          sseBytes:
+            chunk('{"role":"assistant","content":null}') +
+            chunk(`{"tool_calls":[{"index":${index},"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}`) +
+            'data: [DONE]\n\n',
+        });
+        const res = await chat({ model: 'smart', stream: true, messages: [{ role: 'user', content: `raw index ${index}` }] }, conv);
+        const last = sseData(res.text).at(-1);
+        const err = JSON.parse(last).error;
+        assert.equal(err.code, 'invalid_upstream_response', res.text);
+        assert.ok(err.message.includes(`index ${index};`), err.message);
+        assert.equal((await history(conv)).turns, '0');
+      }
+    })
+  );
 });

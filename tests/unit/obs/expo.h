@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "obs/utf8.h"
+#include "core/utf8.h"
 
 typedef struct expo_sample {
     char name[128];
@@ -313,7 +313,7 @@ static inline bool expo_parse(expo_page *pg, const char *text)
     memset(pg, 0, sizeof *pg);
     size_t total = strlen(text);
     for (size_t i = 0; i < total;) {
-        size_t len = obs_utf8_seq_len((const unsigned char *)text + i, total - i);
+        size_t len = utf8_seq_len((const unsigned char *)text + i, total - i);
         if (!len) return expo_fail(pg, 0, "invalid UTF-8", text + i);
         i += len;
     }
