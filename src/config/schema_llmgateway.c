@@ -288,7 +288,8 @@ static const sch_field route_fields[] = {
               .kind = SCH_ARRAY,
               .flags = ENF,
               .items = &target_item,
-              .desc = "Tried in order after the chosen backend fails."},
+              MAX(15),
+              .desc = "Tried in order after the chosen backend fails (at most 15)."},
              {.name = "retryOn",
               .kind = SCH_ARRAY,
               .flags = ENF,
@@ -300,8 +301,9 @@ static const sch_field route_fields[] = {
               .kind = SCH_INT,
               .flags = ENF,
               MIN(1),
-              .desc = "Upstream attempts in all, retries included; default 1 + number of "
-                      "failover targets."},
+              MAX(16),
+              .desc = "Upstream attempts in all, retries included (at most 16); default 1 + "
+                      "number of failover targets."},
              {.name = "backoffMs",
               .kind = SCH_INT,
               .flags = ENF,

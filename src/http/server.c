@@ -45,6 +45,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "http/tls.h"
 
 enum {
@@ -378,12 +379,19 @@ static void conn_fail(http_conn *c)
     else
         server_new_request_id(s, id);
 
-    json_t *o = json_pack("{s:{s:s, s:s, s:s, s:n}}", "error", "message", c->err_msg, "type",
-                          "invalid_request_error", "code",
+    /* the message may quote the client's bytes: repaired, so that it always encodes */
+    buf msg = BUF_INIT;
+    utf8_append_repaired(&msg, c->err_msg, strlen(c->err_msg), 1024);
+    json_t *o = json_pack("{s:{s:s%, s:s, s:s, s:n}}", "error", "message",
+                          msg.data ? msg.data : "", msg.len, "type",
+                          status >= 500 ? "server_error" : "invalid_request_error", "code",
                           c->err_code ? c->err_code : "bad_request", "param");
+    buf_free(&msg);
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    const char *b = body ? body : "{\"error\":{\"message\":\"bad request\"}}";
+    const char *b = body ? body
+                         : "{\"error\":{\"message\":\"The request could not be read.\",\"type\":"
+                           "\"invalid_request_error\",\"param\":null,\"code\":\"bad_request\"}}";
     size_t blen = strlen(b);
 
     buf *h = &s->head;
