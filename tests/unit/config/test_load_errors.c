@@ -115,7 +115,9 @@ static const error_case cases[] = {
      "502, 503, 504, "
      "connect-failure, timeout\n"
      "routes_schema.yaml:12: spec.routes[2].pathPrefix: \"v1\" must start with '/'\n"
-     "routes_schema.yaml:12: spec.routes[2].backends: missing required field \"backends\"\n"},
+     "routes_schema.yaml:12: spec.routes[2].backends: missing required field \"backends\"\n"
+     "routes_schema.yaml:16: spec.routes[3].failover.maxAttempts: 17 is above the maximum 16\n"
+     "routes_schema.yaml:16: spec.routes[3].failover.targets: takes at most 15 items\n"},
     {"routes.yaml",
      "routes.yaml:9: spec.routes[2].pathPrefix: route \"second\" is unreachable: route \"first\" "
      "has the same "
