@@ -382,10 +382,9 @@ static void conn_fail(http_conn *c)
     /* the message may quote the client's bytes: repaired, so that it always encodes */
     buf msg = BUF_INIT;
     utf8_append_repaired(&msg, c->err_msg, strlen(c->err_msg), 1024);
-    json_t *o = json_pack("{s:{s:s%, s:s, s:s, s:n}}", "error", "message",
-                          msg.data ? msg.data : "", msg.len, "type",
-                          status >= 500 ? "server_error" : "invalid_request_error", "code",
-                          c->err_code ? c->err_code : "bad_request", "param");
+    json_t *o = json_pack("{s:{s:s%, s:s, s:s, s:n}}", "error", "message", msg.data ? msg.data : "",
+                          msg.len, "type", status >= 500 ? "server_error" : "invalid_request_error",
+                          "code", c->err_code ? c->err_code : "bad_request", "param");
     buf_free(&msg);
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
