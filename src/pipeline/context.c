@@ -356,10 +356,37 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
     while (n && *p == ' ')
         p++, n--;
     if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return true;
+    /* what the client is shown must be what is recorded: an event that cannot be read is
+     * refused rather than skipped */
     json_t *ev = json_decode_fast(p, n, NULL, 0);
-    if (!ev) return true;
+    if (!json_is_object(ev)) {
+        snprintf(why, whylen, "an event is not a JSON object (or not strict UTF-8)");
+        json_decref(ev);
+        return false;
+    }
+    if (json_is_object(json_object_get(ev, "error"))) {
+        /* the provider gave up mid-stream: the answer so far is not an answer */
+        char pmsg[200]; /* cut between characters, and it fits in why */
+        provider_error_message(p, n, pmsg, sizeof pmsg);
+        snprintf(why, whylen, "it sent an error event mid-stream (%s)",
+                 pmsg[0] ? pmsg : "no message");
+        c->up_error_event = true;
+        json_decref(ev);
+        return false;
+    }
     bool ok = true;
-    json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
+    /* the first choice only (a request with "n" streams the others interleaved) */
+    json_t *choice = NULL, *ch;
+    size_t ci;
+    json_array_foreach(json_object_get(ev, "choices"), ci, ch)
+    {
+        json_t *ix = json_object_get(ch, "index");
+        if (!ix || (json_is_integer(ix) && json_integer_value(ix) == 0)) {
+            choice = ch;
+            break;
+        }
+    }
+    json_t *delta = json_object_get(choice, "delta");
     if (json_is_object(delta)) {
         json_t *a = answer_get(c);
         json_t *content = json_object_get(delta, "content");

@@ -265,7 +265,7 @@ static bool relay_events(pl_call *c)
             if (copying) buf_append(out, d + fwd, pos - fwd);
             relay_write(c, copying ? out->data : d, copying ? out->len : pos);
             buf_reset(out);
-            refuse_answer(c, "invalid_upstream_response",
+            refuse_answer(c, c->up_error_event ? "upstream_error" : "invalid_upstream_response",
                           "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
                           c->target->name, why);
             return false;
@@ -744,6 +744,15 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             }
             buf_append(&c->resp, "\n\n", 2);
             if (!relay_events(c)) return;
+        }
+        if (c->ctx_store && !c->done_seen) {
+            /* an OpenAI stream ends with [DONE]: without it the answer may be cut short, and
+             * a context route must not record it (nor send [DONE] on the provider's behalf) */
+            refuse_answer(c, "upstream_error",
+                          "Model target '%s' ended its stream without data: [DONE]; the answer "
+                          "may be incomplete and was not recorded.",
+                          c->target->name);
+            return;
         }
         stream_begin(c);
         if (!c->usage.present) {

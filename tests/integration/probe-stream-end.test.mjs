@@ -1,0 +1,157 @@
+// probe-stream-end.test.mjs — how a streamed answer ends, on a context route: an answer is
+// recorded only when the provider ended it with `data: [DONE]`. A provider error event in the
+// middle of the stream, a stream that stops without [DONE], or an event that cannot be read
+// (not JSON, not strict UTF-8) ends the client's stream with an error event instead of [DONE],
+// is logged 502, and leaves the conversation as it was. With "n" > 1 the provider streams the
+// choices interleaved: only choice 0 is recorded. On a plain route the same bytes are relayed
+// as they came (no [DONE] added). Found by the issue-6 verification (hostile upstream).
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { startFakeOpenAI } from '../fakes/openai.mjs';
+import { startGateway, withLogs } from '../lib/gateway.mjs';
+import { postJSON, rawRequest, sseData, waitFor } from '../lib/http.mjs';
+
+let seq = 0;
+const newConv = (tag) => `${tag}-${process.pid}-${++seq}`;
+
+const chunk = (delta, index = 0) =>
+  `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index, delta, finish_reason: null }] })}\n\n`;
+const finish = `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`;
+const DONE = 'data: [DONE]\n\n';
+const errorEvent = `data: ${JSON.stringify({ error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } })}\n\n`;
+
+describe('the end of a streamed answer on a context route', () => {
+  let fake;
+  let gw;
+
+  before(async () => {
+    fake = await startFakeOpenAI();
+    gw = await startGateway({
+      workers: 1,
+      manifests: `
+apiVersion: ctxgate.io/v1alpha1
+kind: ModelContextProtocol
+metadata: {name: ctx}
+spec:
+  storage: {type: Memory}
+---
+apiVersion: ctxgate.io/v1alpha1
+kind: LLMGateway
+metadata: {name: it-probe-stream-end}
+spec:
+  listener: {port: __PORT__}
+  modelTargets:
+  - {name: up, type: OpenAI, config: {endpoint: "${fake.baseURL}", modelName: up-model}}
+  routes:
+  - {name: ctx, pathPrefix: /ctx/v1, backends: [{target: up}], contextRef: {name: ctx}}
+  - {name: plain, pathPrefix: /v1, backends: [{target: up}]}
+  authentication: {type: None}
+`,
+    });
+  });
+
+  after(async () => {
+    if (gw) await gw.stop();
+    if (fake) await fake.close();
+  });
+
+  beforeEach(() => fake.reset());
+  const logs = () => gw;
+
+  /** One streamed turn on `path` whose upstream body is exactly `sse`: {res, events, line}. */
+  async function turn(path, conv, sse, extra = {}) {
+    fake.next({ sseBytes: sse });
+    const res = await postJSON(
+      `${gw.url}${path}/chat/completions`,
+      { model: 'up', stream: true, stream_options: { include_usage: false }, messages: [{ role: 'user', content: 'hello' }], ...extra },
+      { headers: { 'x-conversation-id': conv } }
+    );
+    assert.equal(res.status, 200, res.text);
+    const id = res.headers['x-request-id'];
+    const line = await waitFor(() => gw.accessLog().find((l) => l.request_id === id), { what: `the access-log line of ${id}` });
+    return { res, events: sseData(res.text), line };
+  }
+  const stored = async (conv) => {
+    const r = await rawRequest(`${gw.url}/v1/contexts/${conv}`);
+    return r.status === 404 ? null : r.json.messages;
+  };
+
+  const refusals = [
+    ['a provider error event after some text (no [DONE])', chunk({ role: 'assistant', content: 'half an ' }) + chunk({ content: 'answer' }) + errorEvent, 'upstream_error'],
+    ['a provider error event, then [DONE]', chunk({ content: 'half' }) + errorEvent + DONE, 'upstream_error'],
+    ['text and finish_reason, but no [DONE]', chunk({ content: 'cut ' }) + chunk({ content: 'short' }) + finish, 'upstream_error'],
+    ['text, then the connection ends cleanly', chunk({ content: 'cut short' }), 'upstream_error'],
+    ['an event that is not JSON', chunk({ content: 'a' }) + 'data: not json\n\n' + finish + DONE, 'invalid_upstream_response'],
+    ['an event with a lone surrogate escape', chunk({ content: 'a' }) + 'data: {"choices":[{"index":0,"delta":{"content":"\\udc00"}}]}\n\n' + finish + DONE, 'invalid_upstream_response'],
+  ];
+  for (const [what, sse, code] of refusals) {
+    test(
+      `${what}: error event instead of [DONE], logged 502, nothing recorded`,
+      withLogs(logs, async () => {
+        const conv = newConv('end');
+        const { events, line } = await turn('/ctx/v1', conv, sse);
+        assert.notEqual(events.at(-1), '[DONE]', 'no [DONE] on the provider\'s behalf');
+        const err = JSON.parse(events.at(-1)).error;
+        assert.equal(err.code, code, events.at(-1));
+        assert.equal(err.type, 'server_error');
+        assert.equal(line.status, 502, JSON.stringify(line));
+        assert.equal(await stored(conv), null, 'the conversation was not created');
+      })
+    );
+  }
+
+  test(
+    'invalid UTF-8 bytes in a streamed delta: refused, nothing recorded',
+    withLogs(logs, async () => {
+      const conv = newConv('utf8');
+      const bad = Buffer.concat([
+        Buffer.from(chunk({ content: 'a' })),
+        Buffer.from('data: {"choices":[{"index":0,"delta":{"content":"'),
+        Buffer.from([0xc0, 0xaf, 0xff]),
+        Buffer.from('"}}]}\n\n' + finish + DONE),
+      ]);
+      const { events, line } = await turn('/ctx/v1', conv, bad);
+      assert.equal(JSON.parse(events.at(-1)).error.code, 'invalid_upstream_response', events.at(-1));
+      assert.equal(line.status, 502);
+      assert.equal(await stored(conv), null);
+    })
+  );
+
+  test(
+    'an error event mid-stream on a turn of an existing conversation leaves its history as it was',
+    withLogs(logs, async () => {
+      const conv = newConv('keep');
+      const first = await turn('/ctx/v1', conv, chunk({ content: 'first answer' }) + finish + DONE);
+      assert.equal(first.events.at(-1), '[DONE]');
+      const before = await stored(conv);
+      assert.deepEqual(before.map((m) => [m.role, m.content]), [['user', 'hello'], ['assistant', 'first answer']]);
+      const second = await turn('/ctx/v1', conv, chunk({ content: 'partial' }) + errorEvent);
+      assert.equal(JSON.parse(second.events.at(-1)).error.code, 'upstream_error');
+      assert.deepEqual(await stored(conv), before, 'the failed turn appended nothing');
+    })
+  );
+
+  test(
+    'n = 2: the choices arrive interleaved, only choice 0 is recorded',
+    withLogs(logs, async () => {
+      const conv = newConv('n2');
+      const sse = chunk({ role: 'assistant', content: 'zero ' }, 0) + chunk({ role: 'assistant', content: 'one ' }, 1) + chunk({ content: 'answer' }, 0) + chunk({ content: 'other' }, 1) + finish + DONE;
+      const { events } = await turn('/ctx/v1', conv, sse, { n: 2 });
+      assert.equal(events.at(-1), '[DONE]');
+      const msgs = await stored(conv);
+      assert.deepEqual(msgs.map((m) => [m.role, m.content]), [['user', 'hello'], ['assistant', 'zero answer']]);
+    })
+  );
+
+  test(
+    'a plain route relays the same streams as they came: no [DONE] added, the error event as sent',
+    withLogs(logs, async () => {
+      const { events } = await turn('/v1', newConv('plain'), chunk({ content: 'half' }) + errorEvent);
+      assert.equal(events.length, 2);
+      assert.deepEqual(JSON.parse(events.at(-1)), JSON.parse(errorEvent.slice(6)));
+      const cut = await turn('/v1', newConv('plain'), chunk({ content: 'cut' }));
+      assert.equal(cut.events.length, 1, 'no [DONE] on the provider\'s behalf');
+    })
+  );
+});
