@@ -177,12 +177,42 @@ static bool request_messages_ok(pl_call *c, json_t *messages)
                     param);
             return false;
         }
+        size_t j;
+        json_t *part;
+        json_array_foreach(json_is_array(content) ? content : NULL, j, part)
+        {
+            if (!json_is_object(part) || !json_is_string(json_object_get(part, "type"))) {
+                snprintf(param, sizeof param, "messages[%zu].content[%zu]", i, j);
+                pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                        "Invalid type for '%s': expected a content part, an object with a "
+                        "string 'type'.",
+                        param);
+                return false;
+            }
+        }
         json_t *tc = json_object_get(m, "tool_calls");
         if (tc && !json_is_array(tc)) {
             snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
             pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
                     "Invalid type for '%s': expected an array.", param);
             return false;
+        }
+        /* a recorded tool call is replayed with every later turn: it must be one the
+         * provider takes (the same rule as for the answers recorded) */
+        json_t *call;
+        json_array_foreach(tc, j, call)
+        {
+            json_t *fn = json_object_get(call, "function");
+            if (!json_is_object(call) || !json_is_string(json_object_get(call, "id")) ||
+                !json_is_string(json_object_get(call, "type")) ||
+                !json_is_string(json_object_get(fn, "name"))) {
+                snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, j);
+                pl_fail(c, 400, "invalid_request_error", "invalid_type", param,
+                        "Invalid type for '%s': expected a tool call, an object with a string "
+                        "'id', a string 'type' and a 'function' with a string 'name'.",
+                        param);
+                return false;
+            }
         }
         json_t *tcid = json_object_get(m, "tool_call_id");
         if (tcid && !json_is_string(tcid)) {
