@@ -3,6 +3,7 @@
 // tool call an object with a string id, type and function.name (the rule answers are held to),
 // each content part an object with a string type. A bad one is a 400 naming it
 // (messages[i].tool_calls[j], messages[i].content[j]); nothing is sent and nothing recorded.
+// The context API's appends follow the same rule.
 // Found by the issue-6 verification (variants of defect 16 that were once stored).
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -83,6 +84,20 @@ spec:
       })
     );
   }
+
+  test(
+    'POST /v1/contexts/{id}/messages holds appends to the same rule: 400, nothing recorded',
+    withLogs(logs, async () => {
+      for (const [, bad] of cases) {
+        const conv = newConv('api');
+        const res = await postJSON(`${gw.url}/v1/contexts/${conv}/messages`, { messages: [{ role: 'user', content: 'first' }, bad] });
+        const e = assertOpenAIError(assert, res, 400, 'invalid_value');
+        assert.equal(e.param, 'messages');
+        assert.match(e.message, /messages\[1\]\.(tool_calls|content)\[\d\]/, e.message);
+        assert.equal((await rawRequest(`${gw.url}/v1/contexts/${conv}`)).status, 404, 'nothing recorded');
+      }
+    })
+  );
 
   test(
     'well-formed tool calls, tool results and content parts pass and are recorded',
