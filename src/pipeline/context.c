@@ -640,6 +640,16 @@ static void job_store(summarize_job *j, const char *summary)
 static bool job_data(upstream_req *u, const char *data, size_t len, void *udata)
 {
     summarize_job *j = udata;
+    size_t cap = j->target->max_response_bytes;
+    if (len > cap - j->resp.len) {
+        /* bounded like every answer: a summary is never held beyond maxResponseBytes */
+        log_warn("conversation %s: the summary from target '%s' is larger than its "
+                 "maxResponseBytes (%zu bytes); the next turn retries",
+                 j->id, j->target->name, cap);
+        upstream_cancel(u);
+        job_free(j);
+        return true;
+    }
     buf_append(&j->resp, data, len);
     return true;
 }
