@@ -745,6 +745,13 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             buf_append(&c->resp, "\n\n", 2);
             if (!relay_events(c)) return;
         }
+        if (!c->stream_started && c->resp_total == 0) {
+            /* a 2xx with no body at all (a 204, say) is not a stream: nothing to relay */
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' answered a streamed request with an empty body.",
+                          c->target->name);
+            return;
+        }
         if (c->ctx_store && !c->done_seen) {
             /* an OpenAI stream ends with [DONE]: without it the answer may be cut short, and
              * a context route must not record it (nor send [DONE] on the provider's behalf) */

@@ -145,6 +145,26 @@ spec:
   );
 
   test(
+    'a 2xx with an empty body to a streamed request is a 502 on either route, not an empty 200',
+    withLogs(logs, async () => {
+      for (const path of ['/v1', '/ctx/v1']) {
+        for (const b of [{ status: 204, body: '' }, { raw: { contentType: 'text/event-stream', body: '' } }]) {
+          fake.next(b);
+          const conv = newConv('empty');
+          const res = await postJSON(
+            `${gw.url}${path}/chat/completions`,
+            { model: 'up', stream: true, messages: [{ role: 'user', content: 'hello' }] },
+            { headers: { 'x-conversation-id': conv } }
+          );
+          assert.equal(res.status, 502, `${path} ${JSON.stringify(b)}: ${res.text}`);
+          assert.equal(res.json.error.code, 'invalid_upstream_response', res.text);
+          assert.equal(await stored(conv), null);
+        }
+      }
+    })
+  );
+
+  test(
     'a plain route relays the same streams as they came: no [DONE] added, the error event as sent',
     withLogs(logs, async () => {
       const { events } = await turn('/v1', newConv('plain'), chunk({ content: 'half' }) + errorEvent);
