@@ -405,6 +405,12 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
         return false;
     }
     bool ok = true;
+    json_t *choices = json_object_get(ev, "choices");
+    if (choices && !json_is_array(choices)) {
+        snprintf(why, whylen, "an event's choices is not an array");
+        json_decref(ev);
+        return false;
+    }
     /* the first choice only (a request with "n" streams the others interleaved) */
     json_t *choice = NULL, *ch;
     size_t ci;
@@ -420,6 +426,11 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
     if (json_is_object(delta)) {
         json_t *a = answer_get(c);
         json_t *content = json_object_get(delta, "content");
+        if (content && !json_is_string(content) && !json_is_null(content)) {
+            snprintf(why, whylen, "a delta's content is not a string");
+            json_decref(ev);
+            return false;
+        }
         if (json_is_string(content)) {
             buf_append(&c->ans_text, json_string_value(content), json_string_length(content));
             c->ans_has_text = true;
@@ -493,6 +504,21 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
         return false;
     }
     json_t *tcs = json_object_get(msg, "tool_calls");
+    /* recorded as the client gets it: a string, null, or content parts (objects with a type) */
+    json_t *mc = json_object_get(msg, "content");
+    bool mc_ok = !mc || json_is_string(mc) || json_is_null(mc) || json_is_array(mc);
+    size_t k;
+    json_t *part;
+    json_array_foreach(json_is_array(mc) ? mc : NULL, k, part)
+    {
+        mc_ok &= json_is_object(part) && json_is_string(json_object_get(part, "type"));
+    }
+    if (!mc_ok) {
+        snprintf(why, whylen,
+                 "choices[0].message.content is not a string, null or an array of content parts");
+        json_decref(doc);
+        return false;
+    }
     if (!tool_calls_ok(tcs, why, whylen)) {
         json_decref(doc);
         return false;
@@ -500,7 +526,8 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
     json_t *a = json_object();
     json_object_set_new(a, "role", json_string("assistant"));
     json_t *content = json_object_get(msg, "content");
-    json_object_set(a, "content", json_is_string(content) ? content : json_null());
+    json_object_set(a, "content",
+                    json_is_string(content) || json_is_array(content) ? content : json_null());
     if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
     json_decref(c->answer);
     c->answer = a;

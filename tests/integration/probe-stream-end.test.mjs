@@ -83,6 +83,8 @@ spec:
     ['text and finish_reason, but no [DONE]', chunk({ content: 'cut ' }) + chunk({ content: 'short' }) + finish, 'upstream_error'],
     ['text, then the connection ends cleanly', chunk({ content: 'cut short' }), 'upstream_error'],
     ['an event that is not JSON', chunk({ content: 'a' }) + 'data: not json\n\n' + finish + DONE, 'invalid_upstream_response'],
+    ['an event whose choices is not an array', chunk({ content: 'a' }) + 'data: {"choices":5}\n\n' + finish + DONE, 'invalid_upstream_response'],
+    ['a delta whose content is a number', chunk({ content: 'a' }) + chunk({ content: 5 }) + finish + DONE, 'invalid_upstream_response'],
     ['an event with a lone surrogate escape', chunk({ content: 'a' }) + 'data: {"choices":[{"index":0,"delta":{"content":"\\udc00"}}]}\n\n' + finish + DONE, 'invalid_upstream_response'],
   ];
   for (const [what, sse, code] of refusals) {
@@ -141,6 +143,34 @@ spec:
       assert.equal(events.at(-1), '[DONE]');
       const msgs = await stored(conv);
       assert.deepEqual(msgs.map((m) => [m.role, m.content]), [['user', 'hello'], ['assistant', 'zero answer']]);
+    })
+  );
+
+  test(
+    'not streamed: the message content is recorded as the client got it (a string, null or content parts), anything else is refused',
+    withLogs(logs, async () => {
+      const answer = (content) => ({
+        raw: {
+          contentType: 'application/json',
+          body: JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }] }),
+        },
+      });
+      const ask = async (b) => {
+        fake.next(b);
+        const conv = newConv('whole');
+        const res = await postJSON(`${gw.url}/ctx/v1/chat/completions`, { model: 'up', messages: [{ role: 'user', content: 'hello' }] }, { headers: { 'x-conversation-id': conv } });
+        return { res, msgs: await stored(conv) };
+      };
+      for (const bad of [5, true, { text: 'x' }, [5], [{ text: 'no type' }]]) {
+        const { res, msgs } = await ask(answer(bad));
+        assert.equal(res.status, 502, `${JSON.stringify(bad)}: ${res.text}`);
+        assert.equal(res.json.error.code, 'invalid_upstream_response');
+        assert.equal(msgs, null, 'nothing recorded');
+      }
+      const parts = [{ type: 'text', text: 'in parts' }];
+      const { res, msgs } = await ask(answer(parts));
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(msgs[1].content, parts, 'the parts are recorded, not dropped to null');
     })
   );
 
