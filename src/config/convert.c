@@ -370,6 +370,12 @@ static json_t *convert_scalar(cvt *c, yaml_node_t *n, const sch_field *f, bool e
             return NULL;
         }
         if (!check_range(c, n, f, (double)i)) return NULL;
+        if (i > INT_MAX || i < INT_MIN) {
+            /* the gateway holds these settings as int: refused rather than wrapped around
+             * (timeouts.total 4294967297 would be 1 s) */
+            error_at(c, n, "%lld is out of range: integers here are at most %d", i, INT_MAX);
+            return NULL;
+        }
         v = json_integer(i);
         break;
     case SCH_NUMBER:

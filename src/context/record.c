@@ -147,6 +147,39 @@ int ctx_messages_validate(const json_t *messages, char *err, size_t errlen)
     return 0;
 }
 
+int ctx_messages_validate_append(const json_t *messages, char *err, size_t errlen)
+{
+    int rc = ctx_messages_validate(messages, err, errlen);
+    if (rc != 0) return rc;
+    size_t i, j;
+    const json_t *m, *x;
+    json_array_foreach(messages, i, m)
+    {
+        const json_t *content = json_object_get(m, "content");
+        json_array_foreach(json_is_array(content) ? content : NULL, j, x)
+        {
+            if (!json_is_object(x) || !json_is_string(json_object_get(x, "type")))
+                return fail(CTX_EINVAL, err, errlen,
+                            "messages[%zu].content[%zu] must be a content part, an object with a "
+                            "string type",
+                            i, j);
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), j, x)
+        {
+            const json_t *fn = json_object_get(x, "function");
+            if (!json_is_object(x) || !json_is_string(json_object_get(x, "id")) ||
+                !json_is_string(json_object_get(x, "type")) ||
+                !json_is_string(json_object_get(fn, "name")))
+                return fail(CTX_EINVAL, err, errlen,
+                            "messages[%zu].tool_calls[%zu] must be a tool call that can be "
+                            "replayed: an object with a string id, a string type and "
+                            "function.name",
+                            i, j);
+        }
+    }
+    return 0;
+}
+
 /* ---- JSON encoding ---- */
 
 static json_t *record_to_json(const ctx_record *r)

@@ -42,6 +42,10 @@ int ctx_record_from_text(const char *p, size_t n, ctx_record **out, char *err, s
 
 /* Checks a caller's messages (array of OpenAI-format message objects). */
 int ctx_messages_validate(const json_t *messages, char *err, size_t errlen);
+/* What an append checks: ctx_messages_validate, and that what is recorded can be replayed with
+ * later turns (content parts objects with a type; tool calls with id, type, function.name).
+ * Records already stored are read with ctx_messages_validate alone. */
+int ctx_messages_validate_append(const json_t *messages, char *err, size_t errlen);
 
 /* ids and tenants: 1..CTX_ID_MAX printable ASCII bytes; tenants also without ':'. */
 int ctx_id_validate(const char *what, const char *s, bool tenant, char *err, size_t errlen);

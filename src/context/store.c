@@ -608,7 +608,7 @@ static int append_start(ctx_store *s, ctx_req *req, const char *tenant, const ch
                  s->name);
     }
     if (rc == 0)
-        rc = req->result = ctx_messages_validate(messages, req->errmsg, sizeof(req->errmsg));
+        rc = req->result = ctx_messages_validate_append(messages, req->errmsg, sizeof(req->errmsg));
     if (rc != 0 && req->job_) {
         free(req->job_);
         req->job_ = NULL;

@@ -53,6 +53,7 @@ typedef struct pl_call {
     bool client_blocked; /* client write queue above the watermark: upstream paused */
     bool done_seen;      /* stream: data: [DONE] forwarded */
     bool finish_seen;    /* stream: an event carried a non-null finish_reason */
+    bool up_error_event; /* context stream: the provider sent an error event (refused) */
     bool aborted;        /* the client went away */
     bool timer_init;
     uv_timer_t timer; /* Mock latency and failover backoff */

@@ -140,7 +140,7 @@ static void on_loaded(ctx_req *req)
  * what was expected. false, for the caller to return. */
 static bool bad_message(pl_call *c, size_t i, const char *field, bool type, const char *expected)
 {
-    char param[64];
+    char param[96];
     snprintf(param, sizeof param, "messages[%zu]%s%s", i, field ? "." : "", field ? field : "");
     pl_fail(c, 400, "invalid_request_error", type ? "invalid_type" : "invalid_value", param,
             "Invalid %s for '%s': expected %s.", type ? "type" : "value", param, expected);
@@ -172,8 +172,34 @@ static bool request_messages_ok(pl_call *c, json_t *messages)
             !json_is_null(content))
             return bad_message(c, i, "content", true,
                                "a string, an array of content parts or null");
+        char field[48];
+        size_t j;
+        json_t *part;
+        json_array_foreach(json_is_array(content) ? content : NULL, j, part)
+        {
+            if (!json_is_object(part) || !json_is_string(json_object_get(part, "type"))) {
+                snprintf(field, sizeof field, "content[%zu]", j);
+                return bad_message(c, i, field, true,
+                                   "a content part, an object with a string 'type'");
+            }
+        }
         json_t *tc = json_object_get(m, "tool_calls");
         if (tc && !json_is_array(tc)) return bad_message(c, i, "tool_calls", true, "an array");
+        /* a recorded tool call is replayed with every later turn: it must be one the
+         * provider takes (the same rule as for the answers recorded) */
+        json_t *call;
+        json_array_foreach(tc, j, call)
+        {
+            json_t *fn = json_object_get(call, "function");
+            if (!json_is_object(call) || !json_is_string(json_object_get(call, "id")) ||
+                !json_is_string(json_object_get(call, "type")) ||
+                !json_is_string(json_object_get(fn, "name"))) {
+                snprintf(field, sizeof field, "tool_calls[%zu]", j);
+                return bad_message(c, i, field, true,
+                                   "a tool call, an object with a string 'id', a string 'type' "
+                                   "and a 'function' with a string 'name'");
+            }
+        }
         json_t *tcid = json_object_get(m, "tool_call_id");
         if (tcid && !json_is_string(tcid))
             return bad_message(c, i, "tool_call_id", true, "a string");
@@ -339,13 +365,51 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
     while (n && *p == ' ')
         p++, n--;
     if (n >= 6 && memcmp(p, "[DONE]", 6) == 0) return true;
+    /* what the client is shown must be what is recorded: an event that cannot be read is
+     * refused rather than skipped */
     json_t *ev = json_decode_fast(p, n, NULL, 0);
-    if (!ev) return true;
+    if (!json_is_object(ev)) {
+        snprintf(why, whylen, "an event is not a JSON object (or not strict UTF-8)");
+        json_decref(ev);
+        return false;
+    }
+    if (json_is_object(json_object_get(ev, "error"))) {
+        /* the provider gave up mid-stream: the answer so far is not an answer */
+        char pmsg[200]; /* cut between characters, and it fits in why */
+        provider_error_message(p, n, pmsg, sizeof pmsg);
+        snprintf(why, whylen, "it sent an error event mid-stream (%s)",
+                 pmsg[0] ? pmsg : "no message");
+        c->up_error_event = true;
+        json_decref(ev);
+        return false;
+    }
     bool ok = true;
-    json_t *delta = json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta");
+    json_t *choices = json_object_get(ev, "choices");
+    if (choices && !json_is_array(choices)) {
+        snprintf(why, whylen, "an event's choices is not an array");
+        json_decref(ev);
+        return false;
+    }
+    /* the first choice only (a request with "n" streams the others interleaved) */
+    json_t *choice = NULL, *ch;
+    size_t ci;
+    json_array_foreach(json_object_get(ev, "choices"), ci, ch)
+    {
+        json_t *ix = json_object_get(ch, "index");
+        if (!ix || (json_is_integer(ix) && json_integer_value(ix) == 0)) {
+            choice = ch;
+            break;
+        }
+    }
+    json_t *delta = json_object_get(choice, "delta");
     if (json_is_object(delta)) {
         json_t *a = answer_get(c);
         json_t *content = json_object_get(delta, "content");
+        if (content && !json_is_string(content) && !json_is_null(content)) {
+            snprintf(why, whylen, "a delta's content is not a string");
+            json_decref(ev);
+            return false;
+        }
         if (json_is_string(content)) {
             buf_append(&c->ans_text, json_string_value(content), json_string_length(content));
             c->ans_has_text = true;
@@ -419,6 +483,21 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
         return false;
     }
     json_t *tcs = json_object_get(msg, "tool_calls");
+    /* recorded as the client gets it: a string, null, or content parts (objects with a type) */
+    json_t *mc = json_object_get(msg, "content");
+    bool mc_ok = !mc || json_is_string(mc) || json_is_null(mc) || json_is_array(mc);
+    size_t k;
+    json_t *part;
+    json_array_foreach(json_is_array(mc) ? mc : NULL, k, part)
+    {
+        mc_ok &= json_is_object(part) && json_is_string(json_object_get(part, "type"));
+    }
+    if (!mc_ok) {
+        snprintf(why, whylen,
+                 "choices[0].message.content is not a string, null or an array of content parts");
+        json_decref(doc);
+        return false;
+    }
     if (!tool_calls_ok(tcs, why, whylen)) {
         json_decref(doc);
         return false;
@@ -426,7 +505,8 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
     json_t *a = json_object();
     json_object_set_new(a, "role", json_string("assistant"));
     json_t *content = json_object_get(msg, "content");
-    json_object_set(a, "content", json_is_string(content) ? content : json_null());
+    json_object_set(a, "content",
+                    json_is_string(content) || json_is_array(content) ? content : json_null());
     if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
     json_decref(doc);
     /* numbers as the store keeps them (see pl_context_begin): the provider's fault, said now,
@@ -563,6 +643,16 @@ static void job_store(summarize_job *j, const char *summary)
 static bool job_data(upstream_req *u, const char *data, size_t len, void *udata)
 {
     summarize_job *j = udata;
+    size_t cap = j->target->max_response_bytes;
+    if (len > cap - j->resp.len) {
+        /* bounded like every answer: a summary is never held beyond maxResponseBytes */
+        log_warn("conversation %s: the summary from target '%s' is larger than its "
+                 "maxResponseBytes (%zu bytes); the next turn retries",
+                 j->id, j->target->name, cap);
+        upstream_cancel(u);
+        job_free(j);
+        return true;
+    }
     buf_append(&j->resp, data, len);
     return true;
 }

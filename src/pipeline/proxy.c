@@ -171,6 +171,18 @@ static bool has_finish_reason(const char *ev, size_t len)
     return false;
 }
 
+/* Whether an event is the provider's own error event: `data: {"error": ...}`. */
+static bool is_error_event(const char *ev, size_t len)
+{
+    size_t n;
+    const char *p = event_json(ev, len, &n);
+    if (!p) return false;
+    const char *end = p + n;
+    for (p++; p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'); p++)
+        ;
+    return (size_t)(end - p) >= 8 && memcmp(p, "\"error\"", 7) == 0;
+}
+
 enum ev_action { EV_FORWARD, EV_CUT, EV_DROP, EV_REPLACE, EV_END, EV_REFUSED };
 
 /* What becomes of one complete event: forwarded as is, with [cut_from, cut_to) removed, dropped,
@@ -221,8 +233,9 @@ static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_
             if (act == EV_REPLACE) free(*repl);
             return EV_REFUSED;
         }
-    } else if (c->count_text) {
-        collect_text(c, ev, len);
+    } else {
+        if (c->count_text) collect_text(c, ev, len);
+        if (!c->up_error_event && is_error_event(ev, len)) c->up_error_event = true;
     }
     return act;
 }
@@ -289,7 +302,7 @@ static bool relay_events(pl_call *c)
             if (copying) buf_append(out, d + fwd, pos - fwd);
             relay_write(c, copying ? out->data : d, copying ? out->len : pos);
             buf_reset(out);
-            refuse_answer(c, "invalid_upstream_response",
+            refuse_answer(c, c->up_error_event ? "upstream_error" : "invalid_upstream_response",
                           "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
                           c->target->name, why);
             return false;
@@ -560,7 +573,7 @@ static void attempt_reset(pl_call *c)
     c->ttft_us = 0;
     c->resp_total = 0;
     c->scan_pos = 0;
-    c->done_seen = c->finish_seen = false;
+    c->done_seen = c->finish_seen = c->up_error_event = false;
     c->usage = (provider_usage){0};
     c->usage_source = NULL;
 }
@@ -780,6 +793,21 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             }
             buf_append(&c->resp, "\n\n", 2);
             if (!relay_events(c)) return;
+        }
+        if (!c->stream_started && c->resp_total == 0) {
+            /* a 2xx with no body at all (a 204, say) is not a stream: nothing to relay */
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' answered a streamed request with an empty body.",
+                          c->target->name);
+            return;
+        }
+        if (c->up_error_event) {
+            /* plain route: the provider's own error event, relayed as sent, is the end */
+            c->status = 502;
+            free(c->error);
+            c->error = strdup("the provider ended its stream with an error event");
+            pl_finish_stream(c);
+            return;
         }
         if (!c->done_seen && !c->finish_seen) {
             /* the body ended cleanly, but the answer did not: no finish_reason, no [DONE] */

@@ -30,6 +30,13 @@ static const error_case cases[] = {
     {"wrong_type.yaml", "wrong_type.yaml:6: spec.modelTargets: expected a list, got a mapping\n"},
     {"missing_required.yaml",
      "missing_required.yaml:6: spec.modelTargets[0].type: missing required field \"type\"\n"},
+    {"int_overflow.yaml",
+     "int_overflow.yaml:7: spec.modelTargets[0].config.timeouts.total: 4294967297 is out of "
+     "range: integers here are at most 2147483647\n"
+     "int_overflow.yaml:11: spec.routes[0].failover.maxAttempts: 4294967298 is out of range: "
+     "integers here are at most 2147483647\n"
+     "int_overflow.yaml:11: spec.routes[0].failover.backoffMs: 9223372036854775807 is out of "
+     "range: integers here are at most 2147483647\n"},
     {"out_of_range.yaml",
      "out_of_range.yaml:5: spec.listener.port: 70000 is above the maximum 65535\n"
      "out_of_range.yaml:6: spec.modelTargets[0].config.mock.chunks: 0 is below the minimum 1\n"},

@@ -199,13 +199,41 @@ static void decoder_mutations(void **state)
     }
 }
 
+/* an append must be replayable: tool calls with id, type and function.name, content parts with
+ * a type; stored records are still read with the lenient check (nothing becomes unreadable) */
+static void append_elements(void **state)
+{
+    (void)state;
+    static const char *const refused[] = {
+        "[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[5]}]",
+        "[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":5,\"type\":\"function\","
+        "\"function\":{\"name\":\"f\"}}]}]",
+        "[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
+        "\"function\":\"f\"}]}]",
+        "[{\"role\":\"user\",\"content\":[5]}]",
+        "[{\"role\":\"user\",\"content\":[{\"text\":\"no type\"}]}]",
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        json_t *m = json_loads(refused[i], 0, NULL);
+        assert_non_null(m);
+        assert_int_equal(ctx_messages_validate(m, err, sizeof err), 0);
+        assert_int_equal(ctx_messages_validate_append(m, err, sizeof err), CTX_EINVAL);
+        assert_non_null(strstr(err, "messages[0]."));
+        json_decref(m);
+    }
+    ctx_record *r = sample();
+    assert_int_equal(ctx_messages_validate_append(r->messages, err, sizeof err), 0);
+    ctx_record_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_plain),        cmocka_unit_test(text_plain),
         cmocka_unit_test(json_sealed),       cmocka_unit_test(text_sealed),
         cmocka_unit_test(v0_upgrade),        cmocka_unit_test(refusals),
-        cmocka_unit_test(decoder_mutations),
+        cmocka_unit_test(decoder_mutations), cmocka_unit_test(append_elements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
