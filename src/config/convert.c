@@ -331,12 +331,14 @@ static bool check_format(cvt *c, const yaml_node_t *n, const sch_field *f, const
 
 static bool check_range(cvt *c, const yaml_node_t *n, const sch_field *f, double v)
 {
+    /* the value as written (%g would print 4294967298 as 4.29497e+09) */
+    const char *text = n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : "value";
     if (f->has_min && v < f->min) {
-        error_at(c, n, "%g is below the minimum %g", v, f->min);
+        error_at(c, n, "%s is below the minimum %g", text, f->min);
         return false;
     }
     if (f->has_max && v > f->max) {
-        error_at(c, n, "%g is above the maximum %g", v, f->max);
+        error_at(c, n, "%s is above the maximum %g", text, f->max);
         return false;
     }
     return true;

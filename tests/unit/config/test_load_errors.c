@@ -33,8 +33,8 @@ static const error_case cases[] = {
     {"int_overflow.yaml",
      "int_overflow.yaml:7: spec.modelTargets[0].config.timeouts.total: 4294967297 is out of "
      "range: integers here are at most 2147483647\n"
-     "int_overflow.yaml:11: spec.routes[0].failover.maxAttempts: 4294967298 is out of range: "
-     "integers here are at most 2147483647\n"
+     "int_overflow.yaml:11: spec.routes[0].failover.maxAttempts: 4294967298 is above the "
+     "maximum 16\n"
      "int_overflow.yaml:11: spec.routes[0].failover.backoffMs: 9223372036854775807 is out of "
      "range: integers here are at most 2147483647\n"},
     {"out_of_range.yaml",
