@@ -1000,16 +1000,28 @@ static int inflate_body(http_conn *c, const char *at, size_t len)
  * parser behind a load balancer. */
 static int scan_bare_cr(http_conn *c, const char *from, const char *to)
 {
-    for (const char *p = from; p < to; p++) {
-        if (c->cr_pending && *p != '\n')
-            return conn_fail_later(c, 400, "bad_request",
-                                   "a CR not followed by LF in the request line, headers or chunk "
-                                   "framing");
-        if (!c->cr_pending && *p == '\n')
-            return conn_fail_later(c, 400, "bad_request",
-                                   "a line of the request line, headers or chunk framing ends in a "
-                                   "bare LF (HTTP/1.1 lines end in CRLF)");
-        c->cr_pending = *p == '\r';
+    static const char bare_cr[] =
+        "a CR not followed by LF in the request line, headers or chunk framing";
+    static const char bare_lf[] = "a line of the request line, headers or chunk framing ends in a "
+                                  "bare LF (HTTP/1.1 lines end in CRLF)";
+    if (from >= to) return 0;
+    const char *p = from;
+    if (c->cr_pending) { /* the previous run ended in a CR: this one must start with its LF */
+        if (*p != '\n') return conn_fail_later(c, 400, "bad_request", "%s", bare_cr);
+        c->cr_pending = false;
+        p++;
+    }
+    /* two memchr passes (this runs on every request head): each LF must follow a CR in this
+     * run, each CR must be followed by an LF, or end the run */
+    for (const char *q = p; q < to && (q = memchr(q, '\n', (size_t)(to - q))) != NULL; q++)
+        if (q == from || q[-1] != '\r')
+            return conn_fail_later(c, 400, "bad_request", "%s", bare_lf);
+    for (const char *q = p; q < to && (q = memchr(q, '\r', (size_t)(to - q))) != NULL; q++) {
+        if (q + 1 == to) {
+            c->cr_pending = true;
+            break;
+        }
+        if (q[1] != '\n') return conn_fail_later(c, 400, "bad_request", "%s", bare_cr);
     }
     return 0;
 }
