@@ -119,9 +119,14 @@ static void handler(http_request *r, void *ctx)
         http_respond(r, 304, NULL, 0, "ignored", 7);
         return;
     case 'x': {
+        /* the query as a header value, with control bytes (which the server passes through:
+         * only CR and LF are its to refuse) made visible */
+        char *q = arena_strndup(r->pool, r->query.p, r->query.n);
+        for (size_t i = 0; i < r->query.n; i++)
+            if (((unsigned char)q[i] < 0x20 && q[i] != '\t') || q[i] == 0x7f) q[i] = '?';
         http_header bad[3] = {{{"X-Bad", 5}, {"a\r\nInjected: 1", 14}},
                               {{"", 0}, {"v", 1}},
-                              {{"X-Query", 7}, r->query}};
+                              {{"X-Query", 7}, {q, r->query.n}}};
         http_respond(r, 200, bad, 3, "x", 1);
         return;
     }
