@@ -8,9 +8,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* Parses one JSON value (any type; trailing white space only; strict UTF-8). Integers that fit
- * in 64 bits become integers, other numbers reals. Strings may contain \u0000. NULL on error,
- * with a sentence in err (may be NULL). */
+/* Parses one JSON value (any type; trailing white space only; strict UTF-8, so a \u escape of a
+ * lone UTF-16 surrogate is an error, as in jansson). Integers that fit in 64 bits become
+ * integers, other numbers reals. Strings may contain \u0000. NULL on error, with a sentence in
+ * err (may be NULL). */
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen);
 
 /* Compact encoding of v (any type), malloc'd and NUL-terminated; *len gets its length (len may
