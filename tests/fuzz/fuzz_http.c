@@ -278,12 +278,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     aborts = 0;
     n_methods = 0;
 
-    client cl = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
-    if (cl.fd < 0) abort();
+    client cl = {.fd = -1};
     struct sockaddr_in sa = {.sin_family = AF_INET};
     sa.sin_port = htons((uint16_t)((shape & 8) ? port_small : port_default));
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(cl.fd, (struct sockaddr *)&sa, sizeof sa) != 0) abort();
+    /* hundreds of thousands of connections a minute: a moment without a free local port is the
+     * machine's, not the server's; retry before calling it a finding */
+    for (int attempt = 0; cl.fd < 0; attempt++) {
+        cl.fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (cl.fd < 0) abort();
+        if (connect(cl.fd, (struct sockaddr *)&sa, sizeof sa) == 0) break;
+        int e = errno;
+        close(cl.fd);
+        cl.fd = -1;
+        if (attempt == 200) {
+            fprintf(stderr, "fuzz_http: connect to the server failed: %s\n", strerror(e));
+            abort();
+        }
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(10000);
+    }
+    /* closed with a reset once done, so no TIME_WAIT holds a local port per input */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(cl.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     int one = 1;
     setsockopt(cl.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(cl.fd, F_SETFL, fcntl(cl.fd, F_GETFL) | O_NONBLOCK);
