@@ -4,14 +4,16 @@
 #                also a real OpenAI target, generated into build/run-config/)
 #   make test    unit + integration tests (+ an ASan/UBSan build when CI=true); one summary line
 #   make bench   bench/run.sh (ratios against nginx proxy_pass)
+#   make fuzz    scripts/fuzz.sh: the libFuzzer targets of tests/fuzz/ (clang), FUZZ_SECONDS each
 #   make format  clang-format -i on src/ and tests/ C files;  make lint  cppcheck on src/
 BUILD_DIR   ?= build
 BUILD_TYPE  ?= RelWithDebInfo
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 600
 RUN_CONFIG  := $(BUILD_DIR)/run-config
 C_SOURCES    = $(shell find src tests -name '*.[ch]' -not -path '*/node_modules/*' 2>/dev/null)
 
-.PHONY: all setup build run test bench format lint clean
+.PHONY: all setup build run test bench fuzz format lint clean
 
 all: build
 
@@ -46,6 +48,11 @@ bench: build
 	elif [ -f bench/run.sh ]; then bash bench/run.sh; \
 	else echo "make bench: bench/run.sh is not there yet" >&2; exit 1; fi
 
+# every fuzz target over its corpus, then FUZZ_SECONDS of fresh mutation each (one at a time;
+# FUZZ_JOBS=2 runs two at once); findings are kept under build-fuzz/findings/
+fuzz: setup
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
 format:
 	clang-format -i $(C_SOURCES)
 
@@ -54,4 +61,4 @@ lint:
 	  --inline-suppr -I src src
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-fuzz

@@ -14,6 +14,7 @@ PACKAGES=(
   redis-server postgresql nginx-light wrk
   curl ca-certificates openssl
   clang-format cppcheck
+  clang libclang-rt-dev
 )
 
 SUDO=()

@@ -8,6 +8,10 @@
 # Environment: JOBS (parallel build jobs, default nproc), CTXGATE_SANITIZE (1/0, default: on when
 # CI=true), CTXGATE_BUILD_DIR / CTXGATE_ASAN_BUILD_DIR (default build, build-asan; relative to the
 # repo), CTXGATE_SKIP_INTEGRATION=1 (unit tests only), CTXGATE_TEST_FILTER (node --test-name-pattern).
+# With CI=true or CTXGATE_FUZZ_SECONDS set, it also runs scripts/fuzz.sh: every libFuzzer target of
+# tests/fuzz/ over its corpus plus CTXGATE_FUZZ_SECONDS (default 60) of fresh mutation, two targets
+# at a time (CTXGATE_FUZZ_JOBS); each target counts as one test. CTXGATE_FUZZ_SECONDS=0 runs the
+# corpora only; CTXGATE_SKIP_FUZZ=1 skips the step.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -172,6 +176,31 @@ if [ "$SANITIZE" = "1" ]; then
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
   run_build asan "$ASAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug -DCTXGATE_SANITIZE=ON
   unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+# Fuzzing: scripts/fuzz.sh prints `fuzz <name>: N execs, K findings` per target; one test each.
+fuzz_step() {
+  local secs="${CTXGATE_FUZZ_SECONDS:-60}" log="$ROOT/$BUILD_DIR/fuzz.log" line name found n=0
+  note "fuzz: every target over its corpus + ${secs}s of mutation (scripts/fuzz.sh)"
+  mkdir -p "$ROOT/$BUILD_DIR"
+  FUZZ_JOBS="${CTXGATE_FUZZ_JOBS:-2}" JOBS="$JOBS" "$ROOT/scripts/fuzz.sh" "$secs" 2>&1 | tee "$log"
+  while IFS= read -r line; do
+    [[ "$line" =~ ^fuzz\ ([a-z0-9_]+):\ ([0-9]+)\ execs,\ ([0-9]+)\ findings ]] || continue
+    name="${BASH_REMATCH[1]}"
+    found="${BASH_REMATCH[3]}"
+    n=$((n + 1))
+    if [ "$found" -eq 0 ]; then
+      PASSED=$((PASSED + 1))
+    else
+      fail_step "fuzz $name (reproducer under build-fuzz/findings/$name/)"
+    fi
+  done <"$log"
+  if [ "$n" -eq 0 ]; then fail_step "fuzz (no target ran; log: $log)"; fi
+}
+
+if [ "${CTXGATE_SKIP_FUZZ:-0}" != "1" ] &&
+  { [ "${CI:-}" = "true" ] || [ -n "${CTXGATE_FUZZ_SECONDS:-}" ]; }; then
+  fuzz_step
 fi
 
 if [ $((PASSED + FAILED)) -eq 0 ]; then

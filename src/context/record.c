@@ -410,6 +410,17 @@ static char *unescape(const char *p, size_t n, bool *ok)
     return o;
 }
 
+/* A text field's value as a JSON string: unescaped, and NULL (with *ok false) unless it is valid
+ * UTF-8, as every string of the JSON encoding must be; jansson does the UTF-8 check. */
+static json_t *unescape_json(const char *p, size_t n, bool *ok)
+{
+    char *s = unescape(p, n, ok);
+    json_t *v = *ok ? json_string(s) : NULL;
+    free(s);
+    if (!v) *ok = false;
+    return v;
+}
+
 static bool parse_i64(const char *p, size_t n, long long *out)
 {
     char tmp[32];
@@ -460,11 +471,15 @@ int ctx_record_from_text(const char *p, size_t n, ctx_record **out, char *err, s
                 break;
             }
         } else if (KEY("id") || KEY("persona") || KEY("summary")) {
-            char *s = unescape(val, vlen, &ok);
+            json_t *v = unescape_json(val, vlen, &ok);
             char **dst = KEY("id") ? &r->id : KEY("persona") ? &r->persona : &r->summary;
-            have_id |= KEY("id");
-            free(*dst);
-            *dst = s;
+            have_id |= KEY("id") && ok;
+            if (ok) {
+                free(*dst);
+                *dst = strdup(json_string_value(v));
+                if (!*dst) abort();
+            }
+            json_decref(v);
         } else if (KEY("version")) {
             ok = parse_i64(val, vlen, &num) && num >= 0;
             r->version = (uint64_t)num;
@@ -473,11 +488,10 @@ int ctx_record_from_text(const char *p, size_t n, ctx_record **out, char *err, s
             ok = parse_i64(val, vlen, &num);
             *(KEY("createdAt") ? &r->created_at : &r->updated_at) = num;
         } else if (KEY("message")) {
-            char *role = unescape(val, vlen, &ok);
+            json_t *role = unescape_json(val, vlen, &ok);
             msg = json_object();
-            json_object_set_new(msg, "role", json_string(role));
+            if (ok) json_object_set_new(msg, "role", role);
             json_array_append_new(r->messages, msg);
-            free(role);
         } else if (KEY("metadata") || KEY("content-json") || KEY("tool_calls") || KEY("extra")) {
             json_t *v = json_loadb(val, vlen, JSON_DECODE_ANY, NULL);
             if (!v)
@@ -495,12 +509,12 @@ int ctx_record_from_text(const char *p, size_t n, ctx_record **out, char *err, s
             }
             json_decref(v);
         } else if (KEY("content") || KEY("tool_call_id")) {
-            char *s = unescape(val, vlen, &ok);
+            json_t *v = unescape_json(val, vlen, &ok);
             if (msg && ok)
-                json_object_set_new(msg, KEY("content") ? "content" : "tool_call_id",
-                                    json_string(s));
+                json_object_set_new(msg, KEY("content") ? "content" : "tool_call_id", v);
+            else
+                json_decref(v);
             ok = ok && msg;
-            free(s);
         } else if (KEY("ts")) {
             ok = msg && parse_i64(val, vlen, &num);
             if (ok) json_object_set_new(msg, "ts", json_integer(num));

@@ -289,8 +289,63 @@ static const yajl_callbacks decode_callbacks = {
     .yajl_end_array = close_container,
 };
 
+static int hex4(const char *p, const char *end)
+{
+    if (end - p < 4) return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int x = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (x < 0) return -1;
+        v = v * 16 + x;
+    }
+    return v;
+}
+
+/* yajl decodes a \uD800-\uDBFF escape that no \uDC00-\uDFFF escape follows as "?", and a lone
+ * \uDC00-\uDFFF as the surrogate's 3-byte form, which is not UTF-8: the string would change or
+ * be unencodable (jansson refuses it), so such escapes are refused before yajl sees them.
+ * Returns the offset of the first lone surrogate escape, or len when there is none. A "\u"
+ * after an odd number of backslashes is an escaped backslash followed by 'u', not an escape;
+ * outside strings yajl reports the syntax error itself. */
+static size_t find_lone_surrogate(const char *t, size_t len)
+{
+    const char *p = t, *end = t + len;
+    while ((p = memmem(p, (size_t)(end - p), "\\u", 2)) != NULL) {
+        size_t bs = 1;
+        for (const char *q = p; q > t && q[-1] == '\\'; q--)
+            bs++;
+        if (bs % 2 == 0) {
+            p++;
+            continue;
+        }
+        int v = hex4(p + 2, end);
+        if (v >= 0xDC00 && v <= 0xDFFF) return (size_t)(p - t);
+        if (v >= 0xD800 && v <= 0xDBFF) {
+            int lo = end - p >= 8 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8, end) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF) return (size_t)(p - t);
+            p += 12;
+            continue;
+        }
+        p += 2;
+    }
+    return len;
+}
+
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
 {
+    size_t lone = memchr(text, '\\', len) ? find_lone_surrogate(text, len) : len;
+    if (lone < len) {
+        if (err)
+            snprintf(err, errlen,
+                     "lone UTF-16 surrogate escape \\%.5s at byte %zu (a high surrogate needs a "
+                     "low one right after it)",
+                     text + lone + 1, lone);
+        return NULL;
+    }
     decoder d = {.depth = 0};
     yajl_handle h = yajl_alloc(&decode_callbacks, NULL, &d);
     if (!h) {

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 /* Parses one JSON value (any type; trailing white space only; strict UTF-8: overlong forms,
- * encoded surrogates and lone low-surrogate escapes refused). Strings may contain \u0000.
+ * encoded surrogates and \u escapes of lone UTF-16 surrogates refused, as in jansson). Strings may contain \u0000.
  * Numbers keep their exact text: an integer that fits in 64 bits becomes an integer, a number
  * that a double writes back as the same text (0.5, 0.7, 1e+300) a real, and any other number
  * (an integer beyond 64 bits, 1e5, 1.50, 1e999) a raw number (json_raw_number) that

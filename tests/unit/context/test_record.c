@@ -158,6 +158,48 @@ static void refusals(void **state)
     assert_int_equal(ctx_id_validate("id", "a:b", false, err, sizeof(err)), 0);
 }
 
+/* A Text record whose strings are not valid UTF-8 is refused, naming the line: the JSON
+ * encoding cannot hold such strings, so accepting them meant dropping the field (persona,
+ * content) or the message's role on the next write (found by tests/fuzz/fuzz_record.c). */
+static void text_invalid_utf8(void **state)
+{
+    static const char *const lines[] = {
+        "persona terse \xa9\n",
+        "summary \xc3\n",
+        "message us\xff"
+        "er\n",
+        "message user\ncontent caf\xe9\n",
+        "message tool\ntool_call_id \xed\xa0\x80\n",
+    };
+    ctx_codec c = {.text = true};
+    char err[256];
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+        buf b = BUF_INIT;
+        buf_puts(&b, "ctxgate-record text 1\nschemaVersion 1\nid conv-1\nversion 1\n");
+        buf_puts(&b, lines[i]);
+        buf_puts(&b, "end\n");
+        ctx_record *r = NULL;
+        assert_int_equal(
+            ctx_record_decode(&c, "t", "conv-1", b.data, b.len, NULL, &r, err, sizeof(err)),
+            CTX_ECORRUPT);
+        assert_null(r);
+        assert_non_null(strstr(err, "is malformed"));
+        buf_free(&b);
+    }
+    /* valid multi-byte UTF-8 still reads back */
+    const char *ok =
+        "ctxgate-record text 1\nschemaVersion 1\nid conv-1\nversion 1\n"
+        "persona caf\xc3\xa9 \xf0\x9f\x98\x80\nmessage user\ncontent \xe2\x82\xac\nend\n";
+    ctx_record *r = NULL;
+    assert_int_equal(
+        ctx_record_decode(&c, "t", "conv-1", ok, strlen(ok), NULL, &r, err, sizeof(err)), 0);
+    assert_string_equal(r->persona, "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(r->messages, 0), "content")),
+        "\xe2\x82\xac");
+    ctx_record_free(r);
+}
+
 /* Deterministic mutation run: every mutant of valid encodings decodes or is refused cleanly. */
 static void decoder_mutations(void **state)
 {
@@ -234,6 +276,7 @@ int main(void)
         cmocka_unit_test(json_sealed),       cmocka_unit_test(text_sealed),
         cmocka_unit_test(v0_upgrade),        cmocka_unit_test(refusals),
         cmocka_unit_test(decoder_mutations), cmocka_unit_test(append_elements),
+        cmocka_unit_test(text_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,6 +189,34 @@ static void refuses_bad_input(void **state)
     buf_free(&deep);
 }
 
+/* Lone UTF-16 surrogate escapes are refused, as jansson refuses them: yajl alone turned a lone
+ * low surrogate into bytes that are not UTF-8 (the document then failed to encode) and a lone
+ * high one into "?" (found by tests/fuzz/fuzz_sse.c). Pairs and escaped backslashes still
+ * read. */
+static void lone_surrogates(void **state)
+{
+    const char *bad[] = {
+        "\"\\udc00\"",      "\"a\\ud800b\"",   "\"\\uD83D\"",        "[\"\\ud83d\\u0041\"]",
+        "{\"k\\udfff\":1}", "\"\\\\\\udc00\"", "\"\\ud800\\ud800\"", "\"\\ud83d\\ude00\\ude00\"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256] = "";
+        json_t *v = json_decode_fast(bad[i], strlen(bad[i]), err, sizeof err);
+        if (v) fail_msg("bad[%zu] %s was accepted", i, bad[i]);
+        if (!strstr(err, "lone UTF-16 surrogate")) fail_msg("bad[%zu]: %s", i, err);
+    }
+    char err[256] = "";
+    json_t *v = json_decode_fast("\"\\ud83d\\ude00\"", 14, err, sizeof err);
+    assert_non_null(v);
+    assert_string_equal(json_string_value(v), "\xf0\x9f\x98\x80");
+    json_decref(v);
+    /* an escaped backslash, then the letters ud800 */
+    v = json_decode_fast("\"\\\\ud800\"", 9, err, sizeof err);
+    assert_non_null(v);
+    assert_string_equal(json_string_value(v), "\\ud800");
+    json_decref(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +224,7 @@ int main(void)
         cmocka_unit_test(encode_reads_back_and_keeps_order),
         cmocka_unit_test(numbers_keep_their_text),
         cmocka_unit_test(refuses_bad_input),
+        cmocka_unit_test(lone_surrogates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

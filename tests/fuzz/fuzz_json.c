@@ -1,0 +1,74 @@
+/* fuzz_json.c — the request path's JSON document codec (src/core/json.c: yajl parser building
+ * jansson documents, yajl generator writing them) on arbitrary text.
+ *
+ * Checks beyond "no crash": a document that decodes encodes, and the encoding decodes to an
+ * equal document (compared key by key, \\u0000 in keys included); its encoding is also what jansson
+ * itself reads back equal. An error always comes with a sentence. */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+
+/* json_equal compares object keys as C strings, and keys may hold \u0000: compare by length. */
+static bool same(const json_t *a, const json_t *b)
+{
+    if (json_typeof(a) != json_typeof(b)) return false;
+    if (json_is_object(a)) {
+        if (json_object_size(a) != json_object_size(b)) return false;
+        const char *k;
+        size_t klen;
+        json_t *v;
+        json_object_keylen_foreach((json_t *)a, k, klen, v)
+        {
+            json_t *w = json_object_getn(b, k, klen);
+            if (!w || !same(v, w)) return false;
+        }
+        return true;
+    }
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b)) return false;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!same(json_array_get(a, i), json_array_get(b, i))) return false;
+        return true;
+    }
+    return json_equal(a, b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 1024 * 1024) return -1;
+    char err[256];
+    err[0] = 0;
+    json_t *v = json_decode_fast((const char *)data, size, err, sizeof err);
+    if (!v) {
+        if (!err[0]) abort();
+        return 0;
+    }
+    size_t len = 0;
+    char *text = json_encode_fast(v, &len);
+    if (!text || strlen(text) != len) abort(); /* \u0000 is written escaped */
+    char err2[256];
+    json_t *back = json_decode_fast(text, len, err2, sizeof err2);
+    if (!back) {
+        fprintf(stderr, "encoding does not decode: %s\n%.*s\n", err2, (int)len, text);
+        abort();
+    }
+    if (!same(v, back)) {
+        fprintf(stderr, "round trip changed the document:\n%.*s\n", (int)len, text);
+        abort();
+    }
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    if (j && !same(v, j)) {
+        fprintf(stderr, "jansson reads the encoding differently:\n%.*s\n", (int)len, text);
+        abort();
+    }
+    json_decref(j);
+    json_decref(back);
+    json_decref(v);
+    free(text);
+    return 0;
+}
