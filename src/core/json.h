@@ -10,10 +10,10 @@
 #include <stddef.h>
 
 /* Parses one JSON value (any type; trailing white space only; strict UTF-8: overlong forms,
- * encoded surrogates and \u escapes of lone UTF-16 surrogates refused, as in jansson). Strings may contain \u0000.
- * Numbers keep their exact text: an integer that fits in 64 bits becomes an integer, a number
- * that a double writes back as the same text (0.5, 0.7, 1e+300) a real, and any other number
- * (an integer beyond 64 bits, 1e5, 1.50, 1e999) a raw number (json_raw_number) that
+ * encoded surrogates and \u escapes of lone UTF-16 surrogates refused, as in jansson). Strings may
+ * contain \u0000. Numbers keep their exact text: an integer that fits in 64 bits becomes an
+ * integer, a number that a double writes back as the same text (0.5, 0.7, 1e+300) a real, and any
+ * other number (an integer beyond 64 bits, 1e5, 1.50, 1e999) a raw number (json_raw_number) that
  * json_encode_fast writes back as it was. NULL on error, with a sentence in err (may be NULL). */
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen);
 

@@ -53,7 +53,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         size_t end = sep ? (size_t)(sep - d) + seplen : size; /* the tail, as at end of stream */
         provider_parse_stream_usage(d + pos, end - pos, &u);
-        pl_context_stream_event(&c, d + pos, end - pos);
+        char why[320];
+        if (!pl_context_stream_event(&c, d + pos, end - pos, why, sizeof why))
+            break; /* the relay stops here too */
         pos = end;
     }
     check_answer(c.answer);
@@ -65,7 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     provider_error_message(d, size, msg, sizeof msg);
     if (!memchr(msg, 0, sizeof msg)) abort();
 
-    pl_context_whole_answer(&c, d, size);
+    char why[320];
+    pl_context_whole_answer(&c, d, size, why, sizeof why);
     check_answer(c.answer);
     json_decref(c.answer);
     return 0;
