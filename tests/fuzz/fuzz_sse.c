@@ -70,6 +70,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[320];
     pl_context_whole_answer(&c, d, size, why, sizeof why);
     check_answer(c.answer);
-    json_decref(c.answer);
+    pl_context_free(&c); /* what the stage holds: the answer, its text and tool-call buffers */
     return 0;
 }
