@@ -25,6 +25,19 @@ str auth_presented_key(const http_request *r)
     return http_request_header(r, "api-key");
 }
 
+const char *auth_duplicated_header(const http_request *r)
+{
+    static const char *const names[] = {"authorization", "x-api-key", "api-key"};
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
+        size_t len = strlen(names[n]), seen = 0;
+        for (size_t i = 0; i < r->n_headers; i++) /* names are lower-cased by the server */
+            if (r->headers[i].name.n == len && memcmp(r->headers[i].name.p, names[n], len) == 0 &&
+                ++seen > 1)
+                return names[n];
+    }
+    return NULL;
+}
+
 static EVP_MD *g_sha256;
 static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
 
@@ -44,6 +57,7 @@ auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_a
 {
     *key = NULL;
     if (!(gw->auth_types & AUTH_APIKEY)) return AUTH_OK;
+    if (auth_duplicated_header(r)) return AUTH_AMBIGUOUS;
     str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char digest[32];

@@ -7,11 +7,17 @@
 #include "config/config.h"
 #include "http/server.h"
 
-typedef enum { AUTH_OK, AUTH_MISSING, AUTH_INVALID } auth_result;
+/* AUTH_AMBIGUOUS: a credentials header (Authorization, x-api-key, api-key) sent more than once:
+ * a proxy in front may have checked the other copy, so neither is taken (400). */
+typedef enum { AUTH_OK, AUTH_MISSING, AUTH_INVALID, AUTH_AMBIGUOUS } auth_result;
 
 /* The key the caller presents: `Authorization: Bearer K` (OpenAI SDK), `x-api-key: K` (Anthropic
  * SDK) or `api-key: K` (Azure SDK), in that order; STR_NULL when none. */
 str auth_presented_key(const http_request *r);
+
+/* The credentials header sent more than once ("authorization", "x-api-key", "api-key"), or NULL
+ * when each is sent at most once. */
+const char *auth_duplicated_header(const http_request *r);
 
 /* SHA-256 of a presented key (the form every configured key is kept in); false on an OpenSSL
  * failure. The digest algorithm is fetched once per process, not per request. */

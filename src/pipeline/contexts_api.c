@@ -464,6 +464,7 @@ static void known_mcps(const cfg_snapshot *snap, buf *out)
 /* security.apiKeyRef: digests compared in constant time, never the key text. */
 static auth_result admin_check(const cfg_mcp *mcp, const http_request *r)
 {
+    if (auth_duplicated_header(r)) return AUTH_AMBIGUOUS;
     str k = auth_presented_key(r);
     if (!k.p || k.n == 0) return AUTH_MISSING;
     unsigned char got[32];
@@ -612,6 +613,12 @@ bool pl_contexts_handle(pl_call *c)
     const cfg_mcp *mcp = a->mcp;
     bool admin = mcp->has_api_key;
     auth_result ar = admin ? admin_check(mcp, r) : auth_check(c->rt->gw, r, &c->key);
+    if (ar == AUTH_AMBIGUOUS) {
+        const char *h = auth_duplicated_header(r);
+        api_fail(a, c, 400, "invalid_request_error", "duplicate_header", h,
+                 "The '%s' header is sent more than once; send one key, once.", h);
+        return true;
+    }
     if (ar == AUTH_MISSING) {
         api_fail(a, c, 401, "invalid_request_error", "missing_api_key", NULL,
                  "Missing API key: send %s as 'Authorization: Bearer <key>', 'x-api-key: <key>' "

@@ -153,6 +153,12 @@ void pl_handle(http_request *r, void *ctx)
         pl_fail(c, 401, "invalid_request_error", "invalid_api_key", NULL,
                 "Incorrect API key provided.");
         return;
+    case AUTH_AMBIGUOUS: {
+        const char *h = auth_duplicated_header(r);
+        pl_fail(c, 400, "invalid_request_error", "duplicate_header", h,
+                "The '%s' header is sent more than once; send one key, once.", h);
+        return;
+    }
     }
 
     if (chat) {

@@ -77,6 +77,29 @@ spec:
   );
 
   test(
+    'a credentials header sent twice → 400 duplicate_header naming it, whichever copy is valid (a proxy in front may have checked the other)',
+    withLogs(logs, async () => {
+      for (const [name, values] of [
+        ['authorization', [`Bearer ${ALICE}`, 'Bearer sk-wrong']],
+        ['authorization', ['Bearer sk-wrong', `Bearer ${ALICE}`]],
+        ['x-api-key', [ALICE, ALICE]],
+        ['api-key', [BOB, ALICE]],
+      ]) {
+        const res = await rawRequest(`${gw.baseURL}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', [name]: values },
+          body: JSON.stringify(chatBody('cheap')),
+        });
+        const e = assertOpenAIError(assert, res, 400, 'duplicate_header');
+        assert.equal(e.param, name);
+        assert.equal(e.type, 'invalid_request_error');
+      }
+      const models = await rawRequest(`${gw.baseURL}/models`, { headers: { authorization: [`Bearer ${ALICE}`, `Bearer ${ALICE}`] } });
+      assertOpenAIError(assert, models, 400, 'duplicate_header');
+    })
+  );
+
+  test(
     'missing key → 401 missing_api_key',
     withLogs(logs, async () => {
       const res = await postJSON(`${gw.baseURL}/chat/completions`, chatBody('cheap'));
