@@ -652,6 +652,16 @@ static bool fail_unavailable(pl_call *c, upstream_req *u, upstream_result res, i
 /* Maps a failed attempt to the client's error (no more attempts, nothing streamed yet). The
  * message says what failed in the caller's terms (target, status, timeout); what the upstream
  * client reported (URLs, addresses, system errors) goes to the log with the request id. */
+/* A provider's rate-limit header is passed on only when it looks like one: short, and printable
+ * ASCII (a 20 KB or control-byte value would break the client's HTTP parser). */
+static bool header_value_relayable(const char *v)
+{
+    size_t i = 0;
+    for (; v[i]; i++)
+        if (i >= 128 || (unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e) return false;
+    return true;
+}
+
 static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int status,
                           const char *errmsg)
 {
@@ -689,7 +699,7 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
                                "x-ratelimit-reset-tokens"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             const char *v = upstream_header_get(u, names[i]);
-            if (v) h[n++] = (http_header){str_c(names[i]), str_c(v)};
+            if (v && header_value_relayable(v)) h[n++] = (http_header){str_c(names[i]), str_c(v)};
         }
         provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
         pl_fail_headers(c, 429, h, n, provider_rate_limit_type(c->resp.data, c->resp.len),

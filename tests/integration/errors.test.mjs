@@ -240,6 +240,21 @@ spec:
     );
 
     test(
+      "provider 429: its x-ratelimit-* headers are relayed when they look like one, dropped when oversized (a 20 KB value would break the client's parser)",
+      withLogs(logs, async () => {
+        fakeA.next({
+          status: 429,
+          headers: { 'retry-after': '2', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-limit-tokens': 'x'.repeat(20000) },
+        });
+        const res = await postJSON(chatURL(), chatBody('up'));
+        assert.equal(res.status, 429, res.text);
+        assert.equal(res.headers['x-ratelimit-remaining-requests'], '0');
+        assert.equal(res.headers['x-ratelimit-limit-tokens'], undefined);
+        assert.equal(res.headers['retry-after'], '2');
+      })
+    );
+
+    test(
       'provider slower than timeouts.firstToken → 504 upstream_timeout',
       withLogs(logs, async () => {
         fakeA.next({ delayMs: 4000 });
