@@ -177,10 +177,11 @@ static char *error_json(const char *msg, size_t len, const char *type, const cha
     char *out = NULL;
     if (e && doc && json_object_set_new(e, "message", json_stringn(msg, len)) == 0 &&
         json_object_set_new(e, "type", json_string(type)) == 0 &&
-        json_object_set_new(e, "param", pv) == 0 &&
+        json_object_set(e, "param", pv) == 0 &&
         json_object_set_new(e, "code", code ? json_string(code) : json_null()) == 0 &&
         json_object_set(doc, "error", e) == 0)
         out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(pv); /* held, not given: a failed step above would otherwise leak it */
     json_decref(e);
     json_decref(doc);
     return out;
