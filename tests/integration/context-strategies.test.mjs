@@ -99,6 +99,17 @@ spec:
 
   const logs = () => gw;
 
+  /** Polls the context API until the conversation has a summary (at most 10 s). */
+  async function waitForSummary(conv) {
+    for (let i = 0; i < 500; i++) {
+      const res = await fetch(`${gw.url}/v1/contexts/${encodeURIComponent(conv)}?mcp=ctx-summarize`);
+      assert.equal(res.status, 200);
+      if ((await res.json()).summary) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.fail(`conversation ${conv} has no summary after 10 s`);
+  }
+
   function conversation(prefix, conv) {
     const client = new OpenAI({ baseURL: `${gw.url}${prefix}`, apiKey: 'unused', maxRetries: 0, timeout: 30000 });
     return async (messages) => {
@@ -174,6 +185,9 @@ spec:
       assert.deepEqual(third.sent, [system(PERSONA), ...turn(SUM_QUESTIONS[0]), ...turn(SUM_QUESTIONS[1]), user(SUM_QUESTIONS[2])]);
 
       // the third answer pushed the history over triggerTokens: turn 1 is folded away (lastN 2 kept)
+      // by a background request; wait until the summary is stored (a slow, sanitised build may
+      // still be writing it when the client has its third answer)
+      await waitForSummary(`summ-${process.pid}`);
       const fourth = await ask([user('Which power adapter does it use?')]);
       assert.deepEqual(fourth.sent, [
         system(PERSONA),
