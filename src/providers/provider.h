@@ -3,7 +3,8 @@
  *
  * An adapter turns the canonical body into an upstream HTTP request, and turns the provider's
  * answer (whole or one SSE event at a time) back. Adapters never do I/O: the pipeline owns the
- * upstream call, retries and timing. Issue 2 ships OpenAI-family adapters and Mock. */
+ * upstream call, retries and timing. OpenAI family and Azure (openai.c), Anthropic
+ * (anthropic.c), Gemini (gemini.c), Mock (mock.c). */
 #ifndef CTXGATE_PROVIDERS_PROVIDER_H
 #define CTXGATE_PROVIDERS_PROVIDER_H
 
@@ -29,6 +30,7 @@ typedef struct provider_request {
     /* the adapter asked for usage on a stream the client did not ask it for (OpenAI family:
      * stream_options.include_usage): the relay strips what the client would not have got */
     bool stream_usage_added;
+    const char *err_param; /* PROVIDER_EREQUEST: the canonical field at fault (static or pool) */
 } provider_request;
 
 typedef struct provider_usage {
@@ -94,6 +96,87 @@ void provider_error_message(const char *body, size_t len, char *out, size_t outl
 /* The OpenAI error type for a provider's 429: its own error.type when that is one of OpenAI's
  * rate-limit types ("requests", "tokens", "insufficient_quota"), else "requests". */
 const char *provider_rate_limit_type(const char *body, size_t len);
+
+/* ---- providers whose wire format is not OpenAI's (Anthropic, Gemini) ----
+ *
+ * provider_build_chat above builds their upstream request from the canonical document (never
+ * from raw bytes: provider_build_chat_raw returns -1 for them). Their answers are translated
+ * back into the canonical OpenAI form here, so everything after the upstream phase (usage,
+ * context assembly, the client's own family) sees OpenAI Chat Completions whatever the target.
+ *
+ * Canonical extensions (never sent to an OpenAI-family target, whose adapter deletes them):
+ *   request  "anthropic": {top_k, thinking, metadata, service_tier, ...} — Anthropic-only
+ *            parameters a /messages client sent, passed through to an Anthropic target;
+ *            a message's "thinking_blocks": [{type:"thinking",thinking,signature} |
+ *            {type:"redacted_thinking",data}] — kept so Anthropic → Anthropic round-trips.
+ *   answer   message.thinking_blocks as above, message.reasoning_content (the thinking text);
+ *            usage.prompt_tokens_details.cached_tokens (Anthropic cache_read_input_tokens,
+ *            Gemini cachedContentTokenCount) and usage.cache_creation_input_tokens.
+ *   chunk    delta.thinking_blocks / delta.reasoning_content likewise. */
+
+/* provider_build_chat / provider_build_embeddings return 0, PROVIDER_EUNSUPPORTED when the target
+ * type has no such API (the pipeline answers 501/400 with err), or PROVIDER_EREQUEST when this
+ * request cannot be expressed in the provider's format (400 invalid_request_error; err says why
+ * and out->err_param names the canonical field, e.g. "messages[2].content[0].type"). */
+enum { PROVIDER_EUNSUPPORTED = -1, PROVIDER_EREQUEST = -2 };
+
+/* True when t answers in OpenAI's Chat Completions format as it is (OpenAI family, Azure, Mock):
+ * its answers are relayed; otherwise they go through provider_chat_answer / provider_stream_*. */
+bool provider_speaks_openai(const cfg_target *t);
+
+/* A 2xx non-streamed chat answer of t -> an OpenAI chat.completion (malloc'd JSON text, length in
+ * *out_len) whose "model" is model (the name the client sent): id, choices[0].message (content,
+ * tool_calls with their ids, thinking extensions), finish_reason mapped, usage. NULL with a
+ * sentence in why when body is not a valid answer in t's format. */
+char *provider_chat_answer(const cfg_target *t, const char *body, size_t len, const char *model,
+                           size_t *out_len, char *why, size_t whylen);
+
+/* Stream translation, one per attempt. NULL when t speaks OpenAI (nothing to translate). */
+typedef struct provider_stream provider_stream;
+provider_stream *provider_stream_new(const cfg_target *t, const char *model);
+/* One complete SSE event of t's stream (its bytes up to and including the blank line that ends
+ * it, "event:" and "data:" lines as the provider sent them), appended to out as zero or more
+ * OpenAI chat.completion.chunk events ("data: {...}\n\n"): a role chunk first, content and
+ * reasoning deltas, tool calls as OpenAI streams them (first chunk with index, id, type,
+ * function.name and empty arguments, then argument deltas as they come, never buffered whole),
+ * a chunk with finish_reason, then at the provider's end of the answer (Anthropic message_stop;
+ * Gemini: the event carrying finishReason) one usage-only chunk {"choices":[],"usage":{...}} and
+ * "data: [DONE]\n\n". After that, nothing more is appended. A provider error event becomes
+ * `data: {"error":{"message","type","code"}}\n\n` (the OpenAI type for it, e.g. Anthropic
+ * overloaded_error -> "server_error", code "upstream_overloaded"). Keep-alives (ping) and unknown
+ * event types append nothing. Returns 0, or -1 with a sentence in why when the event is not
+ * valid in t's format (bad JSON, an event out of order). */
+int provider_stream_event(provider_stream *s, const char *ev, size_t len, buf *out, char *why,
+                          size_t whylen);
+/* True once the provider's end of the answer was translated ([DONE] appended). */
+bool provider_stream_done(const provider_stream *s);
+void provider_stream_free(provider_stream *s); /* NULL ok */
+
+/* A non-2xx answer of t: the status the client gets (Anthropic 529 overloaded -> 503, others as
+ * sent), and OpenAI's error type and code for it (Anthropic rate_limit_error -> 429 "requests";
+ * overloaded_error -> "server_error"/"upstream_overloaded"; Gemini RESOURCE_EXHAUSTED -> 429,
+ * UNAVAILABLE -> 503, ...). The message itself comes from provider_error_message, which reads
+ * {"error":{"message"}} in every family. type/code point to static strings; code may be NULL. */
+typedef struct provider_error {
+    int status;
+    const char *type;
+    const char *code;
+} provider_error;
+void provider_map_error(const cfg_target *t, int status, const char *body, size_t len,
+                        provider_error *out);
+
+/* POST {prefix}/embeddings. OpenAI family and Azure: the client's document with model replaced
+ * and parameters merged, to {endpoint}/embeddings (Azure: its deployment URL). Gemini:
+ * models/{model}:batchEmbedContents with one request per input string (input a string or an
+ * array of strings; token-array inputs are PROVIDER_EREQUEST), dimensions ->
+ * outputDimensionality. Anthropic and Mock: PROVIDER_EUNSUPPORTED. */
+int provider_build_embeddings(const cfg_target *t, json_t *body, const char *request_id,
+                              arena *pool, provider_request *out, char *err, size_t errlen);
+/* A 2xx embeddings answer of t -> OpenAI's {"object":"list","data":[{object:"embedding",index,
+ * embedding}],"model","usage":{prompt_tokens,total_tokens}} (malloc'd). NULL with why when it is
+ * not one. For OpenAI-speaking targets the answer is relayed and this is not called. */
+char *provider_embeddings_answer(const cfg_target *t, const char *body, size_t len,
+                                 const char *model, size_t *out_len, char *why, size_t whylen);
 
 /* ---- Mock: the gateway answers itself (deterministic, for demos and tests) ---- */
 
