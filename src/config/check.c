@@ -2,9 +2,14 @@
  * objects (Secrets, ModelContextProtocols, targets, routes, templates), type-dependent
  * requirements, and routes that can never be reached. Reference fields are found through the
  * schema's `ref` markers, so a new reference field is checked by declaring it. */
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config/load_internal.h"
 #include "core/buf.h"
@@ -272,6 +277,46 @@ static const char *endpoint_example(const char *type)
     return NULL;
 }
 
+/* Gemini's model id and Azure's deployment become a segment of the upstream URL's path: only
+ * the characters their ids use, so no value can change the path or add a query. */
+static bool url_segment_ok(const char *s)
+{
+    if (!s || !*s) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '-' || *s == '_'))
+            return false;
+    return true;
+}
+
+static void check_url_segment(chk *c, json_t *t, size_t i, const char *type)
+{
+    bool azure = !strcmp(type, "AzureOpenAI");
+    if (!azure && strcmp(type, "Gemini") != 0) return;
+    json_t *config = json_object_get(t, "config");
+    const char *field = "config.deployment";
+    const char *v = azure ? json_string_value(json_object_get(config, "deployment")) : NULL;
+    if (!v) {
+        field = "config.modelName";
+        v = json_string_value(json_object_get(config, "modelName"));
+    }
+    if (!v) {
+        field = "name";
+        v = json_string_value(json_object_get(t, "name"));
+    }
+    if (!v) return; /* the schema reports the missing name */
+    const char *id = !azure && !strncmp(v, "models/", 7) ? v + 7 : v;
+    if (url_segment_ok(id)) return;
+    char p[256];
+    path_of(p, sizeof p, "spec.modelTargets[%zu].%s", i, field);
+    err(c, p,
+        "\"%s\" cannot be the %s in the upstream URL: use letters, digits, '.', '-' and '_' "
+        "only%s",
+        v, azure ? "deployment" : "Gemini model id",
+        azure ? (strcmp(field, "config.deployment") ? " (or set config.deployment)" : "")
+              : " (e.g. gemini-2.0-flash)");
+}
+
 /* ---- tokenizer data: checked when the configuration is loaded, not at the first request ---- */
 
 /* The encodings a target's requests may be counted in: its modelName's (the pipeline counts in
@@ -370,12 +415,151 @@ static void check_tokenizer(chk *c, json_t *spec)
     json_decref(reported);
 }
 
+/* ---- config.tls of a model target: PEM that the upstream client could not use fails the load,
+ * not the first request ---- */
+
+/* OpenSSL's reason for the last failure, for a message; clears its error queue. */
+static const char *ssl_reason(char *out, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (e && ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) r = NULL;
+    snprintf(out, len, "%s", r ? r : "no PEM block found");
+    ERR_clear_error();
+    return out;
+}
+
+/* An encrypted PEM block fails instead of OpenSSL asking for a passphrase on the terminal. */
+static int no_passphrase(char *out, int size, int rwflag, void *u)
+{
+    (void)out;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
+/* Certificates in a PEM bundle; -1 when a block does not parse (why says what OpenSSL saw). */
+static int pem_cert_count(const json_t *pem, X509 **first, char *why, size_t len)
+{
+    BIO *bio = BIO_new_mem_buf(json_string_value(pem), (int)json_string_length(pem));
+    if (!bio) return -1;
+    int n = 0;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL))) {
+        if (first && !*first)
+            *first = x;
+        else
+            X509_free(x);
+        n++;
+    }
+    /* the loop ends at the end of the input (no start line) or at a block that is broken */
+    unsigned long e = ERR_peek_last_error();
+    if (n == 0 || (e && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)) {
+        ssl_reason(why, len);
+        if (first) {
+            X509_free(*first);
+            *first = NULL;
+        }
+        n = -1;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return n;
+}
+
+static const json_t *tls_secret_value(chk *c, json_t *ref, const char *key)
+{
+    const char *name = json_string_value(json_object_get(ref, "name"));
+    return name && key ? cfg_secret_value(c->docs, c->n, c->doc->ns, name, key) : NULL;
+}
+
+static void check_target_tls(chk *c, size_t i, json_t *t)
+{
+    json_t *config = json_object_get(t, "config"), *tls = json_object_get(config, "tls");
+    if (!tls) return;
+    char p[256], why[256];
+    const char *type = json_string_value(json_object_get(t, "type"));
+    const char *ep = json_string_value(json_object_get(config, "endpoint"));
+    if (ep && strncasecmp(ep, "http://", 7) == 0) {
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls", i);
+        err(c, p,
+            "the endpoint %s is plain http://, so there is no TLS to configure; use an https:// "
+            "endpoint or remove tls",
+            ep);
+    } else if (!ep && type && !strcmp(type, "Mock")) {
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls", i);
+        err(c, p, "type Mock makes no upstream connection; remove tls");
+    }
+    const char *sn = json_string_value(json_object_get(tls, "serverName"));
+    static const char host_chars[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.";
+    if (sn && (!sn[0] || strspn(sn, host_chars) != strlen(sn))) {
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls.serverName", i);
+        err(c, p, "\"%s\" is not a host name (letters, digits, '-' and '.', no port)", sn);
+    }
+    json_t *ca = json_object_get(tls, "caSecretRef");
+    const json_t *pem = tls_secret_value(c, ca, json_string_value(json_object_get(ca, "key")));
+    if (pem && pem_cert_count(pem, NULL, why, sizeof why) < 0) {
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls.caSecretRef", i);
+        err(c, p,
+            "Secret \"%s\" key \"%s\" is not a PEM certificate bundle (%s); put the CA "
+            "certificate(s) there as -----BEGIN CERTIFICATE----- blocks",
+            json_string_value(json_object_get(ca, "name")),
+            json_string_value(json_object_get(ca, "key")), why);
+    }
+    json_t *cc = json_object_get(tls, "clientCertSecretRef");
+    const json_t *crt = tls_secret_value(c, cc, "tls.crt"),
+                 *key = tls_secret_value(c, cc, "tls.key");
+    if (crt && key) {
+        const char *name = json_string_value(json_object_get(cc, "name"));
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls.clientCertSecretRef", i);
+        X509 *cert = NULL;
+        EVP_PKEY *pk = NULL;
+        if (pem_cert_count(crt, &cert, why, sizeof why) < 0) {
+            err(c, p, "Secret \"%s\" key \"tls.crt\" is not a PEM certificate (%s)", name, why);
+        } else {
+            BIO *bio = BIO_new_mem_buf(json_string_value(key), (int)json_string_length(key));
+            pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
+            BIO_free(bio);
+            if (!pk)
+                err(c, p,
+                    "Secret \"%s\" key \"tls.key\" is not an unencrypted PEM private key (%s)",
+                    name, ssl_reason(why, sizeof why));
+            else if (X509_check_private_key(cert, pk) != 1)
+                err(c, p,
+                    "Secret \"%s\": tls.key is not the private key of the certificate in tls.crt "
+                    "(%s)",
+                    name, ssl_reason(why, sizeof why));
+        }
+        ERR_clear_error();
+        EVP_PKEY_free(pk);
+        X509_free(cert);
+    }
+    if (json_is_true(json_object_get(tls, "insecureSkipVerify"))) {
+        path_of(p, sizeof p, "spec.modelTargets[%zu].config.tls.insecureSkipVerify", i);
+        warn(c, p,
+             "the endpoint's certificate is not verified: anyone on the network path can read and "
+             "change this target's traffic, its API key included; use caSecretRef (and "
+             "serverName) for a private CA instead");
+    }
+}
+
 static void check_gateway(chk *c)
 {
     json_t *spec = json_object_get(c->doc->json, "spec");
     char p[256];
     size_t i, j;
     json_t *t, *r;
+
+    /* the admin listener is a second socket: it cannot share the main listener's port */
+    json_t *adm_port = at(spec, "admin", "port");
+    json_t *lis_port = at(spec, "listener", "port");
+    if (json_is_integer(adm_port) &&
+        json_integer_value(adm_port) ==
+            (json_is_integer(lis_port) ? json_integer_value(lis_port) : 8080))
+        err(c, "spec.admin.port", "the admin listener needs its own port, not listener.port (%lld)",
+            (long long)json_integer_value(adm_port));
 
     /* names and aliases share one namespace: the request's "model" must pick one target */
     json_array_foreach(json_object_get(spec, "modelTargets"), i, t)
@@ -403,6 +587,8 @@ static void check_gateway(chk *c)
             path_of(p, sizeof p, "spec.modelTargets[%zu].config.endpoint", i);
             err(c, p, "required for type %s (%s)", type, example);
         }
+        check_target_tls(c, i, t);
+        if (type) check_url_segment(c, t, i, type);
     }
     name_set(c->routes, json_object_get(spec, "routes"));
     name_set(c->templates, at(spec, "transformation", "requestTemplates"));

@@ -57,8 +57,18 @@ typedef struct cfg_target {
     double output_per_million;  /* USD */
     int health_interval_s;      /* 0 = no active health check */
     int health_unhealthy_after; /* default 3 */
+    int health_base_ejection_s; /* healthCheck.baseEjectionSeconds, default 10 */
+    int health_max_ejection_s;  /* healthCheck.maxEjectionSeconds, default 300 */
+    long max_concurrency;       /* 0 = no limit */
     cfg_mock mock;              /* type Mock only */
-    size_t index;               /* position in cfg_gateway.targets (for per-target state) */
+    /* config.tls (https:// endpoints only; check.c refuses it on http://) */
+    const char *tls_ca_pem;      /* caSecretRef's PEM CAs, trusted instead of the system bundle;
+                                  * NULL = the system bundle */
+    const char *tls_cert_pem;    /* clientCertSecretRef tls.crt (mTLS); NULL = no client cert */
+    const char *tls_key_pem;     /* its tls.key */
+    const char *tls_server_name; /* SNI, verified name and Host; NULL = the endpoint's host */
+    bool tls_insecure;           /* insecureSkipVerify: the certificate is not verified */
+    size_t index;                /* position in cfg_gateway.targets (for per-target state) */
 } cfg_target;
 
 typedef enum {
@@ -144,6 +154,14 @@ typedef struct cfg_listener {
     const char *tls_key;  /* PEM tls.key */
 } cfg_listener;
 
+/* spec.admin: the admin listener (/metrics and the admin API); port 0 = not set */
+typedef struct cfg_admin {
+    int port;
+    const char *address;      /* default 127.0.0.1 */
+    bool has_api_key;         /* apiKeyRef set: the admin API needs it */
+    unsigned char sha256[32]; /* its SHA-256; the key itself is never kept */
+} cfg_admin;
+
 typedef struct cfg_observability {
     const char *logging_level; /* debug | info | warn | error; default info */
     bool access_log;           /* accessLog present (default on) */
@@ -156,6 +174,7 @@ typedef struct cfg_gateway {
     const char *name, *namespace_;
     const char *source; /* "file.yaml:LINE" of the document, for messages */
     cfg_listener listener;
+    cfg_admin admin;
     cfg_target *targets;
     size_t n_targets;
     cfg_route *routes; /* no routes in the spec: one route "default" at /v1 over every target */

@@ -17,12 +17,11 @@ static const sch_field string_item = {.kind = SCH_STRING, .flags = ENF};
 static const sch_field target_item = {.kind = SCH_STRING, .flags = ENF, .ref = REF_TARGET};
 static const sch_field route_item = {.kind = SCH_STRING, .flags = ENF, .ref = REF_ROUTE};
 
-#define NOT_501 "requests to this target fail with 501"
 static const sch_enum target_types[] = {
     {.value = "OpenAI", .enforced = true},
-    {.value = "AzureOpenAI", .note = NOT_501},
-    {.value = "Anthropic", .note = NOT_501},
-    {.value = "Gemini", .note = NOT_501},
+    {.value = "AzureOpenAI", .enforced = true},
+    {.value = "Anthropic", .enforced = true},
+    {.value = "Gemini", .enforced = true},
     {.value = "HuggingFaceEndpoint", .enforced = true},
     {.value = "OpenAICompatible", .enforced = true},
     {.value = "CustomLocalModel", .enforced = true},
@@ -72,6 +71,49 @@ static const sch_field mock_fields[] = {
     {0},
 };
 
+static const sch_field ca_ref_fields[] = {
+    {.name = "name",
+     .kind = SCH_STRING,
+     .flags = REQ | ENF,
+     .format = FMT_DNSNAME,
+     .desc = "Secret name, in the gateway's namespace."},
+    {.name = "key",
+     .kind = SCH_STRING,
+     .flags = ENF,
+     .def = "\"ca.crt\"",
+     .desc = "Key holding the PEM CA certificate(s)."},
+    {0},
+};
+
+static const sch_field target_tls_fields[] = {
+    {.name = "caSecretRef",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields = ca_ref_fields,
+     .ref = REF_SECRET,
+     .desc = "Secret key with the PEM CA certificate(s) the endpoint's certificate must chain to; "
+             "when set, only these CAs are trusted for this target, not the system bundle."},
+    {.name = "clientCertSecretRef",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields = sch_name_ref_fields,
+     .ref = REF_SECRET_TLS,
+     .desc = "kubernetes.io/tls Secret (tls.crt, tls.key; PEM) presented as the client "
+             "certificate (mutual TLS)."},
+    {.name = "serverName",
+     .kind = SCH_STRING,
+     .flags = ENF,
+     .desc = "Host name sent in SNI, verified in the endpoint's certificate and sent as Host, "
+             "instead of the endpoint URL's host; the connection still goes to the endpoint's "
+             "address and port."},
+    {.name = "insecureSkipVerify",
+     .kind = SCH_BOOL,
+     .flags = ENF,
+     .def = "false",
+     .desc = "Do not verify the endpoint's certificate at all (testing only; validate warns)."},
+    {0},
+};
+
 static const sch_field target_config_fields[] = {
     {.name = "endpoint",
      .kind = SCH_STRING,
@@ -92,8 +134,12 @@ static const sch_field target_config_fields[] = {
      .desc = "Secret key holding the provider API key."},
     {.name = "apiVersion",
      .kind = SCH_STRING,
+     .flags = ENF,
      .desc = "AzureOpenAI api-version; Anthropic version header."},
-    {.name = "deployment", .kind = SCH_STRING, .desc = "AzureOpenAI deployment name."},
+    {.name = "deployment",
+     .kind = SCH_STRING,
+     .flags = ENF,
+     .desc = "AzureOpenAI deployment name; defaults to modelName."},
     {.name = "parameters",
      .kind = SCH_FREE,
      .flags = ENF,
@@ -116,6 +162,11 @@ static const sch_field target_config_fields[] = {
      .flags = ENF,
      .fields = mock_fields,
      .desc = "type Mock: how the built-in mock answers."},
+    {.name = "tls",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields = target_tls_fields,
+     .desc = "TLS to an https:// endpoint: private CA, client certificate, server name."},
     {0},
 };
 
@@ -159,21 +210,50 @@ static const sch_field target_fields[] = {
      .desc = "Token prices; feed cost metrics and budgets."},
     {.name = "healthCheck",
      .kind = SCH_OBJECT,
+     .flags = ENF,
      .fields =
          (const sch_field[]){
              {.name = "intervalSeconds",
               .kind = SCH_INT,
-              .def = "30",
+              .flags = ENF,
               MIN(1),
-              .desc = "Active probe interval."},
+              .desc = "Active probe interval: a GET on the target's model list (OpenAI family "
+                      "{endpoint}/models, Anthropic {endpoint}/v1/models, Gemini "
+                      "{endpoint}/v1beta/models, AzureOpenAI {endpoint}/openai/models) with its "
+                      "key; 2xx = success. Absent = no active probes."},
              {.name = "unhealthyAfter",
               .kind = SCH_INT,
+              .flags = ENF,
               .def = "3",
               MIN(1),
-              .desc = "Consecutive failures before the target is Unhealthy."},
+              .desc = "Consecutive failures (5xx, connect failure, timeout, broken connection; "
+                      "not 4xx) before the target is ejected (Unhealthy)."},
+             {.name = "baseEjectionSeconds",
+              .kind = SCH_INT,
+              .flags = ENF,
+              .def = "10",
+              MIN(1),
+              MAX(86400),
+              .desc = "The first ejection lasts this long; the n-th in a row n times as long."},
+             {.name = "maxEjectionSeconds",
+              .kind = SCH_INT,
+              .flags = ENF,
+              .def = "300",
+              MIN(1),
+              MAX(86400),
+              .desc = "Longest ejection (at least baseEjectionSeconds is used)."},
              {0},
          },
-     .desc = "Active health checking (passive checking is always on)."},
+     .desc = "Health checking: passive outlier detection on real traffic is always on (these "
+             "defaults); intervalSeconds adds active probes."},
+    {.name = "maxConcurrency",
+     .kind = SCH_INT,
+     .flags = ENF,
+     MIN(1),
+     MAX(1000000),
+     .desc = "Attempts in flight to this target at once, all workers together; a full target is "
+             "skipped like an ejected one, and when no candidate has room the request gets 503 "
+             "target_overloaded with Retry-After: 1. Absent = no limit."},
     {0},
 };
 
@@ -770,6 +850,33 @@ static const sch_field spec_fields[] = {
              {0},
          },
      .desc = "Where the gateway listens."},
+    {.name = "admin",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields =
+         (const sch_field[]){
+             {.name = "port",
+              .kind = SCH_INT,
+              .flags = REQ | ENF,
+              MIN(1),
+              MAX(65535),
+              .desc = "TCP port of the admin listener (must differ from listener.port)."},
+             {.name = "address",
+              .kind = SCH_STRING,
+              .flags = ENF,
+              .def = "\"127.0.0.1\"",
+              .desc = "IPv4 or IPv6 literal to bind."},
+             {.name = "apiKeyRef",
+              .kind = SCH_OBJECT,
+              .flags = ENF,
+              .fields = sch_secret_ref_fields,
+              .ref = REF_SECRET,
+              .desc = "Key required by /admin/* (Authorization: Bearer or x-api-key); absent = "
+                      "no key (the listener's address is the protection)."},
+             {0},
+         },
+     .desc = "A second listener serving /metrics and /admin/*; when set they are no longer "
+             "served on the main listener. Port and address changes need a restart."},
     {.name = "modelTargets",
      .kind = SCH_ARRAY,
      .flags = REQ | ENF | UNIQ,

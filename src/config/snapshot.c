@@ -231,11 +231,27 @@ static void build_target(build *b, cfg_target *t, json_t *j)
     const sch_field *hcf = sch_field_at(root, "spec.modelTargets[].healthCheck");
     t->health_interval_s = hc ? (int)get_int(hc, hcf, "intervalSeconds") : 0;
     t->health_unhealthy_after = (int)get_int(hc, hcf, "unhealthyAfter");
+    t->health_base_ejection_s = (int)get_int(hc, hcf, "baseEjectionSeconds");
+    t->health_max_ejection_s = (int)get_int(hc, hcf, "maxEjectionSeconds");
+    if (t->health_max_ejection_s < t->health_base_ejection_s)
+        t->health_max_ejection_s = t->health_base_ejection_s;
+    t->max_concurrency =
+        (long)get_int(j, sch_field_at(root, "spec.modelTargets[]"), "maxConcurrency");
     json_t *mock = json_object_get(config, "mock");
     const sch_field *mf = sch_field_at(root, "spec.modelTargets[].config.mock");
     t->mock.text = get_str(b, mock, mf, "text");
     t->mock.latency_ms = (int)get_int(mock, mf, "latencyMs");
     t->mock.chunks = (int)get_int(mock, mf, "chunks");
+    json_t *tls = json_object_get(config, "tls");
+    const sch_field *tf = sch_field_at(root, "spec.modelTargets[].config.tls");
+    json_t *ca = json_object_get(tls, "caSecretRef");
+    t->tls_ca_pem =
+        ca ? secret_text(b, ca, get_str(b, ca, sch_field_at(tf, "caSecretRef"), "key")) : NULL;
+    json_t *cc = json_object_get(tls, "clientCertSecretRef");
+    t->tls_cert_pem = cc ? secret_text(b, cc, "tls.crt") : NULL;
+    t->tls_key_pem = cc ? secret_text(b, cc, "tls.key") : NULL;
+    t->tls_server_name = get_str(b, tls, NULL, "serverName");
+    t->tls_insecure = get_bool(tls, tf, "insecureSkipVerify");
 }
 
 static unsigned retry_bits(json_t *arr)
@@ -348,6 +364,19 @@ static void build_gateway(build *b, cfg_gateway *g)
     json_t *tls = json_object_get(lis, "tlsSecretRef");
     g->listener.tls_cert = tls ? secret_text(b, tls, "tls.crt") : NULL;
     g->listener.tls_key = tls ? secret_text(b, tls, "tls.key") : NULL;
+
+    json_t *adm = json_object_get(spec, "admin");
+    if (adm) {
+        const sch_field *af = sch_field_at(root, "spec.admin");
+        g->admin.port = (int)get_int(adm, af, "port");
+        g->admin.address = get_str(b, adm, af, "address");
+        const json_t *akey = secret(b, json_object_get(adm, "apiKeyRef"), NULL);
+        if (akey) {
+            unsigned int len = 0;
+            g->admin.has_api_key = EVP_Digest(json_string_value(akey), json_string_length(akey),
+                                              g->admin.sha256, &len, EVP_sha256(), NULL) == 1;
+        }
+    }
 
     json_t *targets = json_object_get(spec, "modelTargets");
     g->n_targets = json_array_size(targets);

@@ -138,6 +138,17 @@ static const error_case cases[] = {
      "azure.yaml:6: spec.modelTargets[0].config.endpoint: required for type AzureOpenAI "
      "(https://{resource}.openai.azure.com)\n"
      "azure.yaml:7: spec.authentication.apiKeys: type APIKey needs at least one key\n"},
+    {"url_segments.yaml",
+     "url_segments.yaml:6: spec.modelTargets[0].config.modelName: \"gemini-2.0-flash?alt=x\" "
+     "cannot be the Gemini model id in the upstream URL: use letters, digits, '.', '-' and '_' "
+     "only (e.g. gemini-2.0-flash)\n"
+     "url_segments.yaml:8: spec.modelTargets[2].name: \"tuned/x\" cannot be the Gemini model id "
+     "in the upstream URL: use letters, digits, '.', '-' and '_' only (e.g. gemini-2.0-flash)\n"
+     "url_segments.yaml:9: spec.modelTargets[3].config.deployment: \"../x\" cannot be the "
+     "deployment in the upstream URL: use letters, digits, '.', '-' and '_' only\n"
+     "url_segments.yaml:10: spec.modelTargets[4].config.modelName: \"a b\" cannot be the "
+     "deployment in the upstream URL: use letters, digits, '.', '-' and '_' only (or set "
+     "config.deployment)\n"},
     {"endpoints.yaml",
      "endpoints.yaml:10: spec.modelTargets[2].config.endpoint: required for type "
      "HuggingFaceEndpoint (the Inference Endpoint's URL with /v1, e.g. "
@@ -175,7 +186,52 @@ static const error_case cases[] = {
      "summarize.gatewayRef\n"
      "mcp_rules.yaml:24: spec.contextStrategy.summarize.gatewayRef.name: no LLMGateway "
      "\"nowhere\" in namespace \"default\"\n"},
+    {"tls.yaml",
+     "tls.yaml:9: spec.modelTargets[0].config.tls: the endpoint http://127.0.0.1:8000/v1 is plain "
+     "http://, so there is no TLS to configure; use an https:// endpoint or remove tls\n"
+     "tls.yaml:12: spec.modelTargets[3].config.tls.caSecretRef: Secret \"ca-bad\" key \"ca.crt\" "
+     "is not a PEM certificate bundle (no PEM block found); put the CA certificate(s) there as "
+     "-----BEGIN CERTIFICATE----- blocks\n"
+     "tls.yaml:13: spec.modelTargets[4].config.tls.caSecretRef: Secret \"ca-bad\" key "
+     "\"truncated\" is not a PEM certificate bundle (ASN1 lib); put the CA certificate(s) there "
+     "as -----BEGIN CERTIFICATE----- blocks\n"
+     "tls.yaml:14: spec.modelTargets[5].config.tls.clientCertSecretRef: Secret \"mismatch\": "
+     "tls.key is not the private key of the certificate in tls.crt (key values mismatch)\n"
+     "tls.yaml:15: spec.modelTargets[6].config.tls.clientCertSecretRef: Secret \"badkey\" key "
+     "\"tls.key\" is not an unencrypted PEM private key (unsupported)\n"
+     "tls.yaml:16: spec.modelTargets[7].config.tls.serverName: \"upstream.test:443\" is not a "
+     "host name (letters, digits, '-' and '.', no port)\n"
+     "tls.yaml:17: spec.modelTargets[8].config.tls: type Mock makes no upstream connection; "
+     "remove tls\n"
+     "tls.yaml:10: spec.modelTargets[1].config.tls.caSecretRef: Secret \"nosuch\" not found in "
+     "namespace \"default\" (add a kind: Secret document)\n"
+     "tls.yaml:11: spec.modelTargets[2].config.tls.caSecretRef: Secret \"ca-wrongkey\" has no "
+     "key \"ca.crt\" (its keys: bundle)\n"},
 };
+
+/* insecureSkipVerify is accepted with a warning naming the field; the valid target with a CA,
+ * a client certificate and a server name adds nothing else */
+static void test_tls_insecure_warns(void **state)
+{
+    (void)state;
+    cfgt_chdir("errors");
+    cfg_diags d = {0};
+    cfg_snapshot *s = NULL;
+    const char *paths[] = {"tls.yaml"};
+    assert_int_equal(cfg_load_paths(paths, 1, &s, &d), -1);
+    char *warnings = cfgt_render(&d, 1);
+    const char *why = "the endpoint's certificate is not verified: anyone on the network path can "
+                      "read and change this target's traffic, its API key included; use "
+                      "caSecretRef (and serverName) for a private CA instead\n";
+    char want[1024];
+    snprintf(want, sizeof want,
+             "tls.yaml:17: warning: spec.modelTargets[8].config.tls.insecureSkipVerify: %s"
+             "tls.yaml:26: warning: spec.modelTargets[9].config.tls.insecureSkipVerify: %s",
+             why, why);
+    assert_string_equal(warnings, want);
+    free(warnings);
+    cfg_diags_free(&d);
+}
 
 static void test_error_cases(void **state)
 {
@@ -318,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_empty_directory_and_no_paths),
         cmocka_unit_test(test_duplicate_documents),
         cmocka_unit_test(test_tokenizer_data_checked_at_load),
+        cmocka_unit_test(test_tls_insecure_warns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,8 @@ static void test_reference_is_fresh(void **state)
     fclose(f);
     assert_non_null(
         strstr(gen, "| `spec.listener.port` | integer, 1..65535 | `8080` |  | yes | TCP port. |"));
-    assert_non_null(strstr(gen, "`Anthropic` (not enforced)"));
+    assert_non_null(strstr(gen, "`OpenAI`, `AzureOpenAI`, `Anthropic`, `Gemini`, "));
+    assert_null(strstr(gen, "`Anthropic` (not enforced)"));
 
     const char *src = getenv("CTXGATE_SOURCE_DIR");
     assert_non_null(src);

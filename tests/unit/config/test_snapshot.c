@@ -317,9 +317,10 @@ static void test_endpoint_defaults(void **state)
     assert_string_equal(g->targets[2].endpoint, "https://generativelanguage.googleapis.com");
     assert_string_equal(g->targets[3].endpoint, "https://x.hf.cloud/v1");
     assert_null(g->targets[4].endpoint);
-    /* HuggingFaceEndpoint is served by the OpenAI-family adapter: no "not yet enforced" */
+    /* every type has its adapter: no "not yet enforced" */
     char *w = cfgt_render(&d, 1);
     assert_null(strstr(w, "HuggingFaceEndpoint"));
+    assert_null(strstr(w, "not yet enforced"));
     free(w);
     cfg_snapshot_unref(s);
     cfg_diags_free(&d);
@@ -333,13 +334,13 @@ static void test_not_enforced_warnings(void **state)
     const char *paths[] = {"gateway.yaml", "mcp.yaml", "secrets.yaml"};
     cfg_snapshot *s = load_ok("full", paths, 3, &d);
     char *w = cfgt_render(&d, 1);
-    assert_non_null(strstr(
-        w, "gateway.yaml:22: warning: spec.modelTargets[1].type: type Anthropic accepted, not yet "
-           "enforced: requests to this target fail with 501\n"));
+    /* every target type has an adapter: none warns */
+    assert_null(strstr(w, "spec.modelTargets[1].type"));
     /* every routing strategy and pricing are enforced: no warning */
     assert_null(strstr(w, "spec.routes[1].strategy"));
     assert_null(strstr(w, "spec.routes[1].headerBased"));
     assert_null(strstr(w, "spec.modelTargets[0].pricing"));
+    assert_null(strstr(w, "spec.modelTargets[0].healthCheck")); /* outlier detection, probes */
     /* the context layer enforces every ModelContextProtocol field but the cluster-only one */
     assert_non_null(
         strstr(w, "mcp.yaml:12: warning: spec.storage.provision: accepted, not yet enforced\n"));
@@ -353,8 +354,37 @@ static void test_not_enforced_warnings(void **state)
     assert_null(strstr(w, "spec.storage.type"));
     assert_null(strstr(w, "spec.caching.ttlSeconds"));
     assert_null(strstr(w, "status"));
-    assert_int_equal(d.n - d.n_errors, 14);
+    /* AzureOpenAI, its deployment and apiVersion are enforced (the Azure adapter uses them) */
+    assert_null(strstr(w, "spec.modelTargets[2].type"));
+    assert_null(strstr(w, "spec.modelTargets[2].config.deployment"));
+    assert_null(strstr(w, "config.apiVersion"));
+    assert_int_equal(d.n - d.n_errors, 8);
     free(w);
+    cfg_snapshot_unref(s);
+    cfg_diags_free(&d);
+}
+
+/* config.tls: Secrets resolved to PEM text, the CA through its default key */
+static void test_target_tls(void **state)
+{
+    (void)state;
+    cfg_diags d = {0};
+    const char *paths[] = {"tls_ok.yaml"};
+    cfg_snapshot *s = load_ok("misc", paths, 1, &d);
+    assert_int_equal(d.n, 0);
+    const cfg_gateway *g = cfg_find_gateway(s, NULL);
+    const cfg_target *t = &g->targets[0];
+    assert_non_null(strstr(t->tls_ca_pem, "-----BEGIN CERTIFICATE-----"));
+    assert_string_equal(t->tls_cert_pem, t->tls_ca_pem); /* the fixture's self-signed pair */
+    assert_non_null(strstr(t->tls_key_pem, "-----BEGIN PRIVATE KEY-----"));
+    assert_string_equal(t->tls_server_name, "upstream.test");
+    assert_false(t->tls_insecure);
+    t = &g->targets[1];
+    assert_null(t->tls_ca_pem);
+    assert_null(t->tls_cert_pem);
+    assert_null(t->tls_key_pem);
+    assert_null(t->tls_server_name);
+    assert_false(t->tls_insecure);
     cfg_snapshot_unref(s);
     cfg_diags_free(&d);
 }
@@ -365,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_full_example),       cmocka_unit_test(test_api_key_text_not_kept),
         cmocka_unit_test(test_defaults_and_types), cmocka_unit_test(test_json_file_and_generation),
         cmocka_unit_test(test_endpoint_defaults),  cmocka_unit_test(test_not_enforced_warnings),
+        cmocka_unit_test(test_target_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
