@@ -3,6 +3,7 @@
  *
  * - curl.c: libcurl multi on the loop; everything (https, HTTP/2, proxies).
  * - h1.c:   native HTTP/1.1 keep-alive client for plain http:// upstreams no proxy applies to.
+ * - local.c: answers made in the process (Mock), delivered through the same callbacks.
  *
  * Every request struct of a backend starts with an upstream_req whose ops pointer routes
  * upstream_pause/resume/cancel/header_get/ttfb_us to that backend. */
@@ -56,6 +57,13 @@ void upstream_h1_free(upstream_h1 *h);
 upstream_req *upstream_h1_send(upstream_h1 *h, const upstream_opts *o, const upstream_h1_target *t);
 size_t upstream_h1_in_flight(const upstream_h1 *h);
 void upstream_h1_get_stats(const upstream_h1 *h, upstream_h1_stats *out);
+
+/* local.c: in-process answers (upstream_local_answer), on the loop's timers. */
+typedef struct upstream_local upstream_local;
+upstream_local *upstream_local_new(uv_loop_t *loop);
+void upstream_local_free(upstream_local *l); /* cancels what is in flight; frees once closed */
+upstream_req *upstream_local_send(upstream_local *l, const upstream_opts *o);
+size_t upstream_local_in_flight(const upstream_local *l);
 
 /* Test/diagnostic hooks (client.c). */
 typedef struct upstream_client_stats {

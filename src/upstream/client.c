@@ -18,6 +18,7 @@
 struct upstream_client {
     upstream_curl *curl;
     upstream_h1 *h1;
+    upstream_local *local;
     bool force_curl;
     size_t sent_curl, sent_native;
     /* The last URL judged native by its shape, with its parsed parts as offsets: a gateway sends
@@ -34,9 +35,11 @@ upstream_client *upstream_client_new(uv_loop_t *loop)
     c->force_curl = force && strcmp(force, "1") == 0;
     c->curl = upstream_curl_new(loop);
     c->h1 = upstream_h1_new(loop);
-    if (!c->curl || !c->h1) {
+    c->local = upstream_local_new(loop);
+    if (!c->curl || !c->h1 || !c->local) {
         upstream_curl_free(c->curl);
         upstream_h1_free(c->h1);
+        upstream_local_free(c->local);
         free(c);
         return NULL;
     }
@@ -49,6 +52,7 @@ void upstream_client_free(upstream_client *c)
     if (!c) return;
     upstream_curl_free(c->curl);
     upstream_h1_free(c->h1);
+    upstream_local_free(c->local);
     buf_free(&c->last_url);
     free(c);
 }
@@ -231,6 +235,7 @@ static bool url_is_native(upstream_client *c, const char *url, upstream_h1_targe
 upstream_req *upstream_send(upstream_client *c, const upstream_opts *o)
 {
     if (!c || !o || !o->url) return NULL;
+    if (o->local) return upstream_local_send(c->local, o);
     upstream_h1_target t;
     if (!c->force_curl && url_is_native(c, o->url, &t)) {
         c->sent_native++;
@@ -267,7 +272,9 @@ unsigned long upstream_ttfb_us(const upstream_req *u)
 
 size_t upstream_client_in_flight(const upstream_client *c)
 {
-    return c ? upstream_curl_in_flight(c->curl) + upstream_h1_in_flight(c->h1) : 0;
+    return c ? upstream_curl_in_flight(c->curl) + upstream_h1_in_flight(c->h1) +
+                   upstream_local_in_flight(c->local)
+             : 0;
 }
 
 void upstream_client_get_stats(const upstream_client *c, upstream_client_stats *out)

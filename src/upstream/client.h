@@ -38,6 +38,22 @@ typedef struct upstream_header {
     const char *value;
 } upstream_header;
 
+/* An answer made inside the process (the Mock provider), delivered by the local transport
+ * through the same callbacks as a network answer: after delay_ms the status and Content-Type,
+ * then the pieces in order (each one on_data call, pause and resume honoured), then on_done. */
+typedef struct upstream_piece {
+    const char *data;
+    size_t len;
+} upstream_piece;
+
+typedef struct upstream_local_answer {
+    int status;
+    const char *content_type;
+    unsigned delay_ms;
+    const upstream_piece *pieces; /* copied by upstream_send */
+    size_t n_pieces;
+} upstream_local_answer;
+
 typedef struct upstream_opts {
     const char *method; /* "POST", "GET" */
     const char *url;
@@ -49,7 +65,14 @@ typedef struct upstream_opts {
     unsigned connect_timeout_ms;    /* 0 = 5000 */
     unsigned first_byte_timeout_ms; /* from send to the first response body byte; 0 = none */
     unsigned total_timeout_ms;      /* 0 = none */
-    bool insecure_skip_verify;      /* tests only; never set from configuration */
+    /* TLS of https:// URLs (libcurl path; ignored for plain http://). Strings are copied. */
+    bool insecure_skip_verify;   /* no certificate nor host name verification */
+    const char *tls_ca_pem;      /* PEM CAs trusted instead of the system bundle; NULL = system */
+    const char *tls_cert_pem;    /* PEM client certificate (mTLS); NULL = none */
+    const char *tls_key_pem;     /* PEM private key of tls_cert_pem */
+    const char *tls_server_name; /* replaces the URL's host for SNI, verification and Host while
+                                  * connecting to the URL's host and port; NULL = the URL's */
+    const upstream_local_answer *local; /* set: answered in-process, url is only a label */
     void *udata;
     /* Status line and headers received. */
     void (*on_headers)(upstream_req *u, int status, void *udata);

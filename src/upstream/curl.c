@@ -84,8 +84,10 @@ struct curl_req {
     uint64_t t_send_us, ttfb_us;
 
     struct curl_slist *req_headers;
-    buf body;         /* body copy unless borrowed; capacity reused across requests */
-    buf resp_headers; /* "name\0value\0" pairs of the current header block */
+    struct curl_slist *connect_to; /* tls_server_name: "name:port:host:port", NULL otherwise */
+    bool custom_ca;                /* tls_ca_pem replaced the system CA bundle */
+    buf body;                      /* body copy unless borrowed; capacity reused across requests */
+    buf resp_headers;              /* "name\0value\0" pairs of the current header block */
 
     void *udata;
     void (*on_headers)(upstream_req *u, int status, void *udata);
@@ -410,11 +412,16 @@ static void req_complete(curl_req *u, CURLcode rc)
         }
     } else if (curl_code_is_connect(rc)) {
         res = UPSTREAM_CONNECT_FAILED;
-        const char *hint = rc == CURLE_PEER_FAILED_VERIFICATION
-                               ? "; check the upstream's certificate or the system CA bundle"
-                               : "";
-        snprintf(u->msg, sizeof u->msg, "cannot connect to upstream %s: %s%s", req_url(u), detail,
-                 hint);
+        const char *hint = "";
+        if (rc == CURLE_PEER_FAILED_VERIFICATION)
+            hint = u->custom_ca ? "; check the upstream's certificate against the CA configured "
+                                  "for it (config.tls.caSecretRef; the system CA bundle is not "
+                                  "used) and its name (config.tls.serverName)"
+                                : "; check the upstream's certificate or the system CA bundle";
+        const char *via = u->connect_to ? strchr(u->connect_to->data, ':') : NULL;
+        via = via ? strchr(via + 1, ':') : NULL;
+        snprintf(u->msg, sizeof u->msg, "cannot connect to upstream %s%s%s%s: %s%s", req_url(u),
+                 via ? " (at " : "", via ? via + 1 : "", via ? ")" : "", detail, hint);
     } else {
         res = UPSTREAM_ERROR;
         snprintf(u->msg, sizeof u->msg, "upstream %s failed %s: %s", req_url(u),
@@ -590,6 +597,9 @@ static void req_release(curl_req *u)
     active_unlink(u);
     curl_slist_free_all(u->req_headers);
     u->req_headers = NULL;
+    curl_slist_free_all(u->connect_to);
+    u->connect_to = NULL;
+    u->custom_ca = false;
     buf_recycle(&u->body);
     buf_recycle(&u->resp_headers);
     u->state = REQ_IDLE;
@@ -812,6 +822,62 @@ static void req_setup_easy(curl_req *u, const upstream_opts *o)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
 }
 
+static void set_blob(CURL *e, CURLoption opt, const char *pem)
+{
+    struct curl_blob blob = {.data = (void *)pem, .len = strlen(pem), .flags = CURL_BLOB_COPY};
+    curl_easy_setopt(e, opt, &blob);
+}
+
+/* o's TLS settings. libcurl keys its connection cache on the host, the connect-to address and
+ * the TLS configuration (verification flags, CA and client certificate blobs), so requests with
+ * different settings never share a connection. False (with u->msg) when the URL cannot carry
+ * the server name. */
+static bool req_setup_tls(curl_req *u, const upstream_opts *o)
+{
+    CURL *e = u->easy;
+    if (o->tls_ca_pem) {
+        /* replaces the system bundle: CAINFO_BLOB overrides CAINFO; CAPATH must go too */
+        set_blob(e, CURLOPT_CAINFO_BLOB, o->tls_ca_pem);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+        u->custom_ca = true;
+    }
+    if (o->tls_cert_pem && o->tls_key_pem) {
+        curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        set_blob(e, CURLOPT_SSLCERT_BLOB, o->tls_cert_pem);
+        curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        set_blob(e, CURLOPT_SSLKEY_BLOB, o->tls_key_pem);
+    }
+    if (!o->tls_server_name || strncasecmp(o->url, "https:", 6) != 0) return true;
+    /* The URL names the server (SNI, verification, Host); CONNECT_TO sends the connection to
+     * the URL's own host and port. */
+    CURLU *h = curl_url();
+    char *host = NULL, *port = NULL, *url = NULL;
+    bool ok = h && curl_url_set(h, CURLUPART_URL, o->url, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+              curl_url_set(h, CURLUPART_HOST, o->tls_server_name, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_URL, &url, 0) == CURLUE_OK;
+    if (ok) {
+        buf_reset(&u->c->scratch);
+        buf_printf(&u->c->scratch, "%s:%s:%s:%s", o->tls_server_name, port, host, port);
+        u->connect_to = curl_slist_append(NULL, u->c->scratch.data);
+        ok = u->connect_to != NULL;
+    }
+    if (ok) {
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, u->connect_to);
+    } else {
+        snprintf(u->msg, sizeof u->msg,
+                 "cannot send %.200s to the TLS server name \"%.100s\": not a valid URL host",
+                 o->url, o->tls_server_name);
+    }
+    curl_free(url);
+    curl_free(port);
+    curl_free(host);
+    curl_url_cleanup(h);
+    return ok;
+}
+
 static void req_setup_method(curl_req *u, const upstream_opts *o, const char *method, bool has_body)
 {
     CURL *e = u->easy;
@@ -868,6 +934,10 @@ upstream_req *upstream_curl_send(upstream_curl *c, const upstream_opts *o)
     bool has_body = o->body_len > 0 || strcasecmp(method, "POST") == 0 ||
                     strcasecmp(method, "PUT") == 0 || strcasecmp(method, "PATCH") == 0;
     req_setup_easy(u, o);
+    if (!req_setup_tls(u, o)) {
+        todo_add(u, TODO_FAIL);
+        return &u->base;
+    }
     if (!header_text_ok(method) || strchr(method, ' ')) {
         snprintf(u->msg, sizeof u->msg, "request method \"%.32s\" is not a valid HTTP method",
                  method);

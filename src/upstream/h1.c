@@ -41,7 +41,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#define H1_IDLE_MAX 64            /* idle connections kept per (host, port) */
+/* idle connections kept per (host, port) per loop: as many as nginx's `keepalive 256`. With
+ * fewer, a loop carrying more concurrent requests than that closes connections as answers
+ * complete and opens new ones for the next requests: at 256 client connections 64 made the
+ * proxy path ~40% slower, with 2x the p99 (docs/benchmarks.md, issue 7) */
+#define H1_IDLE_MAX 256
 #define H1_IDLE_TIMEOUT_MS 60000  /* an idle connection older than this is closed */
 #define H1_SWEEP_MS 5000          /* how often idle connections are checked */
 #define H1_DNS_TTL_MS 30000       /* resolved addresses are reused this long */

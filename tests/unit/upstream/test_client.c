@@ -40,6 +40,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -436,7 +437,9 @@ static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outle
 }
 
 /* Self-signed certificate for 127.0.0.1, made in memory (nothing on disk). */
-static SSL_CTX *tls_ctx_self_signed(void)
+/* A server context with a fresh self-signed certificate for subjectAltName san; *pem (when not
+ * NULL) receives the certificate, to be trusted as its own CA (free it). */
+static SSL_CTX *tls_ctx_cert(const char *san_text, char **pem)
 {
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     assert_non_null(key);
@@ -453,7 +456,7 @@ static SSL_CTX *tls_ctx_self_signed(void)
     X509V3_CTX v3;
     X509V3_set_ctx_nodb(&v3);
     X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+    X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san_text);
     assert_non_null(san);
     X509_add_ext(x, san, -1);
     X509_EXTENSION_free(san);
@@ -461,9 +464,22 @@ static SSL_CTX *tls_ctx_self_signed(void)
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
     assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+    if (pem) {
+        BIO *bio = BIO_new(BIO_s_mem());
+        assert_int_equal(PEM_write_bio_X509(bio, x), 1);
+        char *data = NULL;
+        long n = BIO_get_mem_data(bio, &data);
+        *pem = strndup(data, (size_t)n);
+        BIO_free(bio);
+    }
     X509_free(x);
     EVP_PKEY_free(key);
     return ctx;
+}
+
+static SSL_CTX *tls_ctx_self_signed(void)
+{
+    return tls_ctx_cert("IP:127.0.0.1", NULL);
 }
 
 /* ------------------------------------------------------------------ client side harness */
@@ -1220,6 +1236,43 @@ static void test_tls_verification(void **state)
     tsrv_stop(s);
 }
 
+/* tls_ca_pem is trusted (alone), tls_server_name is what is verified while the connection goes
+ * to the URL's address; a connection made under one name is not reused for another. */
+static void test_tls_ca_and_server_name(void **state)
+{
+    (void)state;
+    char *pem = NULL;
+    tsrv *s = tsrv_start(tls_ctx_cert("DNS:upstream.test", &pem));
+    char url[128];
+    url_of(url, sizeof url, s, "/fixed");
+    struct {
+        const char *ca, *name;
+        upstream_result want;
+    } cases[] = {
+        {pem, "upstream.test", UPSTREAM_OK},
+        {pem, NULL, UPSTREAM_CONNECT_FAILED}, /* 127.0.0.1 is not in the certificate */
+        {pem, "other.test", UPSTREAM_CONNECT_FAILED},
+        {NULL, "upstream.test", UPSTREAM_CONNECT_FAILED}, /* the system bundle does not know it */
+        {pem, "upstream.test", UPSTREAM_OK},
+        {pem, "bad name", UPSTREAM_ERROR}, /* cannot be a URL host: refused before connecting */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        treq r = {0};
+        upstream_opts o = base_opts(&r, url);
+        o.tls_ca_pem = cases[i].ca;
+        o.tls_server_name = cases[i].name;
+        r.u = upstream_send(client, &o);
+        assert_non_null(r.u);
+        run_until(&r.done, 1);
+        if (r.res != cases[i].want) fprintf(stderr, "case %zu: %s\n", i, r.msg);
+        assert_int_equal(r.res, cases[i].want);
+        if (cases[i].want == UPSTREAM_OK) assert_int_equal(r.status, 200);
+        treq_free(&r);
+    }
+    tsrv_stop(s);
+    free(pem);
+}
+
 /* ------------------------------------------------------------------ native client only */
 
 static void run_one(treq *r, const tsrv *s, const char *path)
@@ -1604,6 +1657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_header_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_from_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_verification, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_ca_and_server_name, setup, teardown),
     };
     const struct CMUnitTest native_only[] = {
         cmocka_unit_test_setup_teardown(test_native_chunked_extensions_trailers, setup, teardown),
