@@ -1,6 +1,8 @@
 /* mock.c — the Mock model target: answers from the gateway itself, deterministically, in the
  * exact OpenAI wire format (whole or as an SSE stream), with token usage. For demos, tests and
  * benchmarks; documented in docs/providers.md. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -184,4 +186,65 @@ void mock_stream_events(const cfg_target *t, const char *id, const char *text,
     }
     static const char done[] = "data: [DONE]\n\n";
     emit(ctx, done, sizeof done - 1);
+}
+
+/* ---- Mock as an adapter: the answer goes through the local transport ---- */
+
+typedef struct piece_list {
+    arena *pool;
+    upstream_piece *items;
+    size_t n, cap;
+} piece_list;
+
+static void add_piece(void *ctx, const char *event, size_t len)
+{
+    piece_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        upstream_piece *items = arena_alloc(l->pool, cap * sizeof *items);
+        if (l->n) memcpy(items, l->items, l->n * sizeof *items);
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = (upstream_piece){arena_strndup(l->pool, event, len), len};
+}
+
+int mock_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                    provider_request *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    json_t *messages = json_object_get(body, "messages");
+    const char *text = mock_answer_text(t, messages, pool);
+    uint64_t prompt = mock_count_prompt_tokens(t, messages);
+    uint64_t completion = mock_count_tokens(t, text);
+    const char *id =
+        arena_printf(pool, "chatcmpl-%s", request_id && *request_id ? request_id : "mock");
+    bool stream = json_is_true(json_object_get(body, "stream"));
+    upstream_local_answer *a = arena_calloc(pool, 1, sizeof *a);
+    a->status = 200;
+    a->delay_ms = t->mock.latency_ms > 0 ? (unsigned)t->mock.latency_ms : 0;
+    piece_list l = {.pool = pool};
+    if (stream) {
+        /* usage comes at the end like an OpenAI stream asked for it; the relay drops it for a
+         * client that did not ask (stream_usage_added), as for a real provider */
+        json_t *so = json_object_get(body, "stream_options");
+        out->stream_usage_added = !json_is_true(json_object_get(so, "include_usage"));
+        a->content_type = "text/event-stream";
+        mock_stream_events(t, id, text, prompt, completion, true, add_piece, &l);
+    } else {
+        char *answer = mock_completion_json(t, id, text, prompt, completion);
+        if (!answer) {
+            snprintf(err, errlen,
+                     "the Mock answer of model target '%s' could not be encoded as JSON", t->name);
+            return PROVIDER_EREQUEST;
+        }
+        a->content_type = "application/json";
+        add_piece(&l, answer, strlen(answer));
+        free(answer);
+    }
+    a->pieces = l.items;
+    a->n_pieces = l.n;
+    out->local = a;
+    out->url = arena_printf(pool, "mock:%s", t->name);
+    return 0;
 }

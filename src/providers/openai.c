@@ -1,23 +1,38 @@
 /* openai.c — the OpenAI-family adapter (types OpenAI, OpenAICompatible, HuggingFaceEndpoint,
- * CustomLocalModel): the canonical body is already OpenAI's, so building the upstream request
- * is replacing `model`, merging configured parameters under the request, and adding the key. */
+ * CustomLocalModel, and AzureOpenAI, which differs only in its URL and key header): the
+ * canonical body is already OpenAI's, so building the upstream request is replacing `model`,
+ * merging configured parameters under the request, and adding the key. The dispatch on target
+ * type for the other families' answers is in provider.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "core/json.h"
 #include "core/utf8.h"
-#include "providers/provider.h"
+#include "providers/adapters.h"
+#include "providers/gemini.h"
+
+/* Azure OpenAI's GA api-version when config.apiVersion is not set */
+#define AZURE_DEFAULT_API_VERSION "2024-10-21"
 
 bool provider_is_local(const cfg_target *t)
 {
     return t->type == TARGET_MOCK;
 }
 
+bool provider_takes_raw(const cfg_target *t)
+{
+    return t->type == TARGET_OPENAI || t->type == TARGET_OPENAI_COMPATIBLE ||
+           t->type == TARGET_HUGGINGFACE || t->type == TARGET_CUSTOM_LOCAL ||
+           t->type == TARGET_AZURE_OPENAI;
+}
+
 static bool is_openai_family(cfg_target_type type)
 {
     return type == TARGET_OPENAI || type == TARGET_OPENAI_COMPATIBLE ||
-           type == TARGET_HUGGINGFACE || type == TARGET_CUSTOM_LOCAL;
+           type == TARGET_HUGGINGFACE || type == TARGET_CUSTOM_LOCAL || type == TARGET_AZURE_OPENAI;
 }
 
 static const char *type_name(cfg_target_type type)
@@ -46,19 +61,38 @@ static const char *type_name(cfg_target_type type)
 static int check_family(const cfg_target *t, char *err, size_t errlen)
 {
     if (is_openai_family(t->type)) return 0;
+    if (t->type == TARGET_GEMINI) {
+        snprintf(err, errlen,
+                 "model target '%s' has type Gemini, whose requests are translated from the "
+                 "parsed body, never forwarded as raw bytes",
+                 t->name);
+        return -1;
+    }
     snprintf(err, errlen,
              "model target '%s' has type %s, which this gateway version cannot call yet", t->name,
              type_name(t->type));
     return -1;
 }
 
-static void chat_headers(const cfg_target *t, const char *request_id, arena *pool,
-                         provider_request *out)
+/* {endpoint}/{path}; Azure: {endpoint}/openai/deployments/{deployment}/{path}?api-version=..,
+ * the deployment defaulting to modelName (config validation keeps both a plain path segment) */
+static const char *api_url(const cfg_target *t, const char *path, arena *pool)
 {
-    out->url = arena_printf(pool, "%s/chat/completions", t->endpoint);
+    if (t->type != TARGET_AZURE_OPENAI) return arena_printf(pool, "%s/%s", t->endpoint, path);
+    return arena_printf(pool, "%s/openai/deployments/%s/%s?api-version=%s", t->endpoint,
+                        t->deployment ? t->deployment : t->model_name, path,
+                        t->api_version ? t->api_version : AZURE_DEFAULT_API_VERSION);
+}
+
+static void chat_headers(const cfg_target *t, const char *request_id, arena *pool,
+                         provider_request *out, const char *path)
+{
+    out->url = api_url(t, path, pool);
     size_t n = 0;
     out->headers[n++] = (upstream_header){"Content-Type", "application/json"};
-    if (t->api_key)
+    if (t->api_key && t->type == TARGET_AZURE_OPENAI)
+        out->headers[n++] = (upstream_header){"api-key", t->api_key};
+    else if (t->api_key)
         out->headers[n++] =
             (upstream_header){"Authorization", arena_printf(pool, "Bearer %s", t->api_key)};
     if (request_id && *request_id)
@@ -88,7 +122,7 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
 {
     memset(out, 0, sizeof *out);
     if (check_family(t, err, errlen)) return -1;
-    chat_headers(t, request_id, pool, out);
+    chat_headers(t, request_id, pool, out, "chat/completions");
     bool rename = strcmp(t->model_name, b->model) != 0;
     bool add = false;
     const char *k;
@@ -143,7 +177,12 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
 int provider_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                         provider_request *out, char *err, size_t errlen)
 {
+    if (t->type == TARGET_MOCK) return mock_build_chat(t, body, request_id, pool, out, err, errlen);
+    if (t->type == TARGET_ANTHROPIC)
+        return anthropic_build_chat(t, body, request_id, pool, out, err, errlen);
     memset(out, 0, sizeof *out);
+    if (t->type == TARGET_GEMINI)
+        return gemini_build_chat(t, body, request_id, pool, out, err, errlen);
     if (check_family(t, err, errlen)) return -1;
     json_object_set_new(body, "model", json_string(t->model_name));
     const char *k;
@@ -156,11 +195,39 @@ int provider_build_chat(const cfg_target *t, json_t *body, const char *request_i
         json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
         out->stream_usage_added = true;
     }
-    chat_headers(t, request_id, pool, out);
+    chat_headers(t, request_id, pool, out, "chat/completions");
     out->body = json_encode_fast(body, &out->body_len);
     if (!out->body) {
         snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
         return -1;
+    }
+    return 0;
+}
+
+int provider_build_embeddings(const cfg_target *t, json_t *body, const char *request_id,
+                              arena *pool, provider_request *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (t->type == TARGET_GEMINI)
+        return gemini_build_embeddings(t, body, request_id, pool, out, err, errlen);
+    if (!is_openai_family(t->type)) {
+        snprintf(err, errlen, "model target '%s' has type %s, which has no embeddings API", t->name,
+                 type_name(t->type));
+        return PROVIDER_EUNSUPPORTED;
+    }
+    json_object_set_new(body, "model", json_string(t->model_name));
+    /* only the parameters an embeddings request has: the others are chat defaults
+     * (temperature, max_tokens) that /embeddings would refuse */
+    static const char *const keys[] = {"dimensions", "encoding_format", "user"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(t->parameters, keys[i]);
+        if (v && !json_object_get(body, keys[i])) json_object_set(body, keys[i], v);
+    }
+    chat_headers(t, request_id, pool, out, "embeddings");
+    out->body = json_encode_fast(body, &out->body_len);
+    if (!out->body) {
+        snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
+        return PROVIDER_EUNSUPPORTED;
     }
     return 0;
 }
@@ -179,24 +246,160 @@ upstream_opts provider_upstream_opts(const cfg_target *t, const provider_request
         .connect_timeout_ms = (unsigned)t->connect_timeout_s * 1000u,
         .first_byte_timeout_ms = (unsigned)t->first_token_timeout_s * 1000u,
         .total_timeout_ms = (unsigned)t->total_timeout_s * 1000u,
+        .local = pr->local,
+        .insecure_skip_verify = t->tls_insecure,
+        .tls_ca_pem = t->tls_ca_pem,
+        .tls_cert_pem = t->tls_cert_pem,
+        .tls_key_pem = t->tls_key_pem,
+        .tls_server_name = t->tls_server_name,
     };
+}
+
+/* A count is a non-negative integer; anything else is no count. */
+static bool count_of(json_t *v, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
 }
 
 static void usage_from_json(json_t *usage, provider_usage *u)
 {
     if (!json_is_object(usage)) return;
-    json_t *p = json_object_get(usage, "prompt_tokens");
-    json_t *c = json_object_get(usage, "completion_tokens");
-    if (!json_is_integer(p) && !json_is_integer(c)) return;
+    uint64_t p = 0, c = 0;
+    bool hp = count_of(json_object_get(usage, "prompt_tokens"), &p);
+    bool hc = count_of(json_object_get(usage, "completion_tokens"), &c);
+    if (!hp && !hc) return;
     u->present = true;
-    u->prompt_tokens = json_is_integer(p) ? (uint64_t)json_integer_value(p) : 0;
-    u->completion_tokens = json_is_integer(c) ? (uint64_t)json_integer_value(c) : 0;
+    u->prompt_tokens = p;
+    u->completion_tokens = c;
 }
 
-/* The last `"usage":` key of the answer, parsed on its own: OpenAI-family answers put the
- * top-level usage object last, and parsing ~60 bytes instead of the whole answer is what keeps
- * usage accounting off the profile. A key inside a string cannot match: its quotes would be
- * escaped. Falls back to a full parse when the object found is not a usage object. */
+/* The usage object read with yajl's parse events, no document built: prompt_tokens and
+ * completion_tokens at its top level, when they are non-negative integers. The parse stops at
+ * the end of the object (the rest of the answer is not read). */
+typedef struct usage_scan {
+    int depth;    /* objects and arrays open */
+    int key;      /* the top-level key just read: 1 prompt_tokens, 2 completion_tokens, 0 other */
+    bool object;  /* the value is an object */
+    bool closed;  /* its closing brace was read */
+    bool have[2]; /* prompt, completion found as integers */
+    uint64_t v[2];
+} usage_scan;
+
+static int us_start_map(void *ctx)
+{
+    usage_scan *u = ctx;
+    if (u->depth == 0) u->object = true;
+    u->depth++;
+    u->key = 0;
+    return 1;
+}
+
+static int us_end(void *ctx)
+{
+    usage_scan *u = ctx;
+    if (--u->depth > 0) return 1;
+    u->closed = true;
+    return 0; /* the object is complete: stop here */
+}
+
+static int us_start_array(void *ctx)
+{
+    usage_scan *u = ctx;
+    if (u->depth == 0) return 0; /* not an object */
+    u->depth++;
+    return 1;
+}
+
+static int us_key(void *ctx, const unsigned char *k, size_t n)
+{
+    usage_scan *u = ctx;
+    if (u->depth != 1) return 1;
+    u->key = n == 13 && memcmp(k, "prompt_tokens", 13) == 0       ? 1
+             : n == 17 && memcmp(k, "completion_tokens", 17) == 0 ? 2
+                                                                  : 0;
+    return 1;
+}
+
+static int us_number(void *ctx, const char *num, size_t n)
+{
+    usage_scan *u = ctx;
+    if (u->depth == 0) return 0; /* not an object */
+    if (u->depth != 1 || !u->key) return 1;
+    /* an integer in JSON's syntax (no sign, fraction or exponent) that fits */
+    uint64_t v = 0;
+    bool ok = n > 0 && n <= 19;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = num[i] >= '0' && num[i] <= '9';
+        v = v * 10 + (uint64_t)(num[i] - '0');
+    }
+    if (ok) {
+        u->have[u->key - 1] = true;
+        u->v[u->key - 1] = v;
+    }
+    u->key = 0;
+    return 1;
+}
+
+static int us_scalar(usage_scan *u)
+{
+    if (u->depth == 0) return 0; /* not an object */
+    if (u->depth == 1) u->key = 0;
+    return 1;
+}
+
+static int us_null(void *ctx)
+{
+    return us_scalar(ctx);
+}
+
+static int us_bool(void *ctx, int b)
+{
+    (void)b;
+    return us_scalar(ctx);
+}
+
+static int us_string(void *ctx, const unsigned char *s, size_t n)
+{
+    (void)s, (void)n;
+    return us_scalar(ctx);
+}
+
+static const yajl_callbacks usage_callbacks = {
+    .yajl_null = us_null,
+    .yajl_boolean = us_bool,
+    .yajl_number = us_number,
+    .yajl_string = us_string,
+    .yajl_start_map = us_start_map,
+    .yajl_map_key = us_key,
+    .yajl_end_map = us_end,
+    .yajl_start_array = us_start_array,
+    .yajl_end_array = us_end,
+};
+
+/* true when text (from a usage value on) held a complete object: *u says what it had */
+static bool usage_read(const char *text, size_t len, provider_usage *out)
+{
+    usage_scan u = {0};
+    yajl_handle h = yajl_alloc(&usage_callbacks, NULL, &u);
+    if (!h) return false;
+    yajl_parse(h, (const unsigned char *)text, len);
+    yajl_free(h);
+    if (!u.object || !u.closed) return false;
+    if (u.have[0] || u.have[1]) {
+        out->present = true;
+        out->prompt_tokens = u.have[0] ? u.v[0] : 0;
+        out->completion_tokens = u.have[1] ? u.v[1] : 0;
+    }
+    return true;
+}
+
+/* The last `"usage":` key of the answer, read on its own: OpenAI-family answers put the
+ * top-level usage object last, and reading ~60 bytes with parse events instead of building the
+ * whole answer is what keeps usage accounting off the profile. A key inside a string cannot
+ * match: its quotes would be escaped. Falls back to a full parse when what follows the key is
+ * not an object with the counts. */
 void provider_parse_usage(const char *body, size_t len, provider_usage *u)
 {
     static const char key[] = "\"usage\"";
@@ -214,12 +417,7 @@ void provider_parse_usage(const char *body, size_t len, provider_usage *u)
             v++;
         if (v < end && *v == ':') {
             v++;
-            json_t *obj = json_loadb(v, (size_t)(end - v), JSON_DISABLE_EOF_CHECK, NULL);
-            if (obj) {
-                usage_from_json(obj, u);
-                json_decref(obj);
-                if (u->present) return;
-            }
+            if (usage_read(v, (size_t)(end - v), u) && u->present) return;
         }
     }
     json_t *doc = json_loadb(body, len, 0, NULL);

@@ -31,6 +31,7 @@ typedef struct provider_request {
      * stream_options.include_usage): the relay strips what the client would not have got */
     bool stream_usage_added;
     const char *err_param; /* PROVIDER_EREQUEST: the canonical field at fault (static or pool) */
+    const upstream_local_answer *local; /* Mock: the answer, made now, sent by no network */
 } provider_request;
 
 typedef struct provider_usage {
@@ -80,6 +81,9 @@ upstream_opts provider_upstream_opts(const cfg_target *t, const provider_request
 
 /* True when the target type answers from the gateway itself (Mock). */
 bool provider_is_local(const cfg_target *t);
+/* True when the client's own bytes may go upstream (provider_build_chat_raw): the OpenAI
+ * family and Azure. Others are built from the canonical document. */
+bool provider_takes_raw(const cfg_target *t);
 
 /* Reads `usage` from a complete non-streamed answer. */
 void provider_parse_usage(const char *body, size_t len, provider_usage *u);
@@ -191,6 +195,11 @@ uint64_t mock_count_prompt_tokens(const cfg_target *t, json_t *messages);
  * UTF-8, out of memory). */
 char *mock_completion_json(const cfg_target *t, const char *id, const char *text,
                            uint64_t prompt_tokens, uint64_t completion_tokens);
+/* provider_build_chat for Mock: the whole answer is made now (whole, or every SSE event as one
+ * piece; a stream always ends with its usage chunk, stream_usage_added when the client did not
+ * ask) and delivered by the local transport after config.mock.latencyMs. */
+int mock_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                    provider_request *out, char *err, size_t errlen);
 /* The SSE bytes of the whole streamed answer, event by event: calls emit(ctx, event, len) once
  * per `data: ...\n\n` event, ending with `data: [DONE]`. */
 void mock_stream_events(const cfg_target *t, const char *id, const char *text,

@@ -59,12 +59,54 @@ static void rate_limit_type(void **state)
     assert_string_equal(provider_rate_limit_type(NULL, 0), "requests");
 }
 
+static provider_usage usage_of(const char *body)
+{
+    provider_usage u = {0};
+    provider_parse_usage(body, strlen(body), &u);
+    return u;
+}
+
+/* The usage reader: the last usage key's object, its top-level integer counts only. */
+static void usage_reading(void **state)
+{
+    provider_usage u = usage_of("{\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":42,"
+                                "\"completion_tokens\":19,\"total_tokens\":61}}");
+    assert_true(u.present);
+    assert_int_equal(u.prompt_tokens, 42);
+    assert_int_equal(u.completion_tokens, 19);
+    /* nested details do not count; spacing and key order do not matter */
+    u = usage_of(
+        "{\"usage\" : { \"prompt_tokens_details\": {\"prompt_tokens\": 7, \"x\": [1, "
+        "{\"completion_tokens\": 9}]}, \"completion_tokens\": 3, \"prompt_tokens\": 5 } }");
+    assert_true(u.present);
+    assert_int_equal(u.prompt_tokens, 5);
+    assert_int_equal(u.completion_tokens, 3);
+    /* not integers: a fraction, a negative, a string, a number too large */
+    u = usage_of("{\"usage\":{\"prompt_tokens\":1.5,\"completion_tokens\":-2}}");
+    assert_false(u.present);
+    u = usage_of("{\"usage\":{\"prompt_tokens\":\"7\",\"completion_tokens\":"
+                 "123456789012345678901}}");
+    assert_false(u.present);
+    /* usage null, an array, or missing: none */
+    assert_false(usage_of("{\"usage\":null}").present);
+    assert_false(usage_of("{\"usage\":[1,2]}").present);
+    assert_false(usage_of("{\"choices\":[]}").present);
+    /* the key inside a string is not the key; the last real one counts */
+    u = usage_of("{\"text\":\"say \\\"usage\\\": {}\",\"usage\":{\"prompt_tokens\":2}}");
+    assert_true(u.present);
+    assert_int_equal(u.prompt_tokens, 2);
+    assert_int_equal(u.completion_tokens, 0);
+    /* a body cut inside the usage object: the full parse fails too, none */
+    assert_false(usage_of("{\"usage\":{\"prompt_tokens\":2,").present);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(message_is_cut_between_characters),
         cmocka_unit_test(message_sources),
         cmocka_unit_test(rate_limit_type),
+        cmocka_unit_test(usage_reading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

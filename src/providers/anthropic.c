@@ -1,0 +1,1357 @@
+/* anthropic.c — the Anthropic adapter (type Anthropic, the Messages API): the canonical OpenAI
+ * Chat Completions body -> POST {endpoint}/v1/messages; the Message answer, its SSE event stream
+ * and its error bodies -> OpenAI's chat.completion, chat.completion.chunk events and error types.
+ * The mapping, field by field, is in docs/providers.md ("Anthropic"). */
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/json.h"
+#include "providers/adapters.h"
+
+enum { ANTHROPIC_DEFAULT_MAX_TOKENS = 4096 };
+static const char default_version[] = "2023-06-01";
+
+/* ---------------------------------------------------------------- upstream request ---- */
+
+typedef struct bctx {
+    const cfg_target *t;
+    arena *pool;
+    provider_request *out;
+    char *err;
+    size_t errlen;
+} bctx;
+
+/* PROVIDER_EREQUEST naming param (a pool or static string) with a sentence */
+static int refuse(bctx *b, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(bctx *b, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->err, b->errlen, fmt, ap);
+    va_end(ap);
+    b->out->err_param = param;
+    return PROVIDER_EREQUEST;
+}
+
+static json_t *text_block(json_t *text)
+{
+    json_t *blk = json_object();
+    json_object_set_new(blk, "type", json_string("text"));
+    json_object_set(blk, "text", text);
+    return blk;
+}
+
+/* a part's cache_control (an Anthropic prompt-caching marker a client put on it) goes along */
+static void copy_cache_control(json_t *from, json_t *to)
+{
+    json_t *cc = json_object_get(from, "cache_control");
+    if (cc && !json_is_null(cc)) json_object_set(to, "cache_control", cc);
+}
+
+static bool is_prefix(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+/* An image_url part -> an image block: data: URLs (base64 only) as a base64 source, http(s)
+ * URLs as a url source. */
+static int image_block(bctx *b, json_t *part, const char *at, json_t *blocks)
+{
+    json_t *iu = json_object_get(part, "image_url");
+    json_t *url = json_is_object(iu) ? json_object_get(iu, "url") : iu;
+    const char *urlp = arena_printf(b->pool, "%s.image_url.url", at);
+    if (!json_is_string(url)) return refuse(b, urlp, "%s must be a string", urlp);
+    const char *u = json_string_value(url);
+    size_t ulen = json_string_length(url);
+    json_t *source;
+    if (is_prefix(u, "data:")) {
+        const char *comma = memchr(u, ',', ulen);
+        const char *b64 = comma ? strstr(u, ";base64,") : NULL;
+        if (!comma || !b64 || b64 + 7 != comma || b64 == u + 5)
+            return refuse(b, urlp,
+                          "%s: a data: URL must read data:<media type>;base64,<data> (the "
+                          "Anthropic API takes base64 images only)",
+                          urlp);
+        json_t *mt = json_stringn(u + 5, (size_t)(b64 - (u + 5)));
+        json_t *data = json_stringn(comma + 1, ulen - (size_t)(comma + 1 - u));
+        source = json_object();
+        json_object_set_new(source, "type", json_string("base64"));
+        json_object_set_new(source, "media_type", mt);
+        json_object_set_new(source, "data", data);
+    } else if (is_prefix(u, "https://") || is_prefix(u, "http://")) {
+        source = json_object();
+        json_object_set_new(source, "type", json_string("url"));
+        json_object_set(source, "url", url);
+    } else {
+        return refuse(b, urlp, "%s must be a data: URL or an http(s) URL", urlp);
+    }
+    json_t *blk = json_object();
+    json_object_set_new(blk, "type", json_string("image"));
+    json_object_set_new(blk, "source", source);
+    copy_cache_control(part, blk);
+    json_array_append_new(blocks, blk);
+    return 0;
+}
+
+/* A message's content (string, array of parts, or null) -> blocks appended. images: whether
+ * image parts are allowed (user messages). */
+static int content_blocks(bctx *b, json_t *content, size_t i, bool images, json_t *blocks)
+{
+    if (!content || json_is_null(content)) return 0;
+    if (json_is_string(content)) {
+        if (json_string_length(content)) json_array_append_new(blocks, text_block(content));
+        return 0;
+    }
+    if (!json_is_array(content))
+        return refuse(b, arena_printf(b->pool, "messages[%zu].content", i),
+                      "messages[%zu].content must be a string, an array of parts or null", i);
+    size_t j;
+    json_t *part;
+    json_array_foreach(content, j, part)
+    {
+        const char *at = arena_printf(b->pool, "messages[%zu].content[%zu]", i, j);
+        const char *type = json_string_value(json_object_get(part, "type"));
+        if (!type)
+            return refuse(b, arena_printf(b->pool, "%s.type", at), "%s.type must be a string", at);
+        if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
+            json_t *text = json_object_get(part, type);
+            if (!json_is_string(text))
+                return refuse(b, arena_printf(b->pool, "%s.%s", at, type), "%s.%s must be a string",
+                              at, type);
+            if (!json_string_length(text)) continue; /* Anthropic refuses empty text blocks */
+            json_t *blk = text_block(text);
+            copy_cache_control(part, blk);
+            json_array_append_new(blocks, blk);
+        } else if (strcmp(type, "image_url") == 0 && images) {
+            int rc = image_block(b, part, at, blocks);
+            if (rc) return rc;
+        } else {
+            return refuse(b, arena_printf(b->pool, "%s.type", at),
+                          "%s.type '%s' cannot be sent to an Anthropic target (text%s only)", at,
+                          type, images ? " and image_url" : "");
+        }
+    }
+    return 0;
+}
+
+/* Appends a message, merged into the previous one when it has the same role (the Messages API
+ * wants user and assistant turns to alternate). Steals blocks. */
+static void push_message(json_t *msgs, const char *role, json_t *blocks)
+{
+    size_t n = json_array_size(msgs);
+    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
+    if (last && strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
+        json_array_extend(json_object_get(last, "content"), blocks);
+        json_decref(blocks);
+        return;
+    }
+    json_t *m = json_object();
+    json_object_set_new(m, "role", json_string(role));
+    json_object_set_new(m, "content", blocks);
+    json_array_append_new(msgs, m);
+}
+
+static int thinking_blocks(bctx *b, json_t *tb, size_t i, json_t *blocks)
+{
+    if (!tb || json_is_null(tb)) return 0;
+    if (!json_is_array(tb))
+        return refuse(b, arena_printf(b->pool, "messages[%zu].thinking_blocks", i),
+                      "messages[%zu].thinking_blocks must be an array", i);
+    size_t k;
+    json_t *x;
+    json_array_foreach(tb, k, x)
+    {
+        const char *type = json_string_value(json_object_get(x, "type"));
+        json_t *blk = json_object();
+        bool ok = false;
+        if (type && strcmp(type, "thinking") == 0) {
+            json_t *th = json_object_get(x, "thinking");
+            json_t *sig = json_object_get(x, "signature");
+            ok = json_is_string(th) && json_is_string(sig);
+            json_object_set_new(blk, "type", json_string("thinking"));
+            json_object_set(blk, "thinking", th);
+            json_object_set(blk, "signature", sig);
+        } else if (type && strcmp(type, "redacted_thinking") == 0) {
+            json_t *data = json_object_get(x, "data");
+            ok = json_is_string(data);
+            json_object_set_new(blk, "type", json_string("redacted_thinking"));
+            json_object_set(blk, "data", data);
+        }
+        if (!ok) {
+            json_decref(blk);
+            return refuse(b, arena_printf(b->pool, "messages[%zu].thinking_blocks[%zu]", i, k),
+                          "messages[%zu].thinking_blocks[%zu] must be {type:\"thinking\", "
+                          "thinking, signature} or {type:\"redacted_thinking\", data}",
+                          i, k);
+        }
+        json_array_append_new(blocks, blk);
+    }
+    return 0;
+}
+
+static int tool_use_blocks(bctx *b, json_t *calls, size_t i, json_t *blocks)
+{
+    if (!calls || json_is_null(calls)) return 0;
+    if (!json_is_array(calls))
+        return refuse(b, arena_printf(b->pool, "messages[%zu].tool_calls", i),
+                      "messages[%zu].tool_calls must be an array", i);
+    size_t j;
+    json_t *c;
+    json_array_foreach(calls, j, c)
+    {
+        json_t *id = json_object_get(c, "id");
+        json_t *fn = json_object_get(c, "function");
+        json_t *name = json_object_get(fn, "name");
+        json_t *args = json_object_get(fn, "arguments");
+        const char *type = json_string_value(json_object_get(c, "type"));
+        if (type && strcmp(type, "function") != 0)
+            return refuse(b, arena_printf(b->pool, "messages[%zu].tool_calls[%zu].type", i, j),
+                          "messages[%zu].tool_calls[%zu].type '%s' cannot be sent to an "
+                          "Anthropic target (function only)",
+                          i, j, type);
+        if (!json_is_string(id))
+            return refuse(b, arena_printf(b->pool, "messages[%zu].tool_calls[%zu].id", i, j),
+                          "messages[%zu].tool_calls[%zu].id must be a string", i, j);
+        if (!json_is_string(name))
+            return refuse(
+                b, arena_printf(b->pool, "messages[%zu].tool_calls[%zu].function.name", i, j),
+                "messages[%zu].tool_calls[%zu].function.name must be a string", i, j);
+        json_t *input = json_is_string(args) ? json_decode_fast(json_string_value(args),
+                                                                json_string_length(args), NULL, 0)
+                                             : NULL;
+        if (!json_is_object(input)) {
+            json_decref(input);
+            const char *p =
+                arena_printf(b->pool, "messages[%zu].tool_calls[%zu].function.arguments", i, j);
+            return refuse(b, p,
+                          "%s must be a string holding a JSON object (the Anthropic API takes a "
+                          "tool call's input as an object)",
+                          p);
+        }
+        json_t *blk = json_object();
+        json_object_set_new(blk, "type", json_string("tool_use"));
+        json_object_set(blk, "id", id);
+        json_object_set(blk, "name", name);
+        json_object_set_new(blk, "input", input);
+        json_array_append_new(blocks, blk);
+    }
+    return 0;
+}
+
+/* a tool message -> one tool_result block */
+static int tool_result_block(bctx *b, json_t *m, size_t i, json_t *blocks)
+{
+    json_t *id = json_object_get(m, "tool_call_id");
+    if (!json_is_string(id))
+        return refuse(b, arena_printf(b->pool, "messages[%zu].tool_call_id", i),
+                      "messages[%zu].tool_call_id must be a string", i);
+    json_t *content = json_object_get(m, "content");
+    json_t *blk = json_object();
+    json_object_set_new(blk, "type", json_string("tool_result"));
+    json_object_set(blk, "tool_use_id", id);
+    if (json_is_string(content)) {
+        json_object_set(blk, "content", content);
+    } else if (json_is_array(content)) {
+        json_t *parts = json_array();
+        int rc = content_blocks(b, content, i, false, parts);
+        if (rc) {
+            json_decref(parts);
+            json_decref(blk);
+            return rc;
+        }
+        json_object_set_new(blk, "content", parts);
+    } else if (content && !json_is_null(content)) {
+        json_decref(blk);
+        return refuse(b, arena_printf(b->pool, "messages[%zu].content", i),
+                      "messages[%zu].content must be a string or an array of text parts", i);
+    }
+    json_array_append_new(blocks, blk);
+    return 0;
+}
+
+/* messages -> Anthropic messages (into msgs) and system blocks (into sys) */
+static int convert_messages(bctx *b, json_t *messages, json_t *msgs, json_t *sys)
+{
+    if (!json_is_array(messages))
+        return refuse(b, "messages", "messages must be an array of messages");
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role)
+            return refuse(b, arena_printf(b->pool, "messages[%zu].role", i),
+                          "messages[%zu].role must be a string", i);
+        json_t *content = json_object_get(m, "content");
+        json_t *blocks = json_array();
+        int rc = 0;
+        const char *as = NULL;
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            rc = content_blocks(b, content, i, false, sys);
+        } else if (strcmp(role, "user") == 0) {
+            rc = content_blocks(b, content, i, true, blocks);
+            as = "user";
+        } else if (strcmp(role, "assistant") == 0) {
+            rc = thinking_blocks(b, json_object_get(m, "thinking_blocks"), i, blocks);
+            if (!rc) rc = content_blocks(b, content, i, false, blocks);
+            if (!rc) rc = tool_use_blocks(b, json_object_get(m, "tool_calls"), i, blocks);
+            as = "assistant";
+        } else if (strcmp(role, "tool") == 0) {
+            rc = tool_result_block(b, m, i, blocks);
+            as = "user";
+        } else {
+            rc = refuse(b, arena_printf(b->pool, "messages[%zu].role", i),
+                        "messages[%zu].role '%s' cannot be sent to an Anthropic target (system, "
+                        "developer, user, assistant or tool)",
+                        i, role);
+        }
+        if (!rc && as && json_array_size(blocks) == 0)
+            rc = refuse(b, arena_printf(b->pool, "messages[%zu].content", i),
+                        "messages[%zu] has no content (the Anthropic API refuses empty messages)",
+                        i);
+        if (rc || !as) {
+            json_decref(blocks);
+            if (rc) return rc;
+            continue;
+        }
+        push_message(msgs, as, blocks);
+    }
+    if (json_array_size(msgs) == 0)
+        return refuse(b, "messages", "messages holds no user or assistant message");
+    return 0;
+}
+
+static int convert_tools(bctx *b, json_t *tools, json_t *doc)
+{
+    if (!tools || json_is_null(tools)) return 0;
+    if (!json_is_array(tools)) return refuse(b, "tools", "tools must be an array");
+    json_t *out = json_array();
+    json_object_set_new(doc, "tools", out);
+    size_t i;
+    json_t *tool;
+    json_array_foreach(tools, i, tool)
+    {
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        if (!type || strcmp(type, "function") != 0)
+            return refuse(b, arena_printf(b->pool, "tools[%zu].type", i),
+                          "tools[%zu].type must be \"function\" for an Anthropic target", i);
+        json_t *fn = json_object_get(tool, "function");
+        json_t *name = json_object_get(fn, "name");
+        if (!json_is_string(name))
+            return refuse(b, arena_printf(b->pool, "tools[%zu].function.name", i),
+                          "tools[%zu].function.name must be a string", i);
+        json_t *desc = json_object_get(fn, "description");
+        if (desc && !json_is_null(desc) && !json_is_string(desc))
+            return refuse(b, arena_printf(b->pool, "tools[%zu].function.description", i),
+                          "tools[%zu].function.description must be a string", i);
+        json_t *params = json_object_get(fn, "parameters");
+        if (params && !json_is_null(params) && !json_is_object(params))
+            return refuse(b, arena_printf(b->pool, "tools[%zu].function.parameters", i),
+                          "tools[%zu].function.parameters must be a JSON Schema object", i);
+        json_t *t = json_object();
+        json_object_set(t, "name", name);
+        if (json_is_string(desc)) json_object_set(t, "description", desc);
+        if (json_is_object(params))
+            json_object_set(t, "input_schema", params);
+        else
+            json_object_set_new(t, "input_schema", json_pack("{s:s}", "type", "object"));
+        copy_cache_control(tool, t);
+        json_array_append_new(out, t);
+    }
+    return 0;
+}
+
+static int convert_tool_choice(bctx *b, json_t *tc, json_t *ptc, json_t *doc)
+{
+    json_t *out = NULL;
+    if (json_is_string(tc)) {
+        const char *s = json_string_value(tc);
+        const char *type = strcmp(s, "auto") == 0       ? "auto"
+                           : strcmp(s, "required") == 0 ? "any"
+                           : strcmp(s, "none") == 0     ? "none"
+                                                        : NULL;
+        if (!type)
+            return refuse(b, "tool_choice", "tool_choice '%s' is not one of auto, required, none",
+                          s);
+        out = json_pack("{s:s}", "type", type);
+    } else if (json_is_object(tc)) {
+        const char *type = json_string_value(json_object_get(tc, "type"));
+        json_t *name = json_object_get(json_object_get(tc, "function"), "name");
+        if (!type || strcmp(type, "function") != 0 || !json_is_string(name))
+            return refuse(b, "tool_choice",
+                          "tool_choice must be auto, required, none or {type:\"function\", "
+                          "function:{name}}");
+        out = json_pack("{s:s,s:O}", "type", "tool", "name", name);
+    } else if (tc && !json_is_null(tc)) {
+        return refuse(b, "tool_choice", "tool_choice must be a string or an object");
+    }
+    if (ptc && !json_is_null(ptc) && !json_is_boolean(ptc)) {
+        json_decref(out);
+        return refuse(b, "parallel_tool_calls", "parallel_tool_calls must be a boolean");
+    }
+    if (json_is_false(ptc)) {
+        if (!out) out = json_pack("{s:s}", "type", "auto");
+        /* tool_choice none takes no options: with no tool calls there is nothing to serialize */
+        if (strcmp(json_string_value(json_object_get(out, "type")), "none") != 0)
+            json_object_set_new(out, "disable_parallel_tool_use", json_true());
+    }
+    if (out) json_object_set_new(doc, "tool_choice", out);
+    return 0;
+}
+
+/* the request's max_tokens, then max_completion_tokens, then the target's parameters, else the
+ * documented default; *v gets it, 0 or PROVIDER_EREQUEST */
+static int max_tokens(bctx *b, json_t *body, json_int_t *v)
+{
+    static const char *const keys[] = {"max_tokens", "max_completion_tokens"};
+    json_t *from[] = {body, b->t->parameters};
+    for (size_t f = 0; f < 2; f++) {
+        for (size_t k = 0; k < 2; k++) {
+            json_t *x = from[f] ? json_object_get(from[f], keys[k]) : NULL;
+            if (!x || json_is_null(x)) continue;
+            if (!json_is_integer(x) || json_integer_value(x) < 1) {
+                if (f == 0) return refuse(b, keys[k], "%s must be a positive integer", keys[k]);
+                snprintf(b->err, b->errlen,
+                         "model target '%s': config.parameters.%s must be a positive integer",
+                         b->t->name, keys[k]);
+                b->out->err_param = keys[k];
+                return PROVIDER_EREQUEST;
+            }
+            *v = json_integer_value(x);
+            return 0;
+        }
+    }
+    *v = ANTHROPIC_DEFAULT_MAX_TOKENS;
+    return 0;
+}
+
+/* canonical keys the Messages API has no room for but that change nothing the client relies
+ * on: dropped (docs/providers.md) */
+static const char *const dropped_keys[] = {
+    "frequency_penalty", "presence_penalty", "seed", "stream_options", "logit_bias", "store",
+    "metadata",
+};
+/* keys translated below */
+static const char *const mapped_keys[] = {
+    "model",     "messages", "max_tokens", "max_completion_tokens", "temperature",         "top_p",
+    "stop",      "stream",   "tools",      "tool_choice",           "parallel_tool_calls", "user",
+    "anthropic", "n",        "logprobs",   "top_logprobs",          "response_format",
+};
+
+static bool in_list(const char *k, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(k, list[i]) == 0) return true;
+    return false;
+}
+#define IN_LIST(k, l) in_list(k, l, sizeof l / sizeof l[0])
+
+/* parameters the Messages API cannot express: refused with the field named */
+static int check_inexpressible(bctx *b, json_t *body)
+{
+    json_t *n = json_object_get(body, "n");
+    if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1))
+        return refuse(b, "n",
+                      "n must be 1 for an Anthropic target (the Messages API answers "
+                      "with one choice)");
+    json_t *lp = json_object_get(body, "logprobs");
+    if (lp && !json_is_null(lp) && !json_is_false(lp))
+        return refuse(b, "logprobs",
+                      "logprobs cannot be sent to an Anthropic target (the "
+                      "Messages API has no log probabilities)");
+    json_t *tlp = json_object_get(body, "top_logprobs");
+    if (tlp && !json_is_null(tlp))
+        return refuse(b, "top_logprobs",
+                      "top_logprobs cannot be sent to an Anthropic target "
+                      "(the Messages API has no log probabilities)");
+    json_t *rf = json_object_get(body, "response_format");
+    const char *rft = json_string_value(json_object_get(rf, "type"));
+    if (rf && !json_is_null(rf) && !(rft && strcmp(rft, "text") == 0))
+        return refuse(b, "response_format",
+                      "response_format %s%s%scannot be sent to an Anthropic target (the "
+                      "Messages API has no structured-output mode; describe the format in the "
+                      "prompt or use a tool)",
+                      rft ? "'" : "", rft ? rft : "", rft ? "' " : "");
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        if (IN_LIST(k, mapped_keys) || IN_LIST(k, dropped_keys)) continue;
+        return refuse(b, arena_strdup(b->pool, k),
+                      "%s has no equivalent in the Anthropic Messages API (Anthropic-only "
+                      "parameters go in the \"anthropic\" object)",
+                      k);
+    }
+    return 0;
+}
+
+static void build_headers(const cfg_target *t, const char *request_id, arena *pool,
+                          provider_request *out)
+{
+    out->url = arena_printf(pool, "%s/v1/messages", t->endpoint);
+    size_t n = 0;
+    out->headers[n++] = (upstream_header){"content-type", "application/json"};
+    out->headers[n++] = (upstream_header){
+        "anthropic-version", t->api_version && *t->api_version ? t->api_version : default_version};
+    if (t->api_key) out->headers[n++] = (upstream_header){"x-api-key", t->api_key};
+    if (request_id && *request_id)
+        out->headers[n++] = (upstream_header){"X-Request-Id", request_id};
+    assert(n <= PROVIDER_MAX_HEADERS);
+    out->n_headers = n;
+}
+
+static int translate(bctx *b, json_t *body, json_t *doc)
+{
+    json_int_t mt;
+    int rc = max_tokens(b, body, &mt);
+    if (rc) return rc;
+    /* the target's parameters under the request, as for every type */
+    const char *k;
+    json_t *v;
+    json_object_foreach(b->t->parameters, k, v)
+    {
+        if (!json_object_get(body, k)) json_object_set(body, k, v);
+    }
+    json_object_set_new(body, "model", json_string(b->t->model_name));
+    if ((rc = check_inexpressible(b, body))) return rc;
+
+    json_object_set_new(doc, "model", json_string(b->t->model_name));
+    json_object_set_new(doc, "max_tokens", json_integer(mt));
+    json_t *msgs = json_array();
+    json_t *sys = json_array();
+    rc = convert_messages(b, json_object_get(body, "messages"), msgs, sys);
+    if (!rc && json_array_size(sys)) {
+        json_t *only = json_array_size(sys) == 1 ? json_array_get(sys, 0) : NULL;
+        if (only && !json_object_get(only, "cache_control"))
+            json_object_set(doc, "system", json_object_get(only, "text"));
+        else
+            json_object_set(doc, "system", sys);
+    }
+    json_object_set_new(doc, "messages", msgs);
+    json_decref(sys);
+    if (rc) return rc;
+
+    static const char *const numbers[] = {"temperature", "top_p"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *x = json_object_get(body, numbers[i]);
+        if (!x || json_is_null(x)) continue;
+        if (!json_is_number(x) && !json_raw_number_text(x, NULL, NULL))
+            return refuse(b, numbers[i], "%s must be a number", numbers[i]);
+        json_object_set(doc, numbers[i], x);
+    }
+    json_t *stop = json_object_get(body, "stop");
+    if (json_is_string(stop)) {
+        json_object_set_new(doc, "stop_sequences", json_pack("[O]", stop));
+    } else if (json_is_array(stop)) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(stop, i, s)
+        {
+            if (!json_is_string(s))
+                return refuse(b, arena_printf(b->pool, "stop[%zu]", i),
+                              "stop[%zu] must be a string", i);
+        }
+        if (json_array_size(stop)) json_object_set(doc, "stop_sequences", stop);
+    } else if (stop && !json_is_null(stop)) {
+        return refuse(b, "stop", "stop must be a string or an array of strings");
+    }
+    json_t *stream = json_object_get(body, "stream");
+    if (json_is_boolean(stream))
+        json_object_set(doc, "stream", stream);
+    else if (stream && !json_is_null(stream))
+        return refuse(b, "stream", "stream must be a boolean");
+    if ((rc = convert_tools(b, json_object_get(body, "tools"), doc))) return rc;
+    if ((rc = convert_tool_choice(b, json_object_get(body, "tool_choice"),
+                                  json_object_get(body, "parallel_tool_calls"), doc)))
+        return rc;
+    json_t *user = json_object_get(body, "user");
+    if (json_is_string(user))
+        json_object_set_new(doc, "metadata", json_pack("{s:O}", "user_id", user));
+    else if (user && !json_is_null(user))
+        return refuse(b, "user", "user must be a string");
+
+    json_t *an = json_object_get(body, "anthropic");
+    if (an && !json_is_null(an) && !json_is_object(an))
+        return refuse(b, "anthropic", "anthropic must be an object of Messages API parameters");
+    json_object_foreach(an, k, v)
+    {
+        static const char *const own[] = {"model", "messages", "system", "max_tokens", "stream"};
+        if (IN_LIST(k, own))
+            return refuse(b, arena_printf(b->pool, "anthropic.%s", k),
+                          "anthropic.%s is set from the request itself, not the anthropic object",
+                          k);
+        json_object_set(doc, k, v);
+    }
+    return 0;
+}
+
+int anthropic_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
+                         provider_request *out, char *err, size_t errlen)
+{
+    assert(t->type == TARGET_ANTHROPIC && t->endpoint);
+    memset(out, 0, sizeof *out);
+    build_headers(t, request_id, pool, out);
+    if (!body) return 0;
+    bctx b = {t, pool, out, err, errlen};
+    if (!json_is_object(body)) return refuse(&b, "", "the request body must be a JSON object");
+    json_t *doc = json_object();
+    int rc = translate(&b, body, doc);
+    if (!rc) {
+        out->body = json_encode_fast(doc, &out->body_len);
+        if (!out->body) {
+            snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
+            rc = -1;
+        }
+    }
+    json_decref(doc);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- shared answers ---- */
+
+static void set_why(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_why(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+/* Anthropic stop_reason -> OpenAI finish_reason; an unknown reason (one added after this
+ * adapter) is "stop", as docs/providers.md says */
+static const char *finish_reason(const char *stop)
+{
+    if (strcmp(stop, "max_tokens") == 0 || strcmp(stop, "model_context_window_exceeded") == 0)
+        return "length";
+    if (strcmp(stop, "tool_use") == 0) return "tool_calls";
+    if (strcmp(stop, "refusal") == 0) return "content_filter";
+    return "stop"; /* end_turn, stop_sequence, pause_turn */
+}
+
+typedef struct counts {
+    uint64_t input, cache_read, cache_creation, output;
+} counts;
+
+/* usage fields of an Anthropic usage object into c (a field absent or null leaves it); false
+ * when one is present but not a non-negative integer (named in *bad) */
+static bool read_counts(json_t *usage, counts *c, const char **bad)
+{
+    static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
+                                       "cache_creation_input_tokens", "output_tokens"};
+    uint64_t *dst[] = {&c->input, &c->cache_read, &c->cache_creation, &c->output};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *x = json_object_get(usage, keys[i]);
+        if (!x || json_is_null(x)) continue;
+        if (!json_is_integer(x) || json_integer_value(x) < 0) {
+            *bad = keys[i];
+            return false;
+        }
+        *dst[i] = (uint64_t)json_integer_value(x);
+    }
+    return true;
+}
+
+/* OpenAI usage: prompt_tokens counts every input token, cached or not */
+static json_t *usage_json(const counts *c)
+{
+    uint64_t prompt = c->input + c->cache_read + c->cache_creation;
+    json_t *u = json_object();
+    json_object_set_new(u, "prompt_tokens", json_integer((json_int_t)prompt));
+    json_object_set_new(u, "completion_tokens", json_integer((json_int_t)c->output));
+    json_object_set_new(u, "total_tokens", json_integer((json_int_t)(prompt + c->output)));
+    json_object_set_new(u, "prompt_tokens_details",
+                        json_pack("{s:I}", "cached_tokens", (json_int_t)c->cache_read));
+    json_object_set_new(u, "cache_creation_input_tokens",
+                        json_integer((json_int_t)c->cache_creation));
+    return u;
+}
+
+/* ------------------------------------------------------------------- whole answers ---- */
+
+static json_t *tool_call_json(json_t *id, json_t *name, const char *args, size_t args_len,
+                              json_int_t index, bool with_index)
+{
+    json_t *fn = json_object();
+    json_object_set(fn, "name", name);
+    json_object_set_new(fn, "arguments", json_stringn(args, args_len));
+    json_t *tc = json_object();
+    if (with_index) json_object_set_new(tc, "index", json_integer(index));
+    json_object_set(tc, "id", id);
+    json_object_set_new(tc, "type", json_string("function"));
+    json_object_set_new(tc, "function", fn);
+    return tc;
+}
+
+static json_t *translate_answer(json_t *a, const char *model, char *why, size_t whylen)
+{
+    if (!json_is_object(a)) {
+        set_why(why, whylen, "the Anthropic answer is not a JSON object");
+        return NULL;
+    }
+    const char *type = json_string_value(json_object_get(a, "type"));
+    json_t *id = json_object_get(a, "id");
+    json_t *content = json_object_get(a, "content");
+    const char *stop = json_string_value(json_object_get(a, "stop_reason"));
+    json_t *usage = json_object_get(a, "usage");
+    if (!type || strcmp(type, "message") != 0 || !json_is_string(id) || !json_is_array(content) ||
+        !stop || !json_is_object(usage)) {
+        set_why(why, whylen,
+                "the Anthropic answer is not a Message (type \"message\", id, content array, "
+                "stop_reason and usage)");
+        return NULL;
+    }
+    counts c = {0};
+    const char *bad = NULL;
+    if (!read_counts(usage, &c, &bad)) {
+        set_why(why, whylen, "the Anthropic answer's usage.%s is not a token count", bad);
+        return NULL;
+    }
+    buf text = BUF_INIT, thinking = BUF_INIT;
+    bool has_text = false, has_thinking = false;
+    json_t *calls = json_array();
+    json_t *blocks = json_array();
+    size_t i;
+    json_t *blk;
+    const char *fail = NULL;
+    json_array_foreach(content, i, blk)
+    {
+        const char *bt = json_string_value(json_object_get(blk, "type"));
+        if (!bt) {
+            fail = "type";
+            break;
+        }
+        if (strcmp(bt, "text") == 0) {
+            json_t *t = json_object_get(blk, "text");
+            if (!json_is_string(t)) {
+                fail = "text";
+                break;
+            }
+            buf_append(&text, json_string_value(t), json_string_length(t));
+            has_text = true;
+        } else if (strcmp(bt, "tool_use") == 0) {
+            json_t *tid = json_object_get(blk, "id");
+            json_t *name = json_object_get(blk, "name");
+            json_t *input = json_object_get(blk, "input");
+            if (!json_is_string(tid) || !json_is_string(name) || !json_is_object(input)) {
+                fail = "tool_use (id, name, input object)";
+                break;
+            }
+            size_t n;
+            char *args = json_encode_fast(input, &n);
+            if (!args) {
+                fail = "input (out of memory)";
+                break;
+            }
+            json_array_append_new(calls, tool_call_json(tid, name, args, n, 0, false));
+            free(args);
+        } else if (strcmp(bt, "thinking") == 0) {
+            json_t *th = json_object_get(blk, "thinking");
+            json_t *sig = json_object_get(blk, "signature");
+            if (!json_is_string(th) || !json_is_string(sig)) {
+                fail = "thinking (thinking, signature)";
+                break;
+            }
+            buf_append(&thinking, json_string_value(th), json_string_length(th));
+            has_thinking = true;
+            json_array_append_new(blocks, json_pack("{s:s,s:O,s:O}", "type", "thinking", "thinking",
+                                                    th, "signature", sig));
+        } else if (strcmp(bt, "redacted_thinking") == 0) {
+            json_t *data = json_object_get(blk, "data");
+            if (!json_is_string(data)) {
+                fail = "redacted_thinking (data)";
+                break;
+            }
+            json_array_append_new(
+                blocks, json_pack("{s:s,s:O}", "type", "redacted_thinking", "data", data));
+        }
+        /* other block types (server tool results, ...) have no Chat Completions form */
+    }
+    json_t *doc = NULL;
+    if (fail) {
+        set_why(why, whylen, "the Anthropic answer's content[%zu] is not a valid %s block", i,
+                fail);
+    } else {
+        json_t *msg = json_object();
+        json_object_set_new(msg, "role", json_string("assistant"));
+        json_object_set_new(msg, "content",
+                            has_text ? json_stringn(text.data ? text.data : "", text.len)
+                                     : json_null());
+        if (has_thinking)
+            json_object_set_new(msg, "reasoning_content",
+                                json_stringn(thinking.data, thinking.len));
+        if (json_array_size(blocks)) json_object_set(msg, "thinking_blocks", blocks);
+        if (json_array_size(calls)) json_object_set(msg, "tool_calls", calls);
+        json_t *choice = json_object();
+        json_object_set_new(choice, "index", json_integer(0));
+        json_object_set_new(choice, "message", msg);
+        json_object_set_new(choice, "logprobs", json_null());
+        json_object_set_new(choice, "finish_reason", json_string(finish_reason(stop)));
+        doc = json_object();
+        json_object_set(doc, "id", id);
+        json_object_set_new(doc, "object", json_string("chat.completion"));
+        json_object_set_new(doc, "created", json_integer((json_int_t)time(NULL)));
+        json_object_set_new(doc, "model", json_string(model));
+        json_object_set_new(doc, "choices", json_pack("[o]", choice));
+        json_object_set_new(doc, "usage", usage_json(&c));
+    }
+    buf_free(&text);
+    buf_free(&thinking);
+    json_decref(calls);
+    json_decref(blocks);
+    return doc;
+}
+
+char *anthropic_chat_answer(const char *body, size_t len, const char *model, size_t *out_len,
+                            char *why, size_t whylen)
+{
+    char jerr[160];
+    json_t *a = json_decode_fast(body, len, jerr, sizeof jerr);
+    if (!a) {
+        set_why(why, whylen, "the Anthropic answer is not JSON: %s", jerr);
+        return NULL;
+    }
+    json_t *doc = translate_answer(a, model, why, whylen);
+    json_decref(a);
+    if (!doc) return NULL;
+    char *s = json_encode_fast(doc, out_len);
+    json_decref(doc);
+    if (!s) set_why(why, whylen, "could not encode the translated answer (out of memory)");
+    return s;
+}
+
+/* -------------------------------------------------------------------------- errors ---- */
+
+typedef struct err_map {
+    const char *anthropic; /* error.type */
+    int status;            /* 0: as sent */
+    const char *type;
+    const char *code;
+} err_map;
+
+static const err_map err_maps[] = {
+    {"invalid_request_error", 0, "invalid_request_error", NULL},
+    {"authentication_error", 0, "authentication_error", "invalid_api_key"},
+    {"permission_error", 0, "permission_error", NULL},
+    {"not_found_error", 0, "invalid_request_error", "not_found"},
+    {"request_too_large", 0, "invalid_request_error", "request_too_large"},
+    {"rate_limit_error", 0, "requests", "rate_limit_exceeded"},
+    {"api_error", 0, "server_error", "upstream_error"},
+    {"timeout_error", 0, "server_error", "upstream_timeout"},
+    {"overloaded_error", 503, "server_error", "upstream_overloaded"},
+};
+
+static const err_map *map_type(const char *type)
+{
+    for (size_t i = 0; type && i < sizeof err_maps / sizeof err_maps[0]; i++)
+        if (strcmp(type, err_maps[i].anthropic) == 0) return &err_maps[i];
+    return NULL;
+}
+
+void anthropic_map_error(int status, const char *body, size_t len, provider_error *out)
+{
+    json_t *doc = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const err_map *m =
+        map_type(json_string_value(json_object_get(json_object_get(doc, "error"), "type")));
+    json_decref(doc);
+    if (status == 529) m = map_type("overloaded_error");
+    if (m) {
+        *out = (provider_error){m->status ? m->status : status, m->type, m->code};
+        return;
+    }
+    /* no Anthropic error type we know: by status */
+    if (status == 429)
+        *out = (provider_error){429, "requests", "rate_limit_exceeded"};
+    else if (status >= 500)
+        *out = (provider_error){status, "server_error", "upstream_error"};
+    else
+        *out = (provider_error){status, "invalid_request_error", "upstream_rejected"};
+}
+
+/* -------------------------------------------------------------------------- streams ---- */
+
+enum { MAX_BLOCKS = 4096 };
+
+typedef enum { BLK_NONE, BLK_TEXT, BLK_TOOL, BLK_THINKING, BLK_REDACTED, BLK_OTHER } blk_kind;
+
+typedef struct blk_state {
+    unsigned char kind; /* blk_kind */
+    bool open;
+    bool has_args; /* tool_use: argument bytes went out */
+    int tool;      /* tool_use: its OpenAI tool_calls index */
+} blk_state;
+
+typedef struct anthropic_stream {
+    provider_stream base; /* type TARGET_ANTHROPIC */
+    char *model;
+    char *id;
+    json_int_t created;
+    bool started, finished, done, failed;
+    counts usage;
+    blk_state *blocks;
+    size_t n_blocks; /* allocated entries */
+    int n_tools;
+} anthropic_stream;
+
+provider_stream *anthropic_decoder_new(const char *model)
+{
+    anthropic_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->base.type = TARGET_ANTHROPIC;
+    s->model = strdup(model ? model : "");
+    if (!s->model) {
+        free(s);
+        return NULL;
+    }
+    s->created = (json_int_t)time(NULL);
+    return &s->base;
+}
+
+void anthropic_decoder_free(provider_stream *ps)
+{
+    if (!ps) return;
+    assert(ps->type == TARGET_ANTHROPIC);
+    anthropic_stream *s = (anthropic_stream *)ps;
+    free(s->model);
+    free(s->id);
+    free(s->blocks);
+    free(s);
+}
+
+bool anthropic_decoder_done(const provider_stream *ps)
+{
+    assert(ps->type == TARGET_ANTHROPIC);
+    return ((const anthropic_stream *)ps)->done;
+}
+
+/* "data: <json>\n\n" for v (stolen); false on out of memory */
+static bool emit(buf *out, json_t *v)
+{
+    size_t n;
+    char *s = json_encode_fast(v, &n);
+    json_decref(v);
+    if (!s) return false;
+    buf_append(out, "data: ", 6);
+    buf_append(out, s, n);
+    buf_append(out, "\n\n", 2);
+    free(s);
+    return true;
+}
+
+static json_t *chunk_head(const anthropic_stream *s)
+{
+    json_t *c = json_object();
+    json_object_set_new(c, "id", json_string(s->id));
+    json_object_set_new(c, "object", json_string("chat.completion.chunk"));
+    json_object_set_new(c, "created", json_integer(s->created));
+    json_object_set_new(c, "model", json_string(s->model));
+    return c;
+}
+
+/* one chunk with choices[0].delta = delta (stolen), finish_reason finish or null */
+static bool emit_delta(const anthropic_stream *s, buf *out, json_t *delta, const char *finish)
+{
+    json_t *choice = json_object();
+    json_object_set_new(choice, "index", json_integer(0));
+    json_object_set_new(choice, "delta", delta);
+    json_object_set_new(choice, "logprobs", json_null());
+    json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
+    json_t *c = chunk_head(s);
+    json_object_set_new(c, "choices", json_pack("[o]", choice));
+    return emit(out, c);
+}
+
+static bool emit_text(const anthropic_stream *s, buf *out, const char *key, json_t *text)
+{
+    if (!json_string_length(text)) return true;
+    return emit_delta(s, out, json_pack("{s:O}", key, text), NULL);
+}
+
+static bool emit_args(const anthropic_stream *s, buf *out, int tool, const char *args, size_t n)
+{
+    json_t *tc = json_object();
+    json_object_set_new(tc, "index", json_integer(tool));
+    json_object_set_new(tc, "function", json_pack("{s:s%}", "arguments", args, n));
+    return emit_delta(s, out, json_pack("{s:[o]}", "tool_calls", tc), NULL);
+}
+
+static bool emit_thinking_block(const anthropic_stream *s, buf *out, json_t *blk)
+{
+    return emit_delta(s, out, json_pack("{s:[o]}", "thinking_blocks", blk), NULL);
+}
+
+/* The event's name and its data lines joined with "\n" (SSE: one optional space after the
+ * colon is dropped; lines end in \n or \r\n; ':' lines are comments; other fields ignored). */
+static void sse_split(const char *ev, size_t len, char *name, size_t namelen, bool *name_long,
+                      buf *data, bool *has_data)
+{
+    name[0] = 0;
+    *name_long = false;
+    *has_data = false;
+    size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(ev + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - ev) : len;
+        size_t next = nl ? end + 1 : len;
+        size_t lend = end;
+        if (lend > pos && ev[lend - 1] == '\r') lend--;
+        const char *line = ev + pos;
+        size_t ll = lend - pos;
+        pos = next;
+        if (ll == 0) break; /* the blank line that ends the event */
+        if (line[0] == ':') continue;
+        const char *colon = memchr(line, ':', ll);
+        size_t fl = colon ? (size_t)(colon - line) : ll;
+        const char *val = colon ? colon + 1 : line + ll;
+        size_t vl = ll - (size_t)(val - line);
+        if (vl && val[0] == ' ') {
+            val++;
+            vl--;
+        }
+        if (fl == 5 && memcmp(line, "event", 5) == 0) {
+            if (vl >= namelen) {
+                *name_long = true;
+                vl = namelen - 1;
+            } else {
+                *name_long = false;
+            }
+            memcpy(name, val, vl);
+            name[vl] = 0;
+        } else if (fl == 4 && memcmp(line, "data", 4) == 0) {
+            if (*has_data) buf_append(data, "\n", 1);
+            buf_append(data, val, vl);
+            *has_data = true;
+        }
+    }
+}
+
+/* the block for an event's index, NULL (why set) when it is not a started, open block */
+static blk_state *open_block(anthropic_stream *s, json_t *d, const char *ev, char *why,
+                             size_t whylen)
+{
+    json_t *ix = json_object_get(d, "index");
+    if (!json_is_integer(ix)) {
+        set_why(why, whylen, "Anthropic %s without an integer index", ev);
+        return NULL;
+    }
+    json_int_t i = json_integer_value(ix);
+    if (i < 0 || (size_t)i >= s->n_blocks || s->blocks[i].kind == BLK_NONE) {
+        set_why(why, whylen, "Anthropic %s for content block %lld, which was not started", ev,
+                (long long)i);
+        return NULL;
+    }
+    if (!s->blocks[i].open) {
+        set_why(why, whylen, "Anthropic %s for content block %lld after its content_block_stop", ev,
+                (long long)i);
+        return NULL;
+    }
+    return &s->blocks[i];
+}
+
+static int on_message_start(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    if (s->started) {
+        set_why(why, whylen, "a second Anthropic message_start in one stream");
+        return -1;
+    }
+    json_t *m = json_object_get(d, "message");
+    json_t *id = json_object_get(m, "id");
+    if (!json_is_string(id)) {
+        set_why(why, whylen, "Anthropic message_start without message.id");
+        return -1;
+    }
+    const char *bad = NULL;
+    if (!read_counts(json_object_get(m, "usage"), &s->usage, &bad)) {
+        set_why(why, whylen, "Anthropic message_start's usage.%s is not a token count", bad);
+        return -1;
+    }
+    s->id = strdup(json_string_value(id));
+    if (!s->id) {
+        set_why(why, whylen, "out of memory");
+        return -1;
+    }
+    s->started = true;
+    return emit_delta(s, out, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL)
+               ? 0
+               : -1;
+}
+
+static int on_block_start(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    json_t *ix = json_object_get(d, "index");
+    json_t *cb = json_object_get(d, "content_block");
+    const char *type = json_string_value(json_object_get(cb, "type"));
+    if (!json_is_integer(ix) || json_integer_value(ix) < 0 ||
+        json_integer_value(ix) >= MAX_BLOCKS || !type) {
+        set_why(why, whylen,
+                "Anthropic content_block_start needs an index (0..%d) and content_block.type",
+                MAX_BLOCKS - 1);
+        return -1;
+    }
+    size_t i = (size_t)json_integer_value(ix);
+    if (i >= s->n_blocks) {
+        size_t n = s->n_blocks ? s->n_blocks : 8;
+        while (n <= i)
+            n *= 2;
+        blk_state *nb = realloc(s->blocks, n * sizeof *nb);
+        if (!nb) {
+            set_why(why, whylen, "out of memory");
+            return -1;
+        }
+        memset(nb + s->n_blocks, 0, (n - s->n_blocks) * sizeof *nb);
+        s->blocks = nb;
+        s->n_blocks = n;
+    }
+    blk_state *b = &s->blocks[i];
+    if (b->kind != BLK_NONE) {
+        set_why(why, whylen, "Anthropic content_block_start for block %zu, already started", i);
+        return -1;
+    }
+    bool ok = true;
+    if (strcmp(type, "text") == 0) {
+        b->kind = BLK_TEXT;
+        json_t *t = json_object_get(cb, "text");
+        if (json_is_string(t)) ok = emit_text(s, out, "content", t);
+    } else if (strcmp(type, "tool_use") == 0) {
+        json_t *id = json_object_get(cb, "id");
+        json_t *name = json_object_get(cb, "name");
+        json_t *input = json_object_get(cb, "input");
+        if (!json_is_string(id) || !json_is_string(name)) {
+            set_why(why, whylen, "Anthropic tool_use content_block_start without id and name");
+            return -1;
+        }
+        b->kind = BLK_TOOL;
+        b->tool = s->n_tools++;
+        ok = emit_delta(
+            s, out,
+            json_pack("{s:[o]}", "tool_calls", tool_call_json(id, name, "", 0, b->tool, true)),
+            NULL);
+        if (ok && json_is_object(input) && json_object_size(input)) {
+            size_t n;
+            char *args = json_encode_fast(input, &n);
+            ok = args && emit_args(s, out, b->tool, args, n);
+            free(args);
+            b->has_args = true;
+        }
+    } else if (strcmp(type, "thinking") == 0) {
+        b->kind = BLK_THINKING;
+        json_t *t = json_object_get(cb, "thinking");
+        if (json_is_string(t)) ok = emit_text(s, out, "reasoning_content", t);
+        json_t *sig = json_object_get(cb, "signature");
+        if (ok && json_string_length(sig))
+            ok = emit_thinking_block(s, out,
+                                     json_pack("{s:s,s:O}", "type", "thinking", "signature", sig));
+    } else if (strcmp(type, "redacted_thinking") == 0) {
+        json_t *data = json_object_get(cb, "data");
+        if (!json_is_string(data)) {
+            set_why(why, whylen, "Anthropic redacted_thinking content_block_start without data");
+            return -1;
+        }
+        b->kind = BLK_REDACTED;
+        ok = emit_thinking_block(s, out,
+                                 json_pack("{s:s,s:O}", "type", "redacted_thinking", "data", data));
+    } else {
+        b->kind = BLK_OTHER; /* a block with no Chat Completions form: its deltas are dropped */
+    }
+    b->open = true;
+    if (!ok) set_why(why, whylen, "out of memory");
+    return ok ? 0 : -1;
+}
+
+static int on_block_delta(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    blk_state *b = open_block(s, d, "content_block_delta", why, whylen);
+    if (!b) return -1;
+    json_t *delta = json_object_get(d, "delta");
+    const char *type = json_string_value(json_object_get(delta, "type"));
+    if (!type) {
+        set_why(why, whylen, "Anthropic content_block_delta without delta.type");
+        return -1;
+    }
+    static const struct {
+        const char *type, *field;
+        blk_kind kind;
+    } kinds[] = {
+        {"text_delta", "text", BLK_TEXT},
+        {"input_json_delta", "partial_json", BLK_TOOL},
+        {"thinking_delta", "thinking", BLK_THINKING},
+        {"signature_delta", "signature", BLK_THINKING},
+    };
+    size_t k = 0;
+    while (k < sizeof kinds / sizeof kinds[0] && strcmp(type, kinds[k].type) != 0)
+        k++;
+    if (k == sizeof kinds / sizeof kinds[0] || b->kind == BLK_OTHER)
+        return 0; /* a delta this adapter does not translate (citations, server tools) */
+    json_t *v = json_object_get(delta, kinds[k].field);
+    if (b->kind != kinds[k].kind || !json_is_string(v)) {
+        set_why(why, whylen, "Anthropic %s %s", type,
+                b->kind != kinds[k].kind ? "for a block of another type"
+                                         : "without its string field");
+        return -1;
+    }
+    bool ok = true;
+    switch (kinds[k].kind) {
+    case BLK_TEXT:
+        ok = emit_text(s, out, "content", v);
+        break;
+    case BLK_TOOL:
+        if (json_string_length(v)) {
+            ok = emit_args(s, out, b->tool, json_string_value(v), json_string_length(v));
+            b->has_args = true;
+        }
+        break;
+    default:
+        if (k == 2)
+            ok = emit_text(s, out, "reasoning_content", v);
+        else
+            ok = emit_thinking_block(s, out,
+                                     json_pack("{s:s,s:O}", "type", "thinking", "signature", v));
+        break;
+    }
+    if (!ok) set_why(why, whylen, "out of memory");
+    return ok ? 0 : -1;
+}
+
+static int on_block_stop(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    blk_state *b = open_block(s, d, "content_block_stop", why, whylen);
+    if (!b) return -1;
+    b->open = false;
+    /* a call without arguments still gets a JSON object, as OpenAI streams it */
+    if (b->kind == BLK_TOOL && !b->has_args && !emit_args(s, out, b->tool, "{}", 2)) {
+        set_why(why, whylen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_delta(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    json_t *delta = json_object_get(d, "delta");
+    json_t *stop = json_object_get(delta, "stop_reason");
+    const char *bad = NULL;
+    if (!json_is_object(delta) || (stop && !json_is_null(stop) && !json_is_string(stop))) {
+        set_why(why, whylen, "Anthropic message_delta without a delta object (stop_reason)");
+        return -1;
+    }
+    if (!read_counts(json_object_get(d, "usage"), &s->usage, &bad)) {
+        set_why(why, whylen, "Anthropic message_delta's usage.%s is not a token count", bad);
+        return -1;
+    }
+    if (!json_is_string(stop) || s->finished) return 0;
+    s->finished = true;
+    if (!emit_delta(s, out, json_object(), finish_reason(json_string_value(stop)))) {
+        set_why(why, whylen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_stop(anthropic_stream *s, buf *out, char *why, size_t whylen)
+{
+    if (!s->finished) {
+        set_why(why, whylen, "Anthropic message_stop before a message_delta with a stop_reason");
+        return -1;
+    }
+    json_t *c = chunk_head(s);
+    json_object_set_new(c, "choices", json_array());
+    json_object_set_new(c, "usage", usage_json(&s->usage));
+    if (!emit(out, c)) {
+        set_why(why, whylen, "out of memory");
+        return -1;
+    }
+    buf_puts(out, "data: [DONE]\n\n");
+    s->done = true;
+    return 0;
+}
+
+static int on_error(anthropic_stream *s, json_t *d, buf *out, char *why, size_t whylen)
+{
+    json_t *e = json_object_get(d, "error");
+    const char *type = json_string_value(json_object_get(e, "type"));
+    json_t *msg = json_object_get(e, "message");
+    if (!type || !json_is_string(msg)) {
+        set_why(why, whylen, "Anthropic error event without error.type and error.message");
+        return -1;
+    }
+    const err_map *m = map_type(type);
+    json_t *oe = json_object();
+    json_object_set(oe, "message", msg);
+    json_object_set_new(oe, "type", json_string(m ? m->type : "server_error"));
+    json_object_set_new(oe, "code", json_string(m && m->code ? m->code : "upstream_error"));
+    s->failed = true;
+    if (!emit(out, json_pack("{s:o}", "error", oe))) {
+        set_why(why, whylen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int anthropic_decoder_event(provider_stream *ps, const char *ev, size_t len, buf *out, char *why,
+                            size_t whylen)
+{
+    assert(ps && ps->type == TARGET_ANTHROPIC);
+    anthropic_stream *s = (anthropic_stream *)ps;
+    if (s->done || s->failed) return 0; /* the answer is over: nothing more goes out */
+    char name[64];
+    bool name_long, has_data;
+    buf data = BUF_INIT;
+    sse_split(ev, len, name, sizeof name, &name_long, &data, &has_data);
+    if (!has_data) {
+        buf_free(&data);
+        if (name[0] && !name_long && strcmp(name, "ping") != 0 &&
+            (is_prefix(name, "message_") || is_prefix(name, "content_block_") ||
+             strcmp(name, "error") == 0)) {
+            set_why(why, whylen, "Anthropic %s event without data", name);
+            return -1;
+        }
+        return 0; /* a comment, a keep-alive, or an event of no interest */
+    }
+    char jerr[160];
+    json_t *d = json_decode_fast(data.data, data.len, jerr, sizeof jerr);
+    buf_free(&data);
+    const char *type = json_string_value(json_object_get(d, "type"));
+    if (!d || !type) {
+        set_why(why, whylen, "Anthropic %s event whose data is not %s", name[0] ? name : "stream",
+                d ? "an object with a type" : "JSON");
+        json_decref(d);
+        return -1;
+    }
+    if (name[0] && (name_long || strcmp(name, type) != 0)) {
+        set_why(why, whylen, "Anthropic event '%s%s' carries data of type '%s'", name,
+                name_long ? "..." : "", type);
+        json_decref(d);
+        return -1;
+    }
+    int rc = 0;
+    bool needs_start = strcmp(type, "ping") != 0 && strcmp(type, "error") != 0 &&
+                       strcmp(type, "message_start") != 0;
+    if (needs_start && !s->started &&
+        (is_prefix(type, "message_") || is_prefix(type, "content_block_"))) {
+        set_why(why, whylen, "Anthropic %s before message_start", type);
+        rc = -1;
+    } else if (strcmp(type, "message_start") == 0) {
+        rc = on_message_start(s, d, out, why, whylen);
+    } else if (strcmp(type, "content_block_start") == 0) {
+        rc = on_block_start(s, d, out, why, whylen);
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        rc = on_block_delta(s, d, out, why, whylen);
+    } else if (strcmp(type, "content_block_stop") == 0) {
+        rc = on_block_stop(s, d, out, why, whylen);
+    } else if (strcmp(type, "message_delta") == 0) {
+        rc = on_message_delta(s, d, out, why, whylen);
+    } else if (strcmp(type, "message_stop") == 0) {
+        rc = on_message_stop(s, out, why, whylen);
+    } else if (strcmp(type, "error") == 0) {
+        rc = on_error(s, d, out, why, whylen);
+    }
+    /* ping and event types added after this adapter: nothing */
+    json_decref(d);
+    return rc;
+}
