@@ -34,6 +34,9 @@ typedef struct worker {
     pl_worker pl;
     http_server *srv;
     http_server_opts srv_opts;
+    http_server *admin_srv;      /* worker 0 with spec.admin: the admin listener */
+    http_server_opts admin_opts; /* port 0 = none */
+    int servers_draining;        /* servers whose drain has not completed */
     uv_sem_t started;
     int start_rc;
     char start_err[256];
@@ -46,6 +49,7 @@ static struct {
     _Atomic int draining;
     pl_runtime *rt; /* main thread's reference to the current runtime */
     int port;
+    int admin_port; /* spec.admin.port at start; 0 = none */
     uv_loop_t *loop;
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t debounce;
@@ -118,6 +122,7 @@ static void limits_for(const cfg_gateway *gw, http_limits *l)
 static void on_server_drained(void *ctx)
 {
     worker *w = ctx;
+    if (--w->servers_draining > 0) return; /* the other listener is still draining */
     uv_close((uv_handle_t *)&w->wake, NULL);
     pl_worker_release(&w->pl); /* before the client: it cancels summary requests on it */
     upstream_client_free(w->pl.up);
@@ -139,7 +144,11 @@ static void on_wake(uv_async_t *a)
         limits_for(next->gw, &l);
         http_server_set_limits(w->srv, &l);
     }
-    if (stop && w->srv) http_server_drain(w->srv, on_server_drained, w);
+    if (stop && w->srv) {
+        w->servers_draining = w->admin_srv ? 2 : 1;
+        if (w->admin_srv) http_server_drain(w->admin_srv, on_server_drained, w);
+        http_server_drain(w->srv, on_server_drained, w);
+    }
 }
 
 static void worker_main(void *arg)
@@ -156,18 +165,32 @@ static void worker_main(void *arg)
     w->srv_opts.handler_ctx = &w->pl;
     w->start_rc =
         http_server_start(&w->loop, &w->srv_opts, &w->srv, w->start_err, sizeof w->start_err);
+    if (w->start_rc == 0 && w->admin_opts.port) {
+        w->admin_opts.handler = pl_handle_admin;
+        w->admin_opts.handler_ctx = &w->pl;
+        char aerr[200];
+        w->start_rc = http_server_start(&w->loop, &w->admin_opts, &w->admin_srv, aerr, sizeof aerr);
+        if (w->start_rc != 0) {
+            snprintf(w->start_err, sizeof w->start_err, "spec.admin listener: %s", aerr);
+            http_server_drain(w->srv, NULL, NULL);
+        }
+    }
     uv_sem_post(&w->started);
     if (w->start_rc != 0) {
         uv_close((uv_handle_t *)&w->wake, NULL);
         pl_worker_release(&w->pl);
         upstream_client_free(w->pl.up);
         uv_run(&w->loop, UV_RUN_DEFAULT);
+        http_server_free(w->srv); /* started before the admin listener failed; NULL-safe */
+        w->srv = NULL;
         uv_loop_close(&w->loop);
         return;
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     http_server_free(w->srv);
     w->srv = NULL;
+    if (w->admin_srv) http_server_free(w->admin_srv);
+    w->admin_srv = NULL;
     uv_mutex_lock(&w->lock);
     pl_runtime_unref(w->pending);
     w->pending = NULL;
@@ -241,6 +264,11 @@ static void reload(const char *why)
         log_error("reload (%s) rejected; still serving the previous configuration", why);
         return;
     }
+    if (rt->gw->admin.port != g.admin_port)
+        log_warn("spec.admin.port changed from %d to %d: the admin listener changes with a "
+                 "restart; still as it was",
+                 g.admin_port, rt->gw->admin.port);
+    pl_runtime_inherit_health(rt, g.rt); /* ejections and counts survive a reload */
     if (rt->gw->listener.port != g.port)
         log_warn("listener.port changed from %d to %d: a port change needs a restart; still "
                  "listening on %d",
@@ -368,6 +396,7 @@ int gateway_run(const gateway_opts *o)
     const cfg_gateway *gw = g.rt->gw;
     apply_logging(gw);
     g.port = gw->listener.port;
+    g.admin_port = gw->admin.port;
     g.fd_ceiling = raise_nofile();
     atomic_store(&g.budget.max, max_connections_for(gw, true));
     obs_set_conn_figures(conn_figures, &g.budget);
@@ -392,6 +421,12 @@ int gateway_run(const gateway_opts *o)
         w->srv_opts.tls_cert_pem = gw->listener.tls_cert;
         w->srv_opts.tls_key_pem = gw->listener.tls_key;
         limits_for(gw, &w->srv_opts.limits);
+        if (i == 0 && gw->admin.port) { /* admin traffic is light: one loop serves it */
+            w->admin_opts.port = gw->admin.port;
+            w->admin_opts.host = gw->admin.address;
+            w->admin_opts.exclusive = true;
+            http_limits_default(&w->admin_opts.limits);
+        }
         uv_thread_create(&w->tid, worker_main, w);
         uv_sem_wait(&w->started);
         if (w->start_rc != 0) {
@@ -419,6 +454,9 @@ int gateway_run(const gateway_opts *o)
     watch_paths();
     log_info("listening on port %d (%d workers)%s; at most %zu client connections", g.port,
              g.n_workers, gw->listener.tls_cert ? " with TLS" : "", atomic_load(&g.budget.max));
+    if (g.admin_port)
+        log_info("admin listener on %s:%d (metrics, /admin/*)%s", gw->admin.address, g.admin_port,
+                 gw->admin.has_api_key ? "; /admin/* needs the admin key" : "");
 
     uv_run(g.loop, UV_RUN_DEFAULT);
     join_workers();

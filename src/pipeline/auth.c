@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "pipeline/auth.h"
+#include "pipeline/call.h"
 
 str auth_presented_key(const http_request *r)
 {
@@ -70,4 +71,30 @@ auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_a
     if (!found) return AUTH_INVALID;
     *key = found;
     return AUTH_OK;
+}
+
+/* The authenticate phase. */
+pl_step pl_phase_authenticate(pl_call *c)
+{
+    http_request *r = c->r;
+    switch (auth_check(c->rt->gw, r, &c->key)) {
+    case AUTH_OK:
+        return PL_CONTINUE;
+    case AUTH_MISSING:
+        pl_fail(c, 401, "invalid_request_error", "missing_api_key", NULL,
+                "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key: <key>' "
+                "or 'api-key: <key>'.");
+        return PL_FINISH;
+    case AUTH_INVALID:
+        pl_fail(c, 401, "invalid_request_error", "invalid_api_key", NULL,
+                "Incorrect API key provided.");
+        return PL_FINISH;
+    case AUTH_AMBIGUOUS: {
+        const char *h = auth_duplicated_header(r);
+        pl_fail(c, 400, "invalid_request_error", "duplicate_header", h,
+                "The '%s' header is sent more than once; send one key, once.", h);
+        return PL_FINISH;
+    }
+    }
+    return PL_FINISH;
 }

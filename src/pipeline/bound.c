@@ -8,6 +8,7 @@
 #include "obs/metrics.h"
 #include "pipeline/bound.h"
 #include "pipeline/call.h"
+#include "pipeline/health.h"
 
 static pl_bound *bound_new(pl_worker *w, pl_runtime *rt)
 {
@@ -155,11 +156,13 @@ void pl_worker_set_runtime(pl_worker *w, pl_runtime *rt)
         w->maint_init = true;
         uv_timer_start(&w->maint, on_maint, MAINT_FIRST_MS, MAINT_EVERY_MS);
     }
+    health_probes_start(w); /* worker 0 only; once */
 }
 
 void pl_worker_release(pl_worker *w)
 {
     pl_context_cancel_summaries(w);
+    health_probes_stop(w);
     if (w->maint_init) {
         uv_timer_stop(&w->maint);
         uv_close((uv_handle_t *)&w->maint, NULL);

@@ -1,5 +1,6 @@
 /* call.c — ending a call: the response, the access-log line, metrics, and freeing its state.
  * Every path out of the pipeline goes through pl_finish / pl_finish_stream exactly once. */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "obs/accesslog.h"
 #include "pipeline/call.h"
 #include "pipeline/route.h"
+#include "surface/anthropic.h"
 
 static void call_free(pl_call *c)
 {
@@ -19,6 +21,10 @@ static void call_free(pl_call *c)
     buf_free(&c->resp);
     buf_free(&c->relay_out);
     buf_free(&c->text);
+    buf_free(&c->client_out);
+    anthropic_stream_free(c->client_stream);
+    provider_stream_free(c->xs);
+    buf_free(&c->up_raw);
     free(c->error);
     pl_bound_unref(c->bound);
     free(c);
@@ -29,38 +35,50 @@ static void on_timer_closed(uv_handle_t *h)
     call_free(h->data);
 }
 
-static void call_account(pl_call *c, const char *method, const char *path)
+static double call_cost(const pl_call *c)
+{
+    if (!c->target || !c->target->has_pricing || !c->usage.present) return 0;
+    return ((double)c->usage.prompt_tokens * c->target->input_per_million +
+            (double)c->usage.completion_tokens * c->target->output_per_million) /
+           1e6;
+}
+
+/* The account phase: the call's figures into the metrics. */
+pl_step pl_phase_account(pl_call *c)
 {
     const cfg_gateway *gw = c->rt->gw;
-    uint64_t dur_us = (clock_mono_ns() - c->start_ns) / 1000u;
-    const char *route = c->route ? c->route->name : "";
-    const char *model = c->target ? c->target->name : "";
-    double cost = 0;
-    if (c->target && c->target->has_pricing && c->usage.present)
-        cost = ((double)c->usage.prompt_tokens * c->target->input_per_million +
-                (double)c->usage.completion_tokens * c->target->output_per_million) /
-               1e6;
     obs_request m = {
         .gateway = gw->name,
-        .route = route,
-        .model = model,
+        .route = c->route ? c->route->name : "",
+        .model = c->target ? c->target->name : "",
         .status = c->status,
-        .duration_us = dur_us,
+        .duration_us = (clock_mono_ns() - c->start_ns) / 1000u,
         .upstream_us = c->upstream_us,
         .ttft_us = c->ttft_us,
         .prompt_tokens = c->usage.prompt_tokens,
         .completion_tokens = c->usage.completion_tokens,
-        .cost_usd = cost,
+        .cost_usd = call_cost(c),
     };
     obs_record_request(c->w->obs, &m);
-    if (!gw->obs.access_log) return;
+    return PL_CONTINUE;
+}
+
+/* The log phase: the access-log line (before the response is handed to the server: method and
+ * path live in the request's arena). */
+pl_step pl_phase_log(pl_call *c)
+{
+    const cfg_gateway *gw = c->rt->gw;
+    if (!gw->obs.access_log || !c->r) return PL_CONTINUE;
+    char method[16], path[512];
+    snprintf(method, sizeof method, "%.*s", (int)c->r->method_name.n, c->r->method_name.p);
+    snprintf(path, sizeof path, "%.*s", (int)c->r->path.n, c->r->path.p);
     accesslog_entry e = {
         .request_id = c->request_id,
-        .remote_addr = c->r ? c->r->remote_addr : NULL,
+        .remote_addr = c->r->remote_addr,
         .method = method,
         .path = path,
         .status = c->status,
-        .duration_us = dur_us,
+        .duration_us = (clock_mono_ns() - c->start_ns) / 1000u,
         .upstream_us = c->upstream_us,
         .ttft_us = c->ttft_us,
         .gateway = gw->name,
@@ -79,12 +97,13 @@ static void call_account(pl_call *c, const char *method, const char *path)
         .attempts = c->attempt + (c->target ? 1 : 0),
         .stream = c->stream,
         .error = c->error,
-        .req_body = (gw->obs.access_log_bodies && c->r) ? c->r->body.p : NULL,
+        .req_body = gw->obs.access_log_bodies ? c->r->body.p : NULL,
         /* a relayed answer is not held: c->resp has only its tail */
         .resp_body =
             (gw->obs.access_log_bodies && !c->stream && !c->passthrough) ? c->resp.data : NULL,
     };
     accesslog_write(&e, gw->obs.access_log_json);
+    return PL_CONTINUE;
 }
 
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us)
@@ -96,32 +115,55 @@ void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us)
     if (ok && ttfb_us) route_stats_observe(s, ttfb_us);
 }
 
+static void call_destroy(pl_call *c);
+
+/* The response is written: the call lets go of what it counts, and is freed once no entry is
+ * on the stack (pl_unhold frees it then). */
 static void call_release(pl_call *c)
 {
     pl_attempt_end(c, false, 0);
     obs_inflight_add(c->w->obs, -1);
-    if (c->timer_init) {
-        uv_timer_stop(&c->timer);
-        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-    } else {
-        call_free(c);
-    }
+    if (c->timer_init) uv_timer_stop(&c->timer);
+    if (c->holds == 0) call_destroy(c);
 }
 
-/* method and path must be copied before the request is finished: they live in its arena */
-static void call_account_request(pl_call *c)
+static void call_destroy(pl_call *c)
 {
-    char method[16], path[512];
-    snprintf(method, sizeof method, "%.*s", (int)c->r->method_name.n, c->r->method_name.p);
-    snprintf(path, sizeof path, "%.*s", (int)c->r->path.n, c->r->path.p);
-    call_account(c, method, path);
+    assert(c->finished && c->holds == 0);
+    if (c->timer_init)
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    else
+        call_free(c);
+}
+
+void pl_hold(pl_call *c)
+{
+    assert(c->holds >= 0);
+    c->holds++;
+}
+
+void pl_unhold(pl_call *c)
+{
+    assert(c->holds > 0);
+    if (--c->holds == 0 && c->finished) call_destroy(c);
+}
+
+/* The single finish: marked (once), then account and log, before the response goes out. */
+static http_request *call_finish(pl_call *c)
+{
+    assert(!c->finished);
+    assert(c->r);
+    c->finished = true;
+    pl_run_finish_phases(c);
+    http_request *r = c->r;
+    c->r = NULL;
+    return r;
 }
 
 void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const char *body,
                size_t len)
 {
     c->status = c->aborted ? 499 : status;
-    call_account_request(c);
     /* every answer of a request with X-Conversation-Id echoes it (context.c decides) */
     http_header h[16];
     bool has_conv = false;
@@ -135,9 +177,12 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
             n += extra;
         }
     }
-    http_request *r = c->r;
-    c->r = NULL;
-    http_respond(r, status, hdrs, n, body, len);
+    char *enc = NULL;
+    size_t enc_len = 0;
+    pl_client_encode_whole(c, status, body, len, &enc, &enc_len);
+    http_request *r = call_finish(c);
+    http_respond(r, status, hdrs, n, enc ? enc : body, enc ? enc_len : len);
+    free(enc);
     call_release(c);
 }
 
@@ -145,9 +190,7 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
 static void stream_close(pl_call *c, void (*close_fn)(http_request *r))
 {
     if (c->aborted) c->status = 499;
-    call_account_request(c);
-    http_request *r = c->r;
-    c->r = NULL;
+    http_request *r = call_finish(c);
     close_fn(r);
     call_release(c);
 }

@@ -23,9 +23,56 @@ enum {
     PL_USAGE_TAIL = 16 << 10,    /* kept of a relayed answer: its usage is at the end */
 };
 
+/* The caller's API family (its surface): what its requests, answers and errors look like. The
+ * pipeline works on the canonical OpenAI form throughout; client.c encodes for the caller. */
+typedef enum { PL_FAMILY_OPENAI, PL_FAMILY_ANTHROPIC } pl_family;
+
+struct anthropic_stream;
+
+/* The phases a request walks, in order (driver.c holds the table and walks it; docs/
+ * architecture.md draws it). A slot without a function is skipped: the later issues' policies
+ * (authorize, limit, cache, transform, guardrail) go there. ACCOUNT and LOG run from the single
+ * finish, for every call however it ended. */
+typedef enum {
+    PL_PHASE_SURFACE,        /* surface.c: the endpoint and the caller's API family */
+    PL_PHASE_AUTHENTICATE,   /* auth.c: the caller's key */
+    PL_PHASE_AUTHORIZE,      /* slot: rules, OPA (issue 9) */
+    PL_PHASE_DECODE,         /* surface.c: the body -> the canonical request, checked */
+    PL_PHASE_GUARDRAIL,      /* slot: input validation and guardrails */
+    PL_PHASE_LIMIT,          /* slot: rate limits, budget reservation (issue 9) */
+    PL_PHASE_CACHE_LOOKUP,   /* slot: response cache (issue 10) */
+    PL_PHASE_ROUTE,          /* chat.c: route, target, attempt plan */
+    PL_PHASE_CONTEXT_LOAD,   /* context.c: the conversation's history into the request */
+    PL_PHASE_TRANSFORM,      /* slot: prompt templates (issue 10) */
+    PL_PHASE_UPSTREAM,       /* proxy.c: attempts, failover, translation, relay */
+    PL_PHASE_CONTEXT_COMMIT, /* context.c: the turn recorded */
+    PL_PHASE_CACHE_STORE,    /* slot: response cache (issue 10) */
+    PL_PHASE_RESPOND,        /* call.c: the held answer, or the stream's end */
+    PL_PHASE_ACCOUNT,        /* call.c: metrics, cost */
+    PL_PHASE_LOG,            /* call.c: the access-log line */
+    PL_N_PHASES
+} pl_phase_id;
+
+/* What a phase returns: go on with the next phase; wait (a callback calls pl_resume once the
+ * phase is done, or finishes the call); or the call is finished (the phase answered). */
+typedef enum { PL_CONTINUE, PL_SUSPEND, PL_FINISH } pl_step;
+
+/* The endpoint the request is for (surface phase). */
+typedef enum {
+    PL_EP_CHAT,
+    PL_EP_MESSAGES,
+    PL_EP_COUNT_TOKENS,
+    PL_EP_EMBEDDINGS,
+    PL_EP_MODELS
+} pl_endpoint;
+
 typedef struct pl_call {
     http_request *r; /* NULL once the response is finished */
     pl_worker *w;
+    pl_phase_id phase; /* the phase running or waiting */
+    pl_endpoint endpoint;
+    bool finished;   /* the response is written (exactly once: asserted) */
+    int holds;       /* entries on the stack (callbacks, the driver): freed when 0 and done */
     pl_bound *bound; /* reference held: the configuration and stores this call uses */
     pl_runtime *rt;  /* bound->rt */
     const cfg_route *route;
@@ -34,6 +81,9 @@ typedef struct pl_call {
     chat_probe probe;       /* the body checked in one streaming pass (no document) */
     json_t *body;           /* the body as a document, built on demand: pl_call_body() */
     const char *model;      /* as the client sent it (in the request's arena) */
+    pl_family family;       /* the caller's API family */
+    struct anthropic_stream *client_stream; /* Anthropic caller, stream: the event encoder */
+    buf client_out;                         /* events encoded for the caller, before a write */
     bool stream, include_usage;
 
     /* the plan (chat.c): the chosen target, then the failover targets the key may use, each
@@ -45,6 +95,9 @@ typedef struct pl_call {
     /* per plan entry: not to be asked again before (clock_mono_ns), from its Retry-After */
     uint64_t not_before_ns[PL_MAX_ATTEMPTS];
 
+    provider_stream *xs; /* a target that does not speak OpenAI: its stream translation */
+    buf up_raw;          /* xs: provider bytes not yet a complete event */
+    size_t up_scan;      /* xs: where the blank-line scan of up_raw resumes */
     upstream_req *up;
     char *up_body; /* request body sent upstream (borrowed by the upstream request) */
     int up_status;
@@ -89,13 +142,36 @@ typedef struct pl_call {
     ctx_req creq;
     /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
     ctx_record *conv_record;
-    void (*commit_then)(struct pl_call *c, int result);
+    int commit_rc; /* the context-commit phase's result (CTX_OK when nothing was recorded) */
 
     int status;  /* what the client got */
     char *error; /* message sent to the client on failure (malloc'd) */
     char request_id[40];
     uint64_t start_ns;
 } pl_call;
+
+/* driver.c — runs c's phases from c->phase until one waits or the call is finished. */
+void pl_run(pl_call *c);
+/* The waiting phase is done: the driver goes on with the next one. */
+void pl_resume(pl_call *c);
+/* Around every entry into a call from the loop (a callback, a timer): the call is freed only
+ * once the outermost entry left, so code after a finish never touches freed memory. */
+void pl_hold(pl_call *c);
+void pl_unhold(pl_call *c);
+/* The finishing phases (account, log) for a call whose response was just written. */
+void pl_run_finish_phases(pl_call *c);
+
+/* The phases (each in the file named in pl_phase_id). */
+pl_step pl_phase_surface(pl_call *c);
+pl_step pl_phase_authenticate(pl_call *c);
+pl_step pl_phase_decode(pl_call *c);
+pl_step pl_phase_route(pl_call *c);
+pl_step pl_phase_context_load(pl_call *c);
+pl_step pl_phase_upstream(pl_call *c);
+pl_step pl_phase_context_commit(pl_call *c);
+pl_step pl_phase_respond(pl_call *c);
+pl_step pl_phase_account(pl_call *c);
+pl_step pl_phase_log(pl_call *c);
 
 /* Content-Type: application/json, for every JSON answer. */
 extern const http_header pl_json_ct;
@@ -131,8 +207,50 @@ void pl_finish_stream(pl_call *c);
 /* Breaks off a streamed answer (no end: the client sees an incomplete body), logs, frees. */
 void pl_abort_stream(pl_call *c);
 
-/* chat.c */
-void pl_chat(pl_call *c);
+/* client.c — the caller's family. Writes canonical SSE events (whole events only) to a started
+ * stream, encoded for the caller; false when the client's write queue is above its watermark. */
+bool pl_client_write(pl_call *c, const char *d, size_t n);
+/* A whole answer or error body in the canonical form -> the caller's (malloc'd into *out, NULL
+ * when it goes as it is). */
+void pl_client_encode_whole(pl_call *c, int status, const char *body, size_t len, char **out,
+                            size_t *out_len);
+/* The decode phase of POST {prefix}/messages, and {prefix}/messages/count_tokens (answered). */
+pl_step pl_messages_decode(pl_call *c);
+pl_step pl_count_tokens(pl_call *c);
+
+/* send.c — one chat request to a target through its adapter (the upstream stage's attempts and
+ * the Summarize strategy's requests). */
+typedef struct pl_send {
+    const cfg_target *target;
+    json_t *doc;                  /* the canonical document (a copy is edited), or NULL with raw */
+    const provider_raw_body *raw; /* the client's bytes, when they may go as they are */
+    bool embeddings;              /* POST /embeddings (doc), else a chat request */
+    const char *request_id;       /* X-Request-Id upstream; NULL for none */
+    arena *pool;                  /* URL and headers (copied by the upstream client) */
+    void *udata;
+    void (*on_headers)(upstream_req *u, int status, void *udata);
+    bool (*on_data)(upstream_req *u, const char *data, size_t len, void *udata);
+    void (*on_done)(upstream_req *u, upstream_result res, int status, const char *errmsg,
+                    void *udata);
+} pl_send;
+typedef struct pl_sent {
+    upstream_req *req;
+    char *body;       /* the body sent (malloc'd; NULL = the client's bytes): free after done */
+    bool usage_added; /* provider_request.stream_usage_added */
+    const char *err_param; /* PROVIDER_EREQUEST: the field at fault */
+} pl_sent;
+enum { PL_SEND_FAILED = -3 }; /* upstream_send could not start it (err says so) */
+/* 0 (out->req is running), PROVIDER_EUNSUPPORTED / PROVIDER_EREQUEST / PL_SEND_FAILED with a
+ * sentence in err. */
+int pl_send_chat(upstream_client *up, const pl_send *s, pl_sent *out, char *err, size_t errlen);
+
+/* chat.c: the decode phase of POST {prefix}/chat/completions (c->model, c->stream,
+ * c->include_usage from the body) */
+pl_step pl_chat_decode(pl_call *c);
+/* The route and target for c->model (c->route set); NULL when there is none: c was answered. */
+const cfg_target *pl_chat_resolve(pl_call *c);
+/* The decode phase of POST {prefix}/embeddings (OpenAI's embeddings API; chat.c). */
+pl_step pl_embeddings_decode(pl_call *c);
 /* The request body as a document (parsed on first use, owned by c); NULL when it cannot be
  * parsed as one (the probe accepted it, so only for bodies jansson refuses). */
 json_t *pl_call_body(pl_call *c);
@@ -147,10 +265,7 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
 /* The text of a message or stream delta that is counted as completion tokens: its content,
  * then each tool call's function name and arguments (msg may be NULL). */
 void pl_message_text(const json_t *msg, buf *out);
-/* mock.c */
-void pl_mock_start(pl_call *c);
 /* context.c */
-bool pl_context_begin(pl_call *c); /* true: the stage took over and starts the attempt later */
 bool pl_context_active(const pl_call *c);
 /* Response headers into h (room for 2); how many: X-Conversation-Id and X-Context-Turns when
  * the stage runs, else X-Conversation-Id alone when the request carries a valid one. */
@@ -164,13 +279,10 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
 bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why, size_t n);
 /* The assembled answer's text (content, tool-call names and arguments), for counting. */
 void pl_context_answer_text(pl_call *c, buf *out);
-/* Appends the turns, then calls then(c, result) (CTX_OK or a CTX_E* code). Nothing to append
- * (ReadOnlyMany, no answer): then runs at once with CTX_OK. */
-void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result));
-/* Non-streamed answers: finish with c->resp and the context headers once committed (then for
- * pl_context_commit). */
+/* The respond phase of a call with a context: a non-streamed answer with c->resp and the
+ * context headers, or a stream's end (`data: [DONE]`, or an error event when the commit
+ * failed); result is c->commit_rc. */
 void pl_context_finish_whole(pl_call *c, int result);
-/* Streamed answers: write `data: [DONE]` (or an error event) and end (then for commit). */
 void pl_context_finish_stream(pl_call *c, int result);
 /* Fails c with the error matching a store result (non-streamed calls). */
 void pl_context_fail(pl_call *c, int result, const char *msg);

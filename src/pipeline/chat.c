@@ -1,12 +1,14 @@
-/* chat.c — POST {prefix}/chat/completions: checks the body, selects the route and the model
- * target, lays out the attempts (chosen target, then failover targets) and hands over to the
- * Mock or the upstream stage. */
+/* chat.c — the decode phase of POST {prefix}/chat/completions (the body checked in one
+ * streaming pass, chat_probe.c) and the route phase of every chat call: the route and model
+ * target for the model, then the attempts (chosen target, then failover targets). */
 #include <stdatomic.h>
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/json.h"
 #include "pipeline/call.h"
+#include "pipeline/health.h"
 #include "pipeline/route.h"
 
 static bool attempts_have(const pl_call *c, const cfg_target *t)
@@ -31,17 +33,59 @@ static void plan_attempts(pl_call *c, const cfg_target *first)
         c->attempts[c->n_plan++] = t;
     }
     c->n_attempts = rt->max_attempts > 0 ? rt->max_attempts : 1;
+    /* ejected targets leave the plan, unless every one of it is (panic: still try them) */
+    int64_t now = (int64_t)(clock_mono_ns() / 1000000u);
+    int kept = 0;
+    for (int i = 0; i < c->n_plan; i++)
+        if (!health_ejected(&c->rt->health[c->attempts[i]->index], now)) kept++;
+    if (kept == 0 || kept == c->n_plan) return;
+    int k = 0;
+    for (int i = 0; i < c->n_plan; i++)
+        if (!health_ejected(&c->rt->health[c->attempts[i]->index], now))
+            c->attempts[k++] = c->attempts[i];
+    c->n_plan = k;
+}
+
+/* Takes one of t's maxConcurrency slots (the in_flight count); false when it is full. */
+static bool claim_slot(pl_call *c, const cfg_target *t)
+{
+    _Atomic long *n = &c->rt->stats[t->index].in_flight;
+    long before = atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+    if (health_has_room(t, before)) return true;
+    atomic_fetch_sub_explicit(n, 1, memory_order_relaxed);
+    return false;
 }
 
 void pl_start_attempt(pl_call *c)
 {
-    c->target = c->attempts[c->attempt % c->n_plan];
-    atomic_fetch_add_explicit(&c->rt->stats[c->target->index].in_flight, 1, memory_order_relaxed);
+    /* the planned target, or when it is full the next one of the plan with room (the two swap
+     * places, with what Retry-After said about them); none: 503, as Envoy's circuit breaker */
+    int cur = c->attempt % c->n_plan, found = -1;
+    for (int k = 0; k < c->n_plan && found < 0; k++) {
+        int i = (cur + k) % c->n_plan;
+        if (claim_slot(c, c->attempts[i])) found = i;
+    }
+    if (found < 0) {
+        static const http_header ra = {STR_LIT("Retry-After"), STR_LIT("1")};
+        const cfg_target *t = c->attempts[cur];
+        pl_fail_headers(c, 503, &ra, 1, "server_error", "target_overloaded", NULL,
+                        "Model target '%s'%s is at its maxConcurrency (%ld requests in flight); "
+                        "retry shortly.",
+                        t->name, c->n_plan > 1 ? " and its failover targets" : "",
+                        t->max_concurrency);
+        return;
+    }
+    if (found != cur) {
+        const cfg_target *t = c->attempts[found];
+        uint64_t nb = c->not_before_ns[found];
+        c->attempts[found] = c->attempts[cur];
+        c->not_before_ns[found] = c->not_before_ns[cur];
+        c->attempts[cur] = t;
+        c->not_before_ns[cur] = nb;
+    }
+    c->target = c->attempts[cur];
     c->target_counted = true;
-    if (provider_is_local(c->target))
-        pl_mock_start(c);
-    else
-        pl_proxy_start(c);
+    pl_proxy_start(c);
 }
 
 json_t *pl_call_body(pl_call *c)
@@ -50,55 +94,60 @@ json_t *pl_call_body(pl_call *c)
     return c->body;
 }
 
-void pl_chat(pl_call *c)
+pl_step pl_chat_decode(pl_call *c)
 {
     http_request *r = c->r;
-    const cfg_gateway *gw = c->rt->gw;
     chat_probe *p = &c->probe;
     switch (chat_probe_parse(r->body.p, r->body.n, r->pool, p)) {
     case PROBE_OK:
         break;
     case PROBE_BAD_JSON:
         pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL, "%s", p->message);
-        return;
+        return PL_FINISH;
     case PROBE_NOT_OBJECT:
         pl_fail(c, 400, "invalid_request_error", "invalid_type", NULL, "%s", p->message);
-        return;
+        return PL_FINISH;
     case PROBE_DUPLICATE_KEY:
         /* refused rather than "last one wins": the provider might read the other one */
         pl_fail(c, 400, "invalid_request_error", "duplicate_key", p->param, "%s", p->message);
-        return;
+        return PL_FINISH;
     case PROBE_BAD_ENCODING:
         pl_fail(c, 400, "invalid_request_error", "invalid_encoding", p->param, "%s", p->message);
-        return;
+        return PL_FINISH;
     case PROBE_TOO_MANY_KEYS:
         pl_fail(c, 400, "invalid_request_error", "too_many_keys", NULL, "%s", p->message);
-        return;
+        return PL_FINISH;
     case PROBE_BAD_FIELD:
         pl_fail(c, 400, "invalid_request_error",
                 strcmp(p->param, "messages") == 0 ? "invalid_value" : "invalid_type", p->param,
                 "%s", p->message);
-        return;
+        return PL_FINISH;
     }
     if (!p->has_model) {
         pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "model",
                 "you must provide a model parameter");
-        return;
+        return PL_FINISH;
     }
     c->model = p->model;
     if (!p->has_messages) {
         pl_fail(c, 400, "invalid_request_error", "missing_required_parameter", "messages",
                 "Missing required parameter: 'messages'.");
-        return;
+        return PL_FINISH;
     }
     if (p->n_messages == 0) {
         pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
                 "Invalid 'messages': expected a non-empty array of message objects.");
-        return;
+        return PL_FINISH;
     }
     c->stream = p->stream;
     c->include_usage = p->stream && p->include_usage;
+    return PL_CONTINUE;
+}
 
+const cfg_target *pl_chat_resolve(pl_call *c)
+{
+    http_request *r = c->r;
+    const cfg_gateway *gw = c->rt->gw;
     c->route = route_select(gw, r->path, c->prefix_len, r, c->model);
     if (!c->route) {
         /* name what this prefix does serve, so a typo is obvious */
@@ -110,18 +159,22 @@ void pl_chat(pl_call *c)
                 any ? "route '" : "this path", any ? any->name : "", any ? "'" : "",
                 known.data ? known.data : "(none)");
         buf_free(&known);
-        return;
+        return NULL;
     }
     bool forbidden = false;
-    route_pick_ctx pick = {
-        .rr = &c->rt->rr[c->route->index], .rng = &c->w->rng, .stats = c->rt->stats, .r = r};
+    route_pick_ctx pick = {.rr = &c->rt->rr[c->route->index],
+                           .rng = &c->w->rng,
+                           .stats = c->rt->stats,
+                           .r = r,
+                           .health = c->rt->health,
+                           .now_ms = (int64_t)(clock_mono_ns() / 1000000u)};
     const cfg_target *t = route_resolve(c->route, c->model, c->key, &pick, &forbidden);
     if (!t) {
         if (forbidden) {
             pl_fail(c, 403, "invalid_request_error", "model_not_allowed", "model",
                     "The API key '%s' is not allowed to use model '%s'.",
                     c->key ? c->key->name : "", c->model);
-            return;
+            return NULL;
         }
         buf known = BUF_INIT;
         route_list_models_buf(gw, r->path, c->prefix_len, r, c->key, &known);
@@ -129,9 +182,64 @@ void pl_chat(pl_call *c)
                 "The model '%s' does not exist on route '%s'. Known models: %s.", c->model,
                 c->route->name, known.data ? known.data : "(none)");
         buf_free(&known);
-        return;
+        return NULL;
     }
+    return t;
+}
+
+/* The embeddings request as OpenAI takes it: an object with a model and an input (a string, or
+ * a non-empty array of strings or of token arrays); other fields go to the provider as sent. */
+pl_step pl_embeddings_decode(pl_call *c)
+{
+    http_request *r = c->r;
+    char err[256];
+    json_t *doc = json_decode_fast(r->body.p ? r->body.p : "", r->body.n, err, sizeof err);
+    if (!doc) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                "The request body is not valid JSON: %s", err);
+        return PL_FINISH;
+    }
+    json_decref(c->body);
+    c->body = doc;
+    if (!json_is_object(doc)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_type", NULL,
+                "The request body must be a JSON object.");
+        return PL_FINISH;
+    }
+    json_t *model = json_object_get(doc, "model");
+    if (!json_is_string(model)) {
+        pl_fail(c, 400, "invalid_request_error",
+                model ? "invalid_type" : "missing_required_parameter", "model",
+                model ? "Invalid type for 'model': expected a string."
+                      : "you must provide a model parameter");
+        return PL_FINISH;
+    }
+    json_t *input = json_object_get(doc, "input");
+    bool ok = json_is_string(input) || (json_is_array(input) && json_array_size(input) > 0);
+    if (!ok) {
+        pl_fail(c, 400, "invalid_request_error",
+                input ? "invalid_value" : "missing_required_parameter", "input",
+                input ? "Invalid 'input': expected a string or a non-empty array."
+                      : "Missing required parameter: 'input'.");
+        return PL_FINISH;
+    }
+    c->model = arena_strdup(r->pool, json_string_value(model));
+    c->body_modified = true; /* built from the document by the target's adapter */
+    return PL_CONTINUE;
+}
+
+pl_step pl_phase_route(pl_call *c)
+{
+    const cfg_target *t = pl_chat_resolve(c);
+    if (!t) return PL_FINISH;
     plan_attempts(c, t);
-    if (pl_context_begin(c)) return; /* history first; the stage starts the attempt */
+    return PL_CONTINUE;
+}
+
+/* The upstream phase: the first attempt; the phase ends (pl_resume) when an answer came whole,
+ * or the call finishes on the way (an error, a stream's end relayed). */
+pl_step pl_phase_upstream(pl_call *c)
+{
     pl_start_attempt(c);
+    return PL_SUSPEND;
 }

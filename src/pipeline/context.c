@@ -78,10 +78,19 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
     }
 }
 
-/* The stored history becomes part of the body; the attempt starts. */
+static void loaded(pl_call *c, ctx_req *req);
+
 static void on_loaded(ctx_req *req)
 {
     pl_call *c = req->data;
+    pl_hold(c);
+    loaded(c, req);
+    pl_unhold(c);
+}
+
+/* The stored history becomes part of the body; the phase is done. */
+static void loaded(pl_call *c, ctx_req *req)
+{
     c->ctx_pending = false;
     pl_context_observe(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
     if (c->aborted) {
@@ -133,7 +142,7 @@ static void on_loaded(ctx_req *req)
                    (conv.summary && *conv.summary ? 1 : 0);
     c->context_turns = n_sent > fixed ? (int)(n_sent - fixed) : 0;
     c->body_modified = true;
-    pl_start_attempt(c);
+    pl_resume(c);
 }
 
 /* Fails c for messages[i].field (field NULL: messages[i]): invalid_type or invalid_value, with
@@ -216,17 +225,19 @@ static bool request_messages_ok(pl_call *c, json_t *messages)
     return true;
 }
 
-bool pl_context_begin(pl_call *c)
+/* The context-load phase: with X-Conversation-Id on a route with a contextRef, the stored
+ * history is read (the phase waits for it) and merged into the request by the strategy. */
+pl_step pl_phase_context_load(pl_call *c)
 {
     const cfg_mcp *mcp = c->route->context;
-    if (!mcp) return false;
+    if (!mcp || c->endpoint == PL_EP_EMBEDDINGS) return PL_CONTINUE; /* not a conversation */
     str id = http_request_header(c->r, "x-conversation-id");
-    if (!id.p) return false; /* no header: no context */
+    if (!id.p) return PL_CONTINUE; /* no header: no context */
     if (!id_ok(id)) {
         pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id",
                 "X-Conversation-Id must be 1 to %d printable ASCII characters without spaces.",
                 CTX_ID_MAX);
-        return true;
+        return PL_FINISH;
     }
     c->mcp = mcp;
     c->conv_id = strndup(id.p, id.n);
@@ -234,15 +245,15 @@ bool pl_context_begin(pl_call *c)
     c->ctx_store = pl_bound_store(c->bound, mcp, &why);
     if (!c->ctx_store) {
         pl_context_fail(c, CTX_EUNAVAIL, why ? why : "it could not be opened");
-        return true;
+        return PL_FINISH;
     }
     json_t *body = pl_call_body(c);
     if (!body) {
         pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
                 "The request body could not be read as a JSON document.");
-        return true;
+        return PL_FINISH;
     }
-    if (!request_messages_ok(c, json_object_get(body, "messages"))) return true;
+    if (!request_messages_ok(c, json_object_get(body, "messages"))) return PL_FINISH;
     /* what this request adds to the conversation: its own messages, without system ones. The
      * body keeps every number's text for the provider (core/json.h); the store keeps numbers as
      * jansson does, the nearest double, so a number beyond that range cannot be recorded. */
@@ -259,7 +270,7 @@ bool pl_context_begin(pl_call *c)
                     "Invalid 'messages[%zu]': it holds a number beyond the range of a double "
                     "(about 1.8e308), which conversation '%s' cannot record.",
                     i, c->conv_id);
-            return true;
+            return PL_FINISH;
         }
         json_array_append_new(c->conv_new, stored);
     }
@@ -269,10 +280,10 @@ bool pl_context_begin(pl_call *c)
     int rc = ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_loaded);
     if (rc != 0) {
         pl_context_fail(c, rc, c->creq.errmsg);
-        return true;
+        return PL_FINISH;
     }
     c->ctx_pending = true;
-    return true;
+    return PL_SUSPEND;
 }
 
 size_t pl_context_headers(pl_call *c, http_header *h)
@@ -509,7 +520,7 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
                     json_is_string(content) || json_is_array(content) ? content : json_null());
     if (json_is_array(tcs) && json_array_size(tcs)) json_object_set(a, "tool_calls", tcs);
     json_decref(doc);
-    /* numbers as the store keeps them (see pl_context_begin): the provider's fault, said now,
+    /* numbers as the store keeps them (see pl_phase_context_load): the provider's fault, said now,
      * not a store error at commit time */
     json_t *stored = json_plain(a);
     json_decref(a);
@@ -662,9 +673,17 @@ static void job_done(upstream_req *u, upstream_result res, int status, const cha
 {
     summarize_job *j = udata;
     job_unlink(j);
-    json_t *doc = res == UPSTREAM_OK && status == 200
-                      ? json_loadb(j->resp.data ? j->resp.data : "", j->resp.len, 0, NULL)
-                      : NULL;
+    bool ok = res == UPSTREAM_OK && status == 200;
+    if (ok && !provider_speaks_openai(j->target)) { /* another family's answer -> canonical */
+        char why[256];
+        size_t n = 0;
+        char *a = provider_chat_answer(j->target, j->resp.data ? j->resp.data : "", j->resp.len,
+                                       j->target->name, &n, why, sizeof why);
+        buf_reset(&j->resp);
+        if (a) buf_append(&j->resp, a, n);
+        free(a);
+    }
+    json_t *doc = ok ? json_loadb(j->resp.data ? j->resp.data : "", j->resp.len, 0, NULL) : NULL;
     json_t *msg = json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "message");
     const char *text = json_string_value(json_object_get(msg, "content"));
     if (!text || !*text) {
@@ -726,18 +745,17 @@ static void summarize_start(pl_call *c, uint64_t version)
     j->replaces = plan.n_summarize;
     j->version = version;
     j->target = t;
-    if (provider_is_local(t)) {
-        arena *pool = arena_new(1024);
-        const char *text = mock_answer_text(t, messages, pool);
-        job_store(j, text);
-        arena_free(pool);
-        json_decref(messages);
-        return;
-    }
     json_t *body = json_pack("{s:s, s:o}", "model", t->model_name, "messages", messages);
-    provider_request pr;
     arena *pool = arena_new(1024);
-    int rc = provider_build_chat(t, body, NULL, pool, &pr, err, sizeof err);
+    if (!body || !pool) abort();
+    pl_send s = {.target = t,
+                 .doc = body,
+                 .pool = pool,
+                 .udata = j,
+                 .on_data = job_data,
+                 .on_done = job_done};
+    pl_sent sent;
+    int rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
     json_decref(body);
     if (rc != 0) {
         log_warn("conversation %s: cannot summarise with target '%s': %s", j->id, t->name, err);
@@ -745,18 +763,9 @@ static void summarize_start(pl_call *c, uint64_t version)
         job_free(j);
         return;
     }
-    j->body = pr.body;
-    upstream_opts o = provider_upstream_opts(t, &pr, pr.body, pr.body_len);
-    o.udata = j;
-    o.on_data = job_data;
-    o.on_done = job_done;
-    j->up = upstream_send(c->w->up, &o);
-    if (!j->up) {
-        log_warn("conversation %s: cannot start the summary request", j->id);
-        job_free(j);
-    } else {
-        job_link(j);
-    }
+    j->body = sent.body;
+    j->up = sent.req;
+    job_link(j);
     arena_free(pool); /* upstream_send copied URL and headers */
 }
 
@@ -765,6 +774,7 @@ static void summarize_start(pl_call *c, uint64_t version)
 static void on_committed(ctx_req *req)
 {
     pl_call *c = req->data;
+    pl_hold(c);
     c->ctx_pending = false;
     pl_context_observe(c->w, c->mcp, c->ctx_store, "append", c->ctx_op_ns, req->result);
     int rc = req->result;
@@ -779,15 +789,18 @@ static void on_committed(ctx_req *req)
         free(c->error);
         c->error = strdup(msg);
     }
-    c->commit_then(c, rc);
+    c->commit_rc = rc;
+    pl_resume(c);
+    pl_unhold(c);
 }
 
-void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
+/* The context-commit phase: the request's messages and the answer appended to the
+ * conversation (one compare-and-set on the version read); c->commit_rc says how it went, for
+ * the respond phase. Nothing to record (no context, ReadOnlyMany, nothing new): CTX_OK. */
+pl_step pl_phase_context_commit(pl_call *c)
 {
-    if (!c->ctx_store || c->mcp->read_only) {
-        then(c, CTX_OK);
-        return;
-    }
+    c->commit_rc = CTX_OK;
+    if (!c->ctx_store || c->mcp->read_only) return PL_CONTINUE;
     json_t *msgs = json_array();
     json_array_extend(msgs, c->conv_new);
     if (c->answer) {
@@ -798,24 +811,22 @@ void pl_context_commit(pl_call *c, void (*then)(pl_call *c, int result))
     }
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);
-        then(c, CTX_OK);
-        return;
+        return PL_CONTINUE;
     }
     memset(&c->creq, 0, sizeof c->creq);
     c->creq.data = c;
-    c->commit_then = then;
     c->ctx_op_ns = clock_mono_ns();
-    /* one compare-and-set on the version read: the record is not read again */
     int rc = ctx_store_append_to(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, c->conv_record,
                                  msgs, on_committed);
     json_decref(msgs);
     if (rc != 0) {
         free(c->error);
         c->error = strdup(c->creq.errmsg);
-        then(c, rc);
-        return;
+        c->commit_rc = rc;
+        return PL_CONTINUE;
     }
     c->ctx_pending = true;
+    return PL_SUSPEND;
 }
 
 void pl_context_cancel_summaries(pl_worker *w)
@@ -847,7 +858,7 @@ void pl_context_finish_stream(pl_call *c, int result)
 {
     if (result == CTX_OK) {
         static const char done[] = "data: [DONE]\n\n";
-        http_stream_write(c->r, done, sizeof done - 1);
+        pl_client_write(c, done, sizeof done - 1);
         c->status = 200;
         pl_finish_stream(c);
         return;

@@ -22,6 +22,7 @@ typedef struct pl_runtime {
     const cfg_gateway *gw;            /* the gateway this process serves, inside snap */
     _Atomic unsigned long *rr;        /* per-route round-robin counters (gw->n_routes) */
     struct route_target_stats *stats; /* per-target live figures (gw->n_targets) */
+    struct health_target *health;     /* per-target health, shared by the workers (health.h) */
 } pl_runtime;
 
 /* Builds the runtime for gateway gw_name (NULL = first) of snap; takes its own snapshot ref.
@@ -29,6 +30,8 @@ typedef struct pl_runtime {
 pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, size_t errlen);
 void pl_runtime_ref(pl_runtime *rt);
 void pl_runtime_unref(pl_runtime *rt);
+/* Carries the health of prev's targets over to rt's targets of the same name (a reload). */
+void pl_runtime_inherit_health(pl_runtime *rt, pl_runtime *prev);
 
 typedef struct pl_bound pl_bound; /* a runtime as one worker uses it (bound.h) */
 
@@ -41,7 +44,8 @@ typedef struct pl_worker {
     uv_timer_t maint;                /* context-store upkeep: figures for metrics, TTL sweeps */
     struct summarize_job *summaries; /* background Summarize requests in flight (context.c) */
     bool maint_init;
-    uint64_t rng; /* xorshift state for Weighted picks */
+    struct health_prober *prober; /* worker 0: active health probes (health.c) */
+    uint64_t rng;                 /* xorshift state for Weighted picks */
     unsigned id;
 } pl_worker;
 
@@ -57,5 +61,8 @@ const cfg_gateway *pl_worker_gateway(const pl_worker *w);
 
 /* http_handler_fn for http_server: ctx is the pl_worker. */
 void pl_handle(http_request *r, void *ctx);
+/* http_handler_fn for the listener of spec.admin (metrics and the admin API): ctx is the
+ * pl_worker. */
+void pl_handle_admin(http_request *r, void *ctx);
 
 #endif

@@ -11,11 +11,13 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "pipeline/call.h"
+#include "pipeline/health.h"
 #include "pipeline/route.h"
 
 static void on_client_drain(http_request *r)
 {
     pl_call *c = r->udata;
+    if (c->finished) return;
     if (c->client_blocked && c->up) {
         c->client_blocked = false;
         upstream_resume(c->up);
@@ -245,7 +247,7 @@ static void relay_write(pl_call *c, const char *d, size_t n)
 {
     if (!n) return;
     stream_begin(c);
-    if (!http_stream_write(c->r, d, n)) c->client_blocked = true;
+    if (!pl_client_write(c, d, n)) c->client_blocked = true;
 }
 
 /* Forwards every complete SSE event in c->resp and keeps a trailing partial one. The scan for
@@ -368,8 +370,7 @@ static void refuse_not_json(pl_call *c)
     const char *d = c->resp.data ? c->resp.data : "";
     bool sse = c->resp.len >= 5 && (memcmp(d, "data:", 5) == 0 || memcmp(d, "event", 5) == 0);
     refuse_answer(c, "invalid_upstream_response",
-                  "Model target '%s' answered with %s instead of a chat.completion JSON object.",
-                  c->target->name,
+                  "Model target '%s' answered with %s instead of a JSON object.", c->target->name,
                   sse           ? "an event stream to a request without \"stream\": true"
                   : c->resp.len ? "a body that is not JSON"
                                 : "an empty body");
@@ -398,7 +399,10 @@ static void whole_data(pl_call *c, const char *data, size_t len)
         return;
     }
     buf_append(&c->resp, data, len);
-    if (c->ctx_store || c->resp.len <= PL_WHOLE_BUFFER) return;
+    /* held whole when it is recorded or translated (another family's answer, or the caller's) */
+    if (c->ctx_store || c->resp.len <= PL_WHOLE_BUFFER || c->family != PL_FAMILY_OPENAI ||
+        !provider_speaks_openai(c->target))
+        return;
     if (!starts_like_json(c->resp.data, c->resp.len)) {
         refuse_not_json(c);
         return;
@@ -416,9 +420,59 @@ static void whole_data(pl_call *c, const char *data, size_t len)
     buf_free(&held);
 }
 
-static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
+/* A target that does not speak OpenAI, streamed: its complete events in c->up_raw become
+ * canonical events appended to c->resp (for relay_events). at_end: the body ended, a last event
+ * without its blank line counts. false: c was finished (an event unreadable or too large). */
+static bool translate_events(pl_call *c, const char *data, size_t len, bool at_end)
 {
-    pl_call *c = udata;
+    buf_append(&c->up_raw, data, len);
+    if (at_end && c->up_raw.len) buf_append(&c->up_raw, "\n\n", 2);
+    const char *d = c->up_raw.data;
+    size_t n = c->up_raw.len, pos = 0, i = c->up_scan;
+    for (;;) {
+        const char *nl = i < n ? memchr(d + i, '\n', n - i) : NULL;
+        if (!nl) {
+            i = n;
+            break;
+        }
+        size_t k = (size_t)(nl - d), ev_end;
+        if (k + 1 >= n || (d[k + 1] == '\r' && k + 2 >= n)) {
+            i = k; /* the next byte decides */
+            break;
+        }
+        if (d[k + 1] == '\n') {
+            ev_end = k + 2;
+        } else if (d[k + 1] == '\r' && d[k + 2] == '\n') {
+            ev_end = k + 3;
+        } else {
+            i = k + 1;
+            continue;
+        }
+        if (ev_end - pos > max_event(c)) break; /* refused below */
+        char why[256];
+        if (provider_stream_event(c->xs, d + pos, ev_end - pos, &c->resp, why, sizeof why) != 0) {
+            refuse_answer(c, "invalid_upstream_response",
+                          "Model target '%s' sent a stream event that cannot be read: %s.",
+                          c->target->name, why);
+            return false;
+        }
+        pos = ev_end;
+        i = ev_end;
+    }
+    if (n - pos > max_event(c)) {
+        refuse_answer(c, "upstream_response_too_large",
+                      "An event of model target '%s' is larger than %zu bytes; the stream was "
+                      "broken off.",
+                      c->target->name, max_event(c));
+        return false;
+    }
+    if (pos) buf_consume(&c->up_raw, pos);
+    c->up_scan = i - pos;
+    return true;
+}
+
+static bool data_in(pl_call *c, const char *data, size_t len)
+{
     size_t cap = c->target->max_response_bytes;
     bool ok_status = c->up_status >= 200 && c->up_status < 300;
     if (!ok_status) {
@@ -438,6 +492,10 @@ static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
         return true;
     }
     if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    if (c->xs) {
+        if (translate_events(c, data, len, false)) relay_events(c);
+        return true;
+    }
     buf_append(&c->resp, data, len);
     relay_events(c);
     return true;
@@ -463,9 +521,8 @@ static bool ct_is_json(const char *ct)
     return n >= 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
-static void on_headers(upstream_req *u, int status, void *udata)
+static void headers_in(pl_call *c, upstream_req *u, int status)
 {
-    pl_call *c = udata;
     c->up_status = status;
     if (status < 200 || status >= 300) return;
     const char *ct = upstream_header_get(u, "content-type");
@@ -500,7 +557,7 @@ static void on_headers(upstream_req *u, int status, void *udata)
 static void usage_settle(pl_call *c, const char *text, size_t len)
 {
     if (c->usage.present) {
-        c->usage_source = "upstream";
+        c->usage_source = provider_is_local(c->target) ? "counted" : "upstream";
         return;
     }
     if (!text) {
@@ -543,8 +600,10 @@ static bool retryable(const pl_call *c, upstream_result res, int status)
 static void on_backoff(uv_timer_t *t)
 {
     pl_call *c = t->data;
+    pl_hold(c);
     c->attempt++;
     pl_start_attempt(c);
+    pl_unhold(c);
 }
 
 /* What went wrong with an attempt, for the log: "HTTP 503", "connect failed: ...", ... */
@@ -573,6 +632,8 @@ static void attempt_reset(pl_call *c)
     c->ttft_us = 0;
     c->resp_total = 0;
     c->scan_pos = 0;
+    buf_reset(&c->up_raw);
+    c->up_scan = 0;
     c->done_seen = c->finish_seen = c->up_error_event = false;
     c->usage = (provider_usage){0};
     c->usage_source = NULL;
@@ -662,8 +723,9 @@ static bool header_value_relayable(const char *v)
     return true;
 }
 
+/* pe: the mapped error of a target that does not speak OpenAI (NULL for those that do). */
 static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int status,
-                          const char *errmsg)
+                          const char *errmsg, const provider_error *pe)
 {
     const cfg_target *t = c->target;
     const char *tn = t->name;
@@ -702,9 +764,25 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
             if (v && header_value_relayable(v)) h[n++] = (http_header){str_c(names[i]), str_c(v)};
         }
         provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
-        pl_fail_headers(c, 429, h, n, provider_rate_limit_type(c->resp.data, c->resp.len),
+        pl_fail_headers(c, 429, h, n,
+                        pe ? pe->type : provider_rate_limit_type(c->resp.data, c->resp.len),
                         "rate_limit_exceeded", NULL, "Model target '%s' is rate limited: %s", tn,
                         pmsg[0] ? pmsg : "HTTP 429");
+        return;
+    }
+    if (pe) { /* another family's error: never relayed as it is */
+        bool client = status >= 400 && status < 500;
+        pl_fail(c,
+                client                           ? status
+                : status == 503 || status == 504 ? status
+                                                 : 502,
+                pe->type,
+                pe->code ? pe->code
+                : client ? "upstream_rejected"
+                         : "upstream_error",
+                NULL, "Model target '%s' %s (HTTP %d): %s", tn,
+                client ? "rejected the request" : "failed", status,
+                provider_text(c, pmsg, sizeof pmsg));
         return;
     }
     if (status >= 400 && status < 500) {
@@ -736,7 +814,7 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
     buf_append(&ev, s, len);
     buf_puts(&ev, "\n\n");
     free(s);
-    http_stream_write(c->r, ev.data, ev.len);
+    pl_client_write(c, ev.data, ev.len);
     buf_free(&ev);
     free(c->error);
     c->error = strdup(msg);
@@ -744,14 +822,14 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
     pl_finish_stream(c);
 }
 
-static void on_done(upstream_req *u, upstream_result res, int status, const char *errmsg,
-                    void *udata)
+static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status,
+                    const char *errmsg)
 {
-    pl_call *c = udata;
     c->up = NULL; /* finished: no cancel from here on */
     c->upstream_us = (clock_mono_ns() - c->up_start_ns) / 1000u;
     bool ok = res == UPSTREAM_OK && status >= 200 && status < 300;
     pl_attempt_end(c, ok, upstream_ttfb_us(u));
+    health_observe(&c->rt->health[c->target->index], c->target, res, status);
     free(c->up_body);
     c->up_body = NULL;
 
@@ -759,13 +837,30 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
         if (c->passthrough) { /* relayed: the end, and the usage from the tail kept */
             provider_parse_usage(c->resp.data ? c->resp.data : "", c->resp.len, &c->usage);
             usage_settle(c, NULL, 0);
-            c->status = 200;
-            pl_finish_stream(c);
+            pl_resume(c);
             return;
         }
         if (!starts_like_json(c->resp.data, c->resp.len)) {
             refuse_not_json(c);
             return;
+        }
+        if (!provider_speaks_openai(c->target)) { /* the provider's format -> canonical */
+            char why[256];
+            size_t n = 0;
+            char *a = c->endpoint == PL_EP_EMBEDDINGS
+                          ? provider_embeddings_answer(c->target, c->resp.data, c->resp.len,
+                                                       c->model, &n, why, sizeof why)
+                          : provider_chat_answer(c->target, c->resp.data, c->resp.len, c->model, &n,
+                                                 why, sizeof why);
+            if (!a) {
+                refuse_answer(c, "invalid_upstream_response",
+                              "Model target '%s' sent an answer that cannot be read: %s.",
+                              c->target->name, why);
+                return;
+            }
+            buf_reset(&c->resp);
+            buf_append(&c->resp, a, n);
+            free(a);
         }
         provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
         if (c->ctx_store) {
@@ -785,14 +880,17 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
             } else {
                 usage_settle(c, NULL, 0);
             }
-            pl_context_commit(c, pl_context_finish_whole);
+            pl_resume(c);
             return;
         }
         usage_settle(c, NULL, 0);
-        pl_finish(c, 200, &pl_json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
+        pl_resume(c);
         return;
     }
     if (ok) {
+        if (c->xs && c->up_raw.len) { /* the provider's last event without its blank line */
+            if (!translate_events(c, NULL, 0, true) || !relay_events(c)) return;
+        }
         if (c->resp.len) { /* a last event without its blank line */
             if (!c->stream_started && starts_like_json(c->resp.data, c->resp.len)) {
                 refuse_answer(c, "invalid_upstream_response",
@@ -843,15 +941,7 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
         } else {
             usage_settle(c, NULL, 0);
         }
-        if (c->ctx_store) {
-            pl_context_commit(c, pl_context_finish_stream);
-            return;
-        }
-        /* a provider that ends with a finish_reason but no [DONE]: the client gets the [DONE]
-         * OpenAI's wire format promises */
-        if (!c->done_seen) relay_write(c, "data: [DONE]\n\n", 14);
-        c->status = 200;
-        pl_finish_stream(c);
+        pl_resume(c);
         return;
     }
 
@@ -880,56 +970,140 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
                        res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
         return;
     }
+    /* another family's error answer: its status in the client's terms (Anthropic 529 -> 503)
+     * and the OpenAI type for it */
+    provider_error pe = {0};
+    bool mapped = res == UPSTREAM_OK && !provider_speaks_openai(c->target);
+    if (mapped) {
+        provider_map_error(c->target, status, c->resp.data ? c->resp.data : "", c->resp.len, &pe);
+        status = pe.status;
+    }
     if (retryable(c, res, status) && retry_later(c, u, res, status, errmsg)) return;
     if (fail_unavailable(c, u, res, status)) return;
-    fail_upstream(c, u, res, status, errmsg ? errmsg : "");
+    fail_upstream(c, u, res, status, errmsg ? errmsg : "", mapped ? &pe : NULL);
+}
+
+/* The upstream client's callbacks: each holds the call while it runs (driver.c). */
+static bool on_data(upstream_req *u, const char *data, size_t len, void *udata)
+{
+    pl_call *c = udata;
+    pl_hold(c);
+    bool consumed = data_in(c, data, len);
+    pl_unhold(c);
+    return consumed;
+}
+
+static void on_headers(upstream_req *u, int status, void *udata)
+{
+    pl_call *c = udata;
+    pl_hold(c);
+    headers_in(c, u, status);
+    pl_unhold(c);
+}
+
+static void on_done(upstream_req *u, upstream_result res, int status, const char *errmsg,
+                    void *udata)
+{
+    pl_call *c = udata;
+    pl_hold(c);
+    done_in(c, u, res, status, errmsg);
+    pl_unhold(c);
 }
 
 void pl_proxy_start(pl_call *c)
 {
     const cfg_target *t = c->target;
-    char err[256];
-    provider_request pr;
-    int rc;
-    if (c->body_modified) {
-        /* the context stage rewrote the document: each attempt encodes a shallow copy of it */
-        json_t *body = json_copy(c->body);
-        rc = provider_build_chat(t, body, c->request_id, c->r->pool, &pr, err, sizeof err);
-        json_decref(body);
-    } else {
-        /* the client's own bytes, with at most the model replaced and parameters added */
-        const chat_probe *p = &c->probe;
-        provider_raw_body raw = {.body = c->r->body.p,
-                                 .len = c->r->body.n,
-                                 .model = c->model,
-                                 .model_start = p->model_start,
-                                 .model_end = p->model_end,
-                                 .object_end = p->object_end,
-                                 .keys = p->top_keys,
-                                 .n_keys = p->n_top_keys,
-                                 .stream = c->stream};
-        rc = provider_build_chat_raw(t, &raw, c->request_id, c->r->pool, &pr, err, sizeof err);
-        if (rc == 0 && !pr.body) pr.body_len = c->r->body.n;
-    }
-    if (rc != 0) {
-        pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);
+    /* the client's own bytes go upstream when they are the target's family and unchanged;
+     * otherwise the adapter builds the body from the document (rewritten by the context stage,
+     * another family's, or a Mock target's) */
+    bool forward = !c->body_modified && provider_takes_raw(t);
+    provider_stream_free(c->xs);
+    c->xs = NULL;
+    if (!forward && !pl_call_body(c)) {
+        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                "The request body could not be read as a JSON document.");
         return;
     }
-    c->up_body = pr.body;
-    c->usage_injected = pr.stream_usage_added;
-    /* no usage will come: the text is collected to count it (context routes assemble it) */
-    c->count_text = c->stream && !c->include_usage && !c->usage_injected && !c->ctx_store;
-    upstream_opts o = provider_upstream_opts(t, &pr, pr.body ? pr.body : c->r->body.p, pr.body_len);
-    o.udata = c;
-    o.on_headers = on_headers;
-    o.on_data = on_data;
-    o.on_done = on_done;
+    const chat_probe *p = &c->probe;
+    provider_raw_body raw = {.body = c->r->body.p,
+                             .len = c->r->body.n,
+                             .model = c->model,
+                             .model_start = p->model_start,
+                             .model_end = p->model_end,
+                             .object_end = p->object_end,
+                             .keys = p->top_keys,
+                             .n_keys = p->n_top_keys,
+                             .stream = c->stream};
+    pl_send s = {.target = t,
+                 .doc = forward ? NULL : c->body,
+                 .raw = forward ? &raw : NULL,
+                 .embeddings = c->endpoint == PL_EP_EMBEDDINGS,
+                 .request_id = c->request_id,
+                 .pool = c->r->pool,
+                 .udata = c,
+                 .on_headers = on_headers,
+                 .on_data = on_data,
+                 .on_done = on_done};
+    pl_sent sent;
+    char err[256];
     c->up_start_ns = clock_mono_ns();
-    c->up = upstream_send(c->w->up, &o);
-    if (!c->up) {
-        free(c->up_body);
-        c->up_body = NULL;
+    int rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
+    switch (rc) {
+    case 0:
+        break;
+    case PROVIDER_EREQUEST:
+        pl_fail(c, 400, "invalid_request_error", "unsupported_for_target", sent.err_param, "%s",
+                err);
+        return;
+    case PL_SEND_FAILED:
         pl_fail(c, 502, "server_error", "upstream_unavailable", NULL,
                 "Could not start a request to model target '%s'.", t->name);
+        return;
+    default:
+        if (c->endpoint == PL_EP_EMBEDDINGS) /* the model exists, the API does not */
+            pl_fail(c, 400, "invalid_request_error", "model_not_supported", "model",
+                    "Model '%s' cannot make embeddings: %s.", c->model, err);
+        else
+            pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);
+        return;
     }
+    c->up = sent.req;
+    c->up_body = sent.body;
+    c->usage_injected = sent.usage_added;
+    if (!provider_speaks_openai(t) && c->stream) {
+        c->xs = provider_stream_new(t, c->model);
+        if (!c->xs) abort();
+        /* the translation always ends with a usage chunk: the client gets it when it asked */
+        c->usage_injected = !c->include_usage;
+    }
+    /* no usage will come: the text is collected to count it (context routes assemble it) */
+    c->count_text = c->stream && !c->include_usage && !c->usage_injected && !c->ctx_store;
+}
+
+/* The respond phase: the answer the upstream phase held, or the end of the stream it relayed
+ * (after the context-commit phase, whose result decides it on a route with a context). */
+pl_step pl_phase_respond(pl_call *c)
+{
+    if (c->passthrough) { /* a whole answer relayed as it came: its end */
+        c->status = 200;
+        pl_finish_stream(c);
+        return PL_FINISH;
+    }
+    if (c->ctx_store) {
+        if (c->stream)
+            pl_context_finish_stream(c, c->commit_rc);
+        else
+            pl_context_finish_whole(c, c->commit_rc);
+        return PL_FINISH;
+    }
+    if (!c->stream) {
+        pl_finish(c, 200, &pl_json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
+        return PL_FINISH;
+    }
+    /* a provider that ends with a finish_reason but no [DONE]: the client gets the [DONE]
+     * OpenAI's wire format promises */
+    if (!c->done_seen) relay_write(c, "data: [DONE]\n\n", 14);
+    c->status = 200;
+    pl_finish_stream(c);
+    return PL_FINISH;
 }

@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 
+#include "pipeline/health.h"
 #include "pipeline/route.h"
 
 bool route_prefix_match(const cfg_gateway *gw, str path, size_t *prefix_len, str *suffix)
@@ -199,14 +200,24 @@ const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cf
         const cfg_target *t = pick_header(rt, key, ctx);
         if (t) return t;
     }
-    const cfg_backend *ok[64];
-    size_t n = 0;
-    for (size_t i = 0; i < rt->n_backends && n < 64; i++)
-        if (route_key_allows(key, rt->backends[i].target)) ok[n++] = &rt->backends[i];
-    if (n == 0) {
+    const cfg_backend *all[64], *avail[64], *room[64];
+    size_t n_all = 0, n_avail = 0, n_room = 0;
+    for (size_t i = 0; i < rt->n_backends && n_all < 64; i++) {
+        const cfg_backend *b = &rt->backends[i];
+        if (!route_key_allows(key, b->target)) continue;
+        all[n_all++] = b;
+        if (rt->strategy == STRATEGY_WEIGHTED && b->weight <= 0) continue;
+        if (!route_target_has_room(b->target, ctx)) continue;
+        room[n_room++] = b;
+        if (!route_target_ejected(b->target, ctx)) avail[n_avail++] = b;
+    }
+    if (n_all == 0) {
         *forbidden = true;
         return NULL;
     }
+    /* healthy with room, else with room (panic), else everyone (the attempt reports overload) */
+    const cfg_backend *const *ok = n_avail ? avail : n_room ? room : all;
+    size_t n = n_avail ? n_avail : n_room ? n_room : n_all;
     const cfg_target *t = NULL;
     switch (rt->strategy) {
     case STRATEGY_WEIGHTED:
@@ -232,6 +243,18 @@ const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cf
     }
     unsigned long turn = atomic_fetch_add_explicit(ctx->rr, 1, memory_order_relaxed);
     return ok[turn % n]->target;
+}
+
+bool route_target_ejected(const cfg_target *t, const route_pick_ctx *ctx)
+{
+    return ctx->health && health_ejected(&ctx->health[t->index], ctx->now_ms);
+}
+
+bool route_target_has_room(const cfg_target *t, const route_pick_ctx *ctx)
+{
+    if (t->max_concurrency <= 0 || !ctx->stats) return true;
+    return health_has_room(
+        t, atomic_load_explicit(&ctx->stats[t->index].in_flight, memory_order_relaxed));
 }
 
 void route_stats_observe(route_target_stats *s, uint64_t ttfb_us)

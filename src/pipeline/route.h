@@ -33,6 +33,12 @@ typedef struct route_pick_ctx {
     uint64_t *rng;             /* the worker's generator (Weighted) */
     route_target_stats *stats; /* indexed by cfg_target.index; NULL = no figures */
     const http_request *r;     /* the request (HeaderBased); may be NULL */
+    /* indexed by cfg_target.index; NULL = all healthy. Balancing prefers targets that are
+     * neither ejected nor full (maxConcurrency, read from stats); when none is, those with
+     * room (panic: ejection never refuses all traffic); when none has room, all of them (the
+     * attempt then answers 503 target_overloaded). */
+    struct health_target *health;
+    int64_t now_ms; /* monotonic, for ejection times */
 } route_pick_ctx;
 
 /* Whether route_resolve would serve model on rt for key and request r (headers read by
@@ -48,6 +54,10 @@ route_model_status route_model_check(const cfg_route *rt, const char *model, con
  * *forbidden is set when targets exist but key may use none of them (route_model_check). */
 const cfg_target *route_resolve(const cfg_route *rt, const char *model, const cfg_api_key *key,
                                 route_pick_ctx *ctx, bool *forbidden);
+
+/* Whether t is ejected (ctx->health) or has no room (maxConcurrency against ctx->stats). */
+bool route_target_ejected(const cfg_target *t, const route_pick_ctx *ctx);
+bool route_target_has_room(const cfg_target *t, const route_pick_ctx *ctx);
 
 /* Folds one measured time to first byte into the target's moving average. */
 void route_stats_observe(route_target_stats *s, uint64_t ttfb_us);

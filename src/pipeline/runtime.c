@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "pipeline/health.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/route.h"
 
@@ -23,8 +24,15 @@ pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, s
     rt->rr = calloc(gw->n_routes ? gw->n_routes : 1, sizeof *rt->rr);
     rt->stats = calloc(gw->n_targets ? gw->n_targets : 1, sizeof *rt->stats);
     if (!rt->rr || !rt->stats) abort();
+    rt->health = health_new(gw->n_targets);
     atomic_init(&rt->refs, 1);
     return rt;
+}
+
+void pl_runtime_inherit_health(pl_runtime *rt, pl_runtime *prev)
+{
+    if (!rt || !prev) return;
+    health_inherit(rt->health, rt->gw, prev->health, prev->gw);
 }
 
 void pl_runtime_ref(pl_runtime *rt)
@@ -36,6 +44,7 @@ void pl_runtime_unref(pl_runtime *rt)
 {
     if (!rt) return;
     if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1) return;
+    health_free(rt->health, rt->gw->n_targets); /* rt->gw lives in the snapshot */
     cfg_snapshot_unref(rt->snap);
     free((void *)rt->rr);
     free(rt->stats);
