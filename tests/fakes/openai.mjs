@@ -9,7 +9,27 @@
 //   fake.requests                                  // [{method, path, headers, body, raw, ...}]
 //                                                  // each with receivedAt: performance.now()
 //                                                  // (ms, monotonic) when its body had arrived
+//   fake.chatRequests(), fake.embeddingRequests()  // those two kinds of request only
 //   await fake.close()
+//   startFakeOpenAI({ tls: {key, cert, ca, requestCert, ...} })  // HTTPS (node tls options);
+//                                                  // url/baseURL then start with https://
+//
+// Routes: GET /v1/models, POST /v1/chat/completions, POST /v1/embeddings (input a string or a list
+// of strings; vectors from fakeEmbedding(text, dimensions || 8), sent as base64 float32 when
+// encoding_format is base64, as the openai SDK asks by default). With options.apiKey the
+// Authorization header must be `Bearer <apiKey>` (401 otherwise).
+//
+// Azure OpenAI: startFakeOpenAI({ azure: { deployment, apiVersion }, apiKey }) serves instead
+//   POST /openai/deployments/{deployment}/chat/completions?api-version=...  and  .../embeddings
+// (deployment: a name or a list of names; apiVersion: the accepted version(s), or absent for any)
+// as {resource}.openai.azure.com does: the api-key header is required (401 without it, or when it
+// differs from apiKey), the api-version query is required (404 Resource not found without it, 400
+// when not an accepted one), an unknown deployment is 404 DeploymentNotFound — errors in Azure's
+// form {"error":{"code","message"}}. Answers are OpenAI's plus Azure's content filter results
+// (prompt_filter_results; a stream starts with a chunk whose choices are empty and which carries
+// them); model is the request's model or else the deployment name. fake.url is the endpoint
+// (what AzureOpenAI takes as `endpoint`), fake.baseURL is `${url}/openai`. Each request records
+// its `deployment` and `apiVersion`.
 //
 // Behaviour fields (all optional):
 //   status, body, headers   answer with this status/body (object → JSON, string → as is);
@@ -32,6 +52,14 @@
 //   toolDeltas: [[...], ...]  stream: one event per entry, its delta.tool_calls the given array,
 //                           then finish_reason tool_calls and [DONE]
 //   omitUsage: true         stream: no usage chunk even when stream_options.include_usage asks
+//   tool: true | {name, arguments}  answer with one tool call (even without "use the tool"; the
+//                           default: when the request has function tools and the last user text
+//                           contains "use the tool", or tool_choice is required / a function):
+//                           {id "call_fake…", type function, function {name (tool_choice's, else the
+//                           first tool's), arguments (JSON text, from the parameters schema)}},
+//                           content null, finish_reason tool_calls; completion_tokens =
+//                           fakeTokens(arguments). Streamed: the id and name first, the arguments
+//                           in 3 pieces, finish_reason tool_calls, the usage chunk when asked.
 //   sseBytes: '...'         stream: exactly these bytes as the body (text/event-stream), written
 //                           one byte per write (every split an SSE parser can meet); with
 //                           sseHang: true the response is then left open (never ended)
@@ -56,6 +84,11 @@
 //   holdAfterChunks: N, hold: Promise   stream: send N content events, wait until the promise
 //                           settles, then send the rest (the test decides when the answer ends)
 import http from 'node:http';
+import https from 'node:https';
+
+import { fakeEmbedding, sampleFromSchema } from './server.mjs';
+
+export { fakeEmbedding };
 
 let idCounter = 0;
 
@@ -81,6 +114,19 @@ export function lastUserText(body) {
     if (msgs[i] && msgs[i].role === 'user') return contentText(msgs[i].content);
   }
   return '';
+}
+
+// The tool call this fake answers with, or null: see the `tool` behaviour field.
+function toolCallFor(body, b) {
+  const tools = Array.isArray(body?.tools) ? body.tools.filter((t) => t && t.type === 'function' && t.function) : [];
+  const choice = body?.tool_choice;
+  const forced = choice === 'required' || (choice && typeof choice === 'object' && choice.type === 'function');
+  if (!b.tool && !(tools.length && choice !== 'none' && (forced || lastUserText(body).includes('use the tool')))) return null;
+  const named = choice && typeof choice === 'object' && choice.function ? choice.function.name : undefined;
+  const fn = tools.find((t) => t.function.name === (b.tool?.name ?? named)) || tools[0];
+  const name = b.tool?.name ?? fn?.function.name ?? 'tool';
+  const args = b.tool?.arguments ?? sampleFromSchema(fn?.function.parameters);
+  return { id: `call_fake${++idCounter}`, type: 'function', function: { name, arguments: JSON.stringify(args) } };
 }
 
 function promptTokens(body) {
@@ -130,6 +176,14 @@ export function openaiErrorBody(status, message) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Azure's content filter verdict on a harmless text (prompt_filter_results, content_filter_results).
+const AZURE_FILTER = {
+  hate: { filtered: false, severity: 'safe' },
+  self_harm: { filtered: false, severity: 'safe' },
+  sexual: { filtered: false, severity: 'safe' },
+  violence: { filtered: false, severity: 'safe' },
+};
+
 // The offset just after the lead byte of buf's first multi-byte UTF-8 character: cutting there
 // leaves a truncated sequence. Throws when there is none (the test's text must contain one).
 function utf8Middle(buf) {
@@ -153,7 +207,8 @@ export async function startFakeOpenAI(options = {}) {
     }
   }
 
-  const server = http.createServer((req, res) => {
+  const createServer = options.tls ? (fn) => https.createServer(options.tls, fn) : http.createServer;
+  const server = createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
@@ -227,6 +282,8 @@ export async function startFakeOpenAI(options = {}) {
       'openai-processing-ms': '1',
       'openai-version': '2020-10-01',
     };
+    // the OpenAI route this request is for ('/v1/chat/completions', ...); Azure paths map onto them
+    let route = url.pathname;
 
     if (b.status !== undefined && b.status !== 200) {
       const body = b.body !== undefined ? b.body : openaiErrorBody(b.status);
@@ -243,7 +300,18 @@ export async function startFakeOpenAI(options = {}) {
       return;
     }
 
-    if (req.method === 'GET' && url.pathname === '/v1/models') {
+    if (options.azure) {
+      const az = azureRoute(req, url);
+      if (az.status) {
+        sendJSON(res, rec, az.status, { error: { code: az.code, message: az.message } }, common);
+        return;
+      }
+      route = az.route;
+      rec.deployment = az.deployment;
+      rec.apiVersion = az.apiVersion;
+    }
+
+    if (req.method === 'GET' && route === '/v1/models') {
       const body = b.body || {
         object: 'list',
         data: (options.models || ['gpt-4o-mini', 'gpt-4o']).map((id) => ({
@@ -257,7 +325,8 @@ export async function startFakeOpenAI(options = {}) {
       return;
     }
 
-    if (req.method !== 'POST' || url.pathname !== '/v1/chat/completions') {
+    const isEmbeddings = req.method === 'POST' && route === '/v1/embeddings';
+    if (!isEmbeddings && (req.method !== 'POST' || route !== '/v1/chat/completions')) {
       sendJSON(
         res,
         rec,
@@ -278,7 +347,7 @@ export async function startFakeOpenAI(options = {}) {
       sendJSON(res, rec, 400, openaiErrorBody(400, 'We could not parse the JSON body of your request.'), common);
       return;
     }
-    if (options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+    if (!options.azure && options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}`) {
       sendJSON(res, rec, 401, openaiErrorBody(401), common);
       return;
     }
@@ -294,12 +363,17 @@ export async function startFakeOpenAI(options = {}) {
     }
 
     const body = rec.body;
+    const model = typeof body.model === 'string' ? body.model : rec.deployment || 'unknown';
+    if (isEmbeddings) {
+      sendEmbeddings(res, rec, body, model, common, b.headers);
+      return;
+    }
     const text = b.text !== undefined ? b.text : `reply to: ${lastUserText(body)}`;
-    const model = typeof body.model === 'string' ? body.model : 'unknown';
     const id = `chatcmpl-fake${++idCounter}`;
     const created = Math.floor(Date.now() / 1000);
     const pt = promptTokens(body);
-    const ct = fakeTokens(text);
+    const toolCall = toolCallFor(body, b);
+    const ct = fakeTokens(toolCall ? toolCall.function.arguments : text);
     const usage = {
       prompt_tokens: pt,
       completion_tokens: ct,
@@ -312,7 +386,8 @@ export async function startFakeOpenAI(options = {}) {
         rejected_prediction_tokens: 0,
       },
     };
-    rec.responseText = text;
+    rec.responseText = toolCall ? null : text;
+    rec.responseToolCall = toolCall;
     rec.responseUsage = usage;
 
     if (body.stream !== true && b.bigBytes) {
@@ -351,14 +426,18 @@ export async function startFakeOpenAI(options = {}) {
         choices: [
           {
             index: 0,
-            message: { role: 'assistant', content: text, refusal: null, annotations: [] },
+            message: toolCall
+              ? { role: 'assistant', content: null, tool_calls: [toolCall], refusal: null, annotations: [] }
+              : { role: 'assistant', content: text, refusal: null, annotations: [] },
             logprobs: null,
-            finish_reason: 'stop',
+            finish_reason: toolCall ? 'tool_calls' : 'stop',
+            ...(options.azure ? { content_filter_results: AZURE_FILTER } : {}),
           },
         ],
         usage,
         service_tier: 'default',
         system_fingerprint: 'fp_fake0001',
+        ...(options.azure ? { prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER }] } : {}),
       };
       if (b.cutBody || b.stallBody) {
         const payload = Buffer.from(JSON.stringify(answer));
@@ -394,12 +473,35 @@ export async function startFakeOpenAI(options = {}) {
     }
     events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }] }));
     if (includeUsage && !b.omitUsage) events.push({ ...base, choices: [], usage });
+    if (toolCall && !b.toolDeltas) {
+      const a = toolCall.function.arguments;
+      const third = Math.ceil(a.length / 3);
+      const tail = events.slice(-1)[0].usage && !events.slice(-1)[0].choices.length ? events.pop() : null;
+      events.splice(1, events.length - 1);
+      events.push(
+        withUsage({
+          ...base,
+          choices: [{ index: 0, delta: { tool_calls: [{ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.function.name, arguments: '' } }] }, logprobs: null, finish_reason: null }],
+        })
+      );
+      for (let i = 0; i < 3; i++) {
+        const piece = a.slice(i * third, (i + 1) * third);
+        if (piece) events.push(withUsage({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: piece } }] }, logprobs: null, finish_reason: null }] }));
+      }
+      events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' }] }));
+      if (tail) events.push(tail);
+    }
     if (b.toolDeltas) {
       events.splice(1, events.length - 1);
       for (const tcs of b.toolDeltas) {
         events.push(withUsage({ ...base, choices: [{ index: 0, delta: { tool_calls: tcs }, logprobs: null, finish_reason: null }] }));
       }
       events.push(withUsage({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' }] }));
+    }
+    // Azure: the stream opens with the prompt's content filter results, in a chunk without choices
+    const firstContent = options.azure ? 2 : 1;
+    if (options.azure) {
+      events.unshift({ choices: [], created: 0, id: '', model: '', object: '', prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER }] });
     }
 
     rec.responseStatus = 200;
@@ -444,7 +546,7 @@ export async function startFakeOpenAI(options = {}) {
     let contentSent = 0;
     for (let i = 0; i < events.length; i++) {
       if (res.destroyed) return;
-      const isContent = i > 0 && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
+      const isContent = i >= firstContent && events[i].choices.length && events[i].choices[0].delta.content !== undefined;
       if (b.stallAfterChunks !== undefined && isContent && contentSent >= b.stallAfterChunks) return; // until the peer closes
       if (b.endAfterChunks !== undefined && isContent && contentSent >= b.endAfterChunks) {
         res.end(() => (rec.finished = true));
@@ -494,6 +596,56 @@ export async function startFakeOpenAI(options = {}) {
     });
   }
 
+  // Maps an Azure OpenAI request onto the OpenAI route it stands for, or says why Azure refuses it.
+  function azureRoute(req, url) {
+    const az = options.azure;
+    const deployments = [].concat(az.deployment ?? []);
+    const versions = az.apiVersion === undefined ? null : [].concat(az.apiVersion);
+    const m = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings)$/.exec(url.pathname);
+    const apiVersion = url.searchParams.get('api-version');
+    if (!m || !apiVersion) return { status: 404, code: '404', message: 'Resource not found' };
+    const key = req.headers['api-key'];
+    if (key === undefined || (options.apiKey !== undefined && key !== options.apiKey)) {
+      return {
+        status: 401,
+        code: '401',
+        message:
+          'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
+      };
+    }
+    if (versions && !versions.includes(apiVersion)) return { status: 400, code: 'BadRequest', message: 'API version not supported' };
+    const deployment = decodeURIComponent(m[1]);
+    if (deployments.length && !deployments.includes(deployment)) {
+      return {
+        status: 404,
+        code: 'DeploymentNotFound',
+        message: 'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
+      };
+    }
+    return { route: `/v1/${m[2]}`, deployment, apiVersion };
+  }
+
+  function sendEmbeddings(res, rec, body, model, common, extra) {
+    const inputs = typeof body.input === 'string' ? [body.input] : body.input;
+    if (!Array.isArray(inputs) || !inputs.length || inputs.some((x) => typeof x !== 'string')) {
+      sendJSON(res, rec, 400, openaiErrorBody(400, "'input' is a required property and must be a string or a non-empty list of strings"), common);
+      return;
+    }
+    if (!options.azure && typeof body.model !== 'string') {
+      sendJSON(res, rec, 400, openaiErrorBody(400, 'you must provide a model parameter'), common);
+      return;
+    }
+    const dims = Number.isInteger(body.dimensions) && body.dimensions > 0 ? body.dimensions : 8;
+    const base64 = body.encoding_format === 'base64';
+    const data = inputs.map((text, index) => {
+      const v = fakeEmbedding(text, dims);
+      return { object: 'embedding', index, embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v };
+    });
+    const tokens = inputs.reduce((n, t) => n + fakeTokens(t), 0);
+    rec.responseUsage = { prompt_tokens: tokens, total_tokens: tokens };
+    sendJSON(res, rec, 200, { object: 'list', data, model, usage: rec.responseUsage }, common, extra);
+  }
+
   function sendJSON(res, rec, status, obj, common, extra) {
     const payload = JSON.stringify(obj);
     rec.responseStatus = status;
@@ -512,11 +664,12 @@ export async function startFakeOpenAI(options = {}) {
     server.listen(0, '127.0.0.1', resolve);
   });
   const port = server.address().port;
+  const scheme = options.tls ? 'https' : 'http';
 
   return {
     port,
-    url: `http://127.0.0.1:${port}`,
-    baseURL: `http://127.0.0.1:${port}/v1`,
+    url: `${scheme}://127.0.0.1:${port}`,
+    baseURL: `${scheme}://127.0.0.1:${port}${options.azure ? '/openai' : '/v1'}`,
     requests,
     /** Queue a behaviour for the next request (consumed in order, one per request). */
     next(...behaviours) {
@@ -537,7 +690,11 @@ export async function startFakeOpenAI(options = {}) {
     },
     /** Chat-completion requests only (what most assertions look at). */
     chatRequests() {
-      return requests.filter((r) => r.path.startsWith('/v1/chat/completions'));
+      return requests.filter((r) => /^(\/v1|\/openai\/deployments\/[^/]+)\/chat\/completions(\?|$)/.test(r.path));
+    },
+    /** Embeddings requests only. */
+    embeddingRequests() {
+      return requests.filter((r) => /^(\/v1|\/openai\/deployments\/[^/]+)\/embeddings(\?|$)/.test(r.path));
     },
     /** Resolves once at least n requests have arrived. */
     waitForRequests(n) {

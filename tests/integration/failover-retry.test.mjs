@@ -35,18 +35,23 @@ metadata: {name: it-failover}
 spec:
   listener: {port: __PORT__}
   modelTargets:
-  - {name: a, type: OpenAI, config: {endpoint: "${fakeA.baseURL}", modelName: a-model}}
-  - {name: b, type: OpenAI, config: {endpoint: "${fakeB.baseURL}", modelName: b-model}}
-  - {name: c, type: OpenAI, config: {endpoint: "${fakeC.baseURL}", modelName: c-model}}
+  # these tests count attempts through many failures: outlier detection (outlier.test.mjs) must
+  # not eject the targets between them
+  - {name: a, type: OpenAI, config: {endpoint: "${fakeA.baseURL}", modelName: a-model}, healthCheck: {unhealthyAfter: 100000}}
+  - {name: b, type: OpenAI, config: {endpoint: "${fakeB.baseURL}", modelName: b-model}, healthCheck: {unhealthyAfter: 100000}}
+  - {name: c, type: OpenAI, config: {endpoint: "${fakeC.baseURL}", modelName: c-model}, healthCheck: {unhealthyAfter: 100000}}
   - name: short
     type: OpenAI
     config: {endpoint: "${fakeA.baseURL}", modelName: short-model, timeouts: {connect: 5, firstToken: 3, total: 3}}
+    healthCheck: {unhealthyAfter: 100000}
   - name: slow
     type: OpenAI
     config: {endpoint: "${fakeA.baseURL}", modelName: slow-model, timeouts: {connect: 5, firstToken: 1, total: 60}}
+    healthCheck: {unhealthyAfter: 100000}
   - name: dead
     type: OpenAICompatible
     config: {endpoint: "http://127.0.0.1:${deadPort}/v1", modelName: dead-model, timeouts: {connect: 2}}
+    healthCheck: {unhealthyAfter: 100000}
   routes:
   - name: single
     pathPrefix: /single/v1

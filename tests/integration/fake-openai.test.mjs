@@ -73,6 +73,30 @@ describe('fake OpenAI server (tests/fakes/openai.mjs)', () => {
     assert.equal(rec.clientClosedEarly, true);
   });
 
+  test('tools: "use the tool" gets a tool call, whole and streamed (arguments in pieces, then usage)', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const messages = [{ role: 'user', content: 'please use the tool' }];
+    const c = await client.chat.completions.create({ model: 'gpt-x', tools, messages });
+    const m = c.choices[0].message;
+    assert.equal(c.choices[0].finish_reason, 'tool_calls');
+    assert.equal(m.content, null);
+    assert.match(m.tool_calls[0].id, /^call_fake\d+$/);
+    assert.equal(m.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(m.tool_calls[0].function.arguments), { city: 'city-1' });
+    assert.equal(c.usage.completion_tokens, fakeTokens(m.tool_calls[0].function.arguments));
+    const plain = await client.chat.completions.create({ model: 'gpt-x', tools, messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(plain.choices[0].message.content, 'reply to: hi', 'no tool call unless asked');
+
+    const s = await client.chat.completions.create({ model: 'gpt-x', tools, messages, stream: true, stream_options: { include_usage: true } });
+    const { chunks } = await collectStream(s);
+    const deltas = chunks.flatMap((ch) => ch.choices.flatMap((ci) => ci.delta.tool_calls || []));
+    assert.ok(deltas.length >= 3, 'the id/name, then argument pieces');
+    assert.equal(deltas[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(deltas.map((d) => d.function.arguments).join('')), { city: 'city-1' });
+    assert.equal(chunks.at(-2).choices[0].finish_reason, 'tool_calls');
+    assert.ok(chunks.at(-1).usage.completion_tokens > 0);
+  });
+
   test('a wrong key gets OpenAI 401 JSON', async () => {
     const bad = new OpenAI({ baseURL: fake.baseURL, apiKey: 'sk-wrong', maxRetries: 0 });
     await assert.rejects(bad.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] }), (e) => e instanceof OpenAI.AuthenticationError && e.code === 'invalid_api_key');
