@@ -17,7 +17,7 @@ char *anthropic_chat_answer(const char *body, size_t len, const char *model, siz
                             char *why, size_t whylen);
 provider_stream *anthropic_decoder_new(const char *model);
 int anthropic_decoder_event(provider_stream *s, const char *ev, size_t len, buf *out, char *why,
-                           size_t whylen);
+                            size_t whylen);
 bool anthropic_decoder_done(const provider_stream *s);
 void anthropic_decoder_free(provider_stream *s);
 void anthropic_map_error(int status, const char *body, size_t len, provider_error *out);

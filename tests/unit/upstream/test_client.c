@@ -469,7 +469,11 @@ static SSL_CTX *tls_ctx_cert(const char *san_text, char **pem)
         assert_int_equal(PEM_write_bio_X509(bio, x), 1);
         char *data = NULL;
         long n = BIO_get_mem_data(bio, &data);
-        *pem = strndup(data, (size_t)n);
+        assert_true(n > 0);
+        *pem = malloc((size_t)n + 1); /* the BIO's data is not NUL-terminated: no strndup */
+        assert_non_null(*pem);
+        memcpy(*pem, data, (size_t)n);
+        (*pem)[n] = 0;
         BIO_free(bio);
     }
     X509_free(x);
