@@ -1,5 +1,6 @@
 /* json.c — jansson documents built from yajl's parse events, and written with yajl's generator.
  * A small stack of open containers follows the events; keys wait in `key` until their value. */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -19,10 +20,17 @@ typedef struct decoder {
     json_t *stack[JSON_MAX_DEPTH]; /* open containers */
     int depth;
     json_t *root;
-    char *key; /* pending object key (malloc'd), NULL inside arrays */
+    char *key; /* pending object key: key_inline, or malloc'd when longer; NULL inside arrays */
     size_t key_len;
+    char key_inline[128];
     const char *fail; /* why a callback stopped the parse */
 } decoder;
+
+static void drop_key(decoder *d)
+{
+    if (d->key != d->key_inline) free(d->key);
+    d->key = NULL;
+}
 
 /* Places v in the open container (or as the root); takes v's reference. */
 static int put(decoder *d, json_t *v)
@@ -39,8 +47,7 @@ static int put(decoder *d, json_t *v)
     int rc;
     if (json_is_object(top)) {
         rc = json_object_setn_new_nocheck(top, d->key, d->key_len, v);
-        free(d->key);
-        d->key = NULL;
+        drop_key(d);
     } else {
         rc = json_array_append_new(top, v);
     }
@@ -255,8 +262,8 @@ static int on_key(void *ctx, const unsigned char *s, size_t n)
 {
     decoder *d = ctx;
     if (!text_ok(d, s, n)) return 0;
-    free(d->key);
-    d->key = malloc(n + 1);
+    drop_key(d);
+    d->key = n < sizeof d->key_inline ? d->key_inline : malloc(n + 1);
     if (!d->key) {
         d->fail = "out of memory";
         return 0;
@@ -373,13 +380,30 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
         while (d.depth > 0)
             json_decref(d.stack[--d.depth]);
         json_decref(d.root);
-        free(d.key);
+        drop_key(&d);
         yajl_free(h);
         return NULL;
     }
-    free(d.key);
+    drop_key(&d);
     yajl_free(h);
     return d.root;
+}
+
+/* decimal text of v into out (at least 21 bytes); its length. No printf on this path. */
+static size_t int_text(long long v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0) out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    return len;
 }
 
 static int encode(yajl_gen g, const json_t *v)
@@ -419,9 +443,9 @@ static int encode(yajl_gen g, const json_t *v)
                    ? 0
                    : -1;
     case JSON_INTEGER: {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return yajl_gen_number(g, tmp, (size_t)n) == yajl_gen_status_ok ? 0 : -1;
+        char tmp[24];
+        size_t n = int_text((long long)json_integer_value(v), tmp);
+        return yajl_gen_number(g, tmp, n) == yajl_gen_status_ok ? 0 : -1;
     }
     case JSON_REAL: {
         double d = json_real_value(v);
@@ -440,22 +464,115 @@ static int encode(yajl_gen g, const json_t *v)
     return -1;
 }
 
-char *json_encode_fast(const json_t *v, size_t *len)
+/* ---- the writer ---- */
+
+/* yajl prints a string as several pieces (separator, quote, text, quote): the common case,
+ * room already there, is a copy without a call */
+static void jw_print(void *ctx, const char *s, size_t n)
+{
+    buf *b = ctx;
+    if (b->data && b->cap - b->len > n) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = 0;
+        return;
+    }
+    buf_append(b, s, n);
+}
+
+void jw_init(jw *w, buf *out)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) return NULL;
-    char *out = NULL;
-    if (encode(g, v) == 0) {
-        const unsigned char *text;
-        size_t n;
-        yajl_gen_get_buf(g, &text, &n);
-        out = malloc(n + 1);
-        if (out) {
-            memcpy(out, text, n);
-            out[n] = 0;
-            if (len) *len = n;
-        }
+    if (!g) abort(); /* as buf does on out-of-memory */
+    yajl_gen_config(g, yajl_gen_print_callback, jw_print, out);
+    buf_reserve(out, 1024); /* a chat body or answer, without growing step by step */
+    w->gen = g;
+    w->out = out;
+    w->failed = false;
+}
+
+bool jw_finish(jw *w)
+{
+    yajl_gen_free(w->gen);
+    w->gen = NULL;
+    return !w->failed;
+}
+
+static void jw_check(jw *w, yajl_gen_status st)
+{
+    if (st != yajl_gen_status_ok) w->failed = true;
+    /* a misuse (a value where a key belongs, a close with nothing open) is a bug in the caller */
+    assert(st != yajl_gen_keys_must_be_strings && st != yajl_gen_generation_complete);
+}
+
+void jw_obj(jw *w)
+{
+    jw_check(w, yajl_gen_map_open(w->gen));
+}
+
+void jw_obj_end(jw *w)
+{
+    jw_check(w, yajl_gen_map_close(w->gen));
+}
+
+void jw_arr(jw *w)
+{
+    jw_check(w, yajl_gen_array_open(w->gen));
+}
+
+void jw_arr_end(jw *w)
+{
+    jw_check(w, yajl_gen_array_close(w->gen));
+}
+
+void jw_strn(jw *w, const char *s, size_t n)
+{
+    jw_check(w, yajl_gen_string(w->gen, (const unsigned char *)s, n));
+}
+
+void jw_key(jw *w, const char *key)
+{
+    jw_strn(w, key, strlen(key));
+}
+
+void jw_str(jw *w, const char *s)
+{
+    jw_strn(w, s, strlen(s));
+}
+
+void jw_int(jw *w, long long v)
+{
+    char tmp[24];
+    size_t n = int_text(v, tmp);
+    jw_check(w, yajl_gen_number(w->gen, tmp, n));
+}
+
+void jw_bool(jw *w, bool v)
+{
+    jw_check(w, yajl_gen_bool(w->gen, v));
+}
+
+void jw_null(jw *w)
+{
+    jw_check(w, yajl_gen_null(w->gen));
+}
+
+void jw_value(jw *w, const json_t *v)
+{
+    if (encode(w->gen, v) != 0) w->failed = true;
+}
+
+char *json_encode_fast(const json_t *v, size_t *len)
+{
+    buf out = BUF_INIT;
+    jw w;
+    jw_init(&w, &out);
+    jw_value(&w, v);
+    if (!jw_finish(&w)) {
+        buf_free(&out);
+        return NULL;
     }
-    yajl_gen_free(g);
-    return out;
+    assert(out.len > 0); /* every value writes something */
+    if (len) *len = out.len;
+    return buf_steal(&out);
 }

@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/buf.h"
+
 /* Parses one JSON value (any type; trailing white space only; strict UTF-8: overlong forms,
  * encoded surrogates and \u escapes of lone UTF-16 surrogates refused, as in jansson). Strings may
  * contain \u0000. Numbers keep their exact text: an integer that fits in 64 bits becomes an
@@ -22,6 +24,31 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
  * with the fewest of 15..17 significant digits that read back as the same double. NULL on
  * out-of-memory. */
 char *json_encode_fast(const json_t *v, size_t *len);
+
+/* A JSON writer: yajl's generator writing straight into a buf, for answers and upstream bodies
+ * built from their parts with no document in between (a document costs an allocation per value
+ * and a second walk to encode it). Calls must nest as JSON does (a key before each value inside
+ * an object); a misuse or an unencodable value (a non-finite real) makes jw_finish fail rather
+ * than write bad JSON. The buf is appended to; on failure its new bytes are garbage. */
+typedef struct jw {
+    void *gen; /* yajl_gen */
+    buf *out;
+    bool failed;
+} jw;
+
+void jw_init(jw *w, buf *out); /* aborts on out-of-memory, as buf does */
+bool jw_finish(jw *w);         /* frees the generator; false when a call failed */
+void jw_obj(jw *w);
+void jw_obj_end(jw *w);
+void jw_arr(jw *w);
+void jw_arr_end(jw *w);
+void jw_key(jw *w, const char *key); /* NUL-terminated */
+void jw_str(jw *w, const char *s);   /* NUL-terminated */
+void jw_strn(jw *w, const char *s, size_t n);
+void jw_int(jw *w, long long v);
+void jw_bool(jw *w, bool v);
+void jw_null(jw *w);
+void jw_value(jw *w, const json_t *v); /* a document value, as json_encode_fast writes it */
 
 /* A raw number: a number kept as its JSON text, for the numbers jansson cannot hold exactly.
  * It is a two-element array [marker, "text"] to everything but this module: documents holding

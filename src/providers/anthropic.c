@@ -23,6 +23,9 @@ typedef struct bctx {
     provider_request *out;
     char *err;
     size_t errlen;
+    jw *w;               /* the upstream body being written */
+    const char *open_as; /* role of the message open in messages[], NULL when none */
+    size_t n_blocks;     /* content blocks written for the current source message */
 } bctx;
 
 /* PROVIDER_EREQUEST naming param (a pool or static string) with a sentence */
@@ -38,19 +41,26 @@ static int refuse(bctx *b, const char *param, const char *fmt, ...)
     return PROVIDER_EREQUEST;
 }
 
-static json_t *text_block(json_t *text)
-{
-    json_t *blk = json_object();
-    json_object_set_new(blk, "type", json_string("text"));
-    json_object_set(blk, "text", text);
-    return blk;
-}
-
 /* a part's cache_control (an Anthropic prompt-caching marker a client put on it) goes along */
-static void copy_cache_control(json_t *from, json_t *to)
+static void copy_cache_control(bctx *b, json_t *from)
 {
     json_t *cc = json_object_get(from, "cache_control");
-    if (cc && !json_is_null(cc)) json_object_set(to, "cache_control", cc);
+    if (!cc || json_is_null(cc)) return;
+    jw_key(b->w, "cache_control");
+    jw_value(b->w, cc);
+}
+
+/* {type: text, text[, cache_control]} */
+static void text_block(bctx *b, json_t *text, json_t *part)
+{
+    jw_obj(b->w);
+    jw_key(b->w, "type");
+    jw_str(b->w, "text");
+    jw_key(b->w, "text");
+    jw_value(b->w, text);
+    if (part) copy_cache_control(b, part);
+    jw_obj_end(b->w);
+    b->n_blocks++;
 }
 
 static bool is_prefix(const char *s, const char *p)
@@ -58,53 +68,74 @@ static bool is_prefix(const char *s, const char *p)
     return strncmp(s, p, strlen(p)) == 0;
 }
 
+/* "messages[i].content[j]" (built only for an error) */
+static const char *part_path(bctx *b, size_t i, size_t j)
+{
+    return arena_printf(b->pool, "messages[%zu].content[%zu]", i, j);
+}
+
 /* An image_url part -> an image block: data: URLs (base64 only) as a base64 source, http(s)
  * URLs as a url source. */
-static int image_block(bctx *b, json_t *part, const char *at, json_t *blocks)
+static int image_block(bctx *b, json_t *part, size_t i, size_t j)
 {
     json_t *iu = json_object_get(part, "image_url");
     json_t *url = json_is_object(iu) ? json_object_get(iu, "url") : iu;
-    const char *urlp = arena_printf(b->pool, "%s.image_url.url", at);
-    if (!json_is_string(url)) return refuse(b, urlp, "%s must be a string", urlp);
+#define URL_PATH arena_printf(b->pool, "%s.image_url.url", part_path(b, i, j))
+    if (!json_is_string(url)) {
+        const char *urlp = URL_PATH;
+        return refuse(b, urlp, "%s must be a string", urlp);
+    }
     const char *u = json_string_value(url);
     size_t ulen = json_string_length(url);
-    json_t *source;
+    const char *comma = NULL;
+    const char *b64 = NULL;
     if (is_prefix(u, "data:")) {
-        const char *comma = memchr(u, ',', ulen);
-        const char *b64 = comma ? strstr(u, ";base64,") : NULL;
-        if (!comma || !b64 || b64 + 7 != comma || b64 == u + 5)
+        comma = memchr(u, ',', ulen);
+        b64 = comma ? strstr(u, ";base64,") : NULL;
+        if (!comma || !b64 || b64 + 7 != comma || b64 == u + 5) {
+            const char *urlp = URL_PATH;
             return refuse(b, urlp,
                           "%s: a data: URL must read data:<media type>;base64,<data> (the "
                           "Anthropic API takes base64 images only)",
                           urlp);
-        json_t *mt = json_stringn(u + 5, (size_t)(b64 - (u + 5)));
-        json_t *data = json_stringn(comma + 1, ulen - (size_t)(comma + 1 - u));
-        source = json_object();
-        json_object_set_new(source, "type", json_string("base64"));
-        json_object_set_new(source, "media_type", mt);
-        json_object_set_new(source, "data", data);
-    } else if (is_prefix(u, "https://") || is_prefix(u, "http://")) {
-        source = json_object();
-        json_object_set_new(source, "type", json_string("url"));
-        json_object_set(source, "url", url);
-    } else {
+        }
+    } else if (!is_prefix(u, "https://") && !is_prefix(u, "http://")) {
+        const char *urlp = URL_PATH;
         return refuse(b, urlp, "%s must be a data: URL or an http(s) URL", urlp);
     }
-    json_t *blk = json_object();
-    json_object_set_new(blk, "type", json_string("image"));
-    json_object_set_new(blk, "source", source);
-    copy_cache_control(part, blk);
-    json_array_append_new(blocks, blk);
+#undef URL_PATH
+    jw *w = b->w;
+    jw_obj(w);
+    jw_key(w, "type");
+    jw_str(w, "image");
+    jw_key(w, "source");
+    jw_obj(w);
+    jw_key(w, "type");
+    if (comma) {
+        jw_str(w, "base64");
+        jw_key(w, "media_type");
+        jw_strn(w, u + 5, (size_t)(b64 - (u + 5)));
+        jw_key(w, "data");
+        jw_strn(w, comma + 1, ulen - (size_t)(comma + 1 - u));
+    } else {
+        jw_str(w, "url");
+        jw_key(w, "url");
+        jw_value(w, url);
+    }
+    jw_obj_end(w);
+    copy_cache_control(b, part);
+    jw_obj_end(w);
+    b->n_blocks++;
     return 0;
 }
 
-/* A message's content (string, array of parts, or null) -> blocks appended. images: whether
+/* A message's content (string, array of parts, or null) -> blocks written. images: whether
  * image parts are allowed (user messages). */
-static int content_blocks(bctx *b, json_t *content, size_t i, bool images, json_t *blocks)
+static int content_blocks(bctx *b, json_t *content, size_t i, bool images)
 {
     if (!content || json_is_null(content)) return 0;
     if (json_is_string(content)) {
-        if (json_string_length(content)) json_array_append_new(blocks, text_block(content));
+        if (json_string_length(content)) text_block(b, content, NULL);
         return 0;
     }
     if (!json_is_array(content))
@@ -114,23 +145,25 @@ static int content_blocks(bctx *b, json_t *content, size_t i, bool images, json_
     json_t *part;
     json_array_foreach(content, j, part)
     {
-        const char *at = arena_printf(b->pool, "messages[%zu].content[%zu]", i, j);
         const char *type = json_string_value(json_object_get(part, "type"));
-        if (!type)
+        if (!type) {
+            const char *at = part_path(b, i, j);
             return refuse(b, arena_printf(b->pool, "%s.type", at), "%s.type must be a string", at);
+        }
         if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
             json_t *text = json_object_get(part, type);
-            if (!json_is_string(text))
+            if (!json_is_string(text)) {
+                const char *at = part_path(b, i, j);
                 return refuse(b, arena_printf(b->pool, "%s.%s", at, type), "%s.%s must be a string",
                               at, type);
+            }
             if (!json_string_length(text)) continue; /* Anthropic refuses empty text blocks */
-            json_t *blk = text_block(text);
-            copy_cache_control(part, blk);
-            json_array_append_new(blocks, blk);
+            text_block(b, text, part);
         } else if (strcmp(type, "image_url") == 0 && images) {
-            int rc = image_block(b, part, at, blocks);
+            int rc = image_block(b, part, i, j);
             if (rc) return rc;
         } else {
+            const char *at = part_path(b, i, j);
             return refuse(b, arena_printf(b->pool, "%s.type", at),
                           "%s.type '%s' cannot be sent to an Anthropic target (text%s only)", at,
                           type, images ? " and image_url" : "");
@@ -139,24 +172,25 @@ static int content_blocks(bctx *b, json_t *content, size_t i, bool images, json_
     return 0;
 }
 
-/* Appends a message, merged into the previous one when it has the same role (the Messages API
- * wants user and assistant turns to alternate). Steals blocks. */
-static void push_message(json_t *msgs, const char *role, json_t *blocks)
+/* Opens a message of role `as` in messages[], or goes on with the open one when it has the
+ * same role (the Messages API wants user and assistant turns to alternate: a tool result after
+ * a user message joins it). */
+static void open_message(bctx *b, const char *as)
 {
-    size_t n = json_array_size(msgs);
-    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
-    if (last && strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        json_array_extend(json_object_get(last, "content"), blocks);
-        json_decref(blocks);
-        return;
+    if (b->open_as && strcmp(b->open_as, as) == 0) return;
+    if (b->open_as) {
+        jw_arr_end(b->w);
+        jw_obj_end(b->w);
     }
-    json_t *m = json_object();
-    json_object_set_new(m, "role", json_string(role));
-    json_object_set_new(m, "content", blocks);
-    json_array_append_new(msgs, m);
+    jw_obj(b->w);
+    jw_key(b->w, "role");
+    jw_str(b->w, as);
+    jw_key(b->w, "content");
+    jw_arr(b->w);
+    b->open_as = as;
 }
 
-static int thinking_blocks(bctx *b, json_t *tb, size_t i, json_t *blocks)
+static int thinking_blocks(bctx *b, json_t *tb, size_t i)
 {
     if (!tb || json_is_null(tb)) return 0;
     if (!json_is_array(tb))
@@ -167,34 +201,36 @@ static int thinking_blocks(bctx *b, json_t *tb, size_t i, json_t *blocks)
     json_array_foreach(tb, k, x)
     {
         const char *type = json_string_value(json_object_get(x, "type"));
-        json_t *blk = json_object();
-        bool ok = false;
-        if (type && strcmp(type, "thinking") == 0) {
-            json_t *th = json_object_get(x, "thinking");
-            json_t *sig = json_object_get(x, "signature");
-            ok = json_is_string(th) && json_is_string(sig);
-            json_object_set_new(blk, "type", json_string("thinking"));
-            json_object_set(blk, "thinking", th);
-            json_object_set(blk, "signature", sig);
-        } else if (type && strcmp(type, "redacted_thinking") == 0) {
-            json_t *data = json_object_get(x, "data");
-            ok = json_is_string(data);
-            json_object_set_new(blk, "type", json_string("redacted_thinking"));
-            json_object_set(blk, "data", data);
-        }
-        if (!ok) {
-            json_decref(blk);
+        bool thinking = type && strcmp(type, "thinking") == 0;
+        json_t *th = json_object_get(x, "thinking");
+        json_t *sig = json_object_get(x, "signature");
+        json_t *data = json_object_get(x, "data");
+        bool ok = thinking ? json_is_string(th) && json_is_string(sig)
+                           : type && strcmp(type, "redacted_thinking") == 0 && json_is_string(data);
+        if (!ok)
             return refuse(b, arena_printf(b->pool, "messages[%zu].thinking_blocks[%zu]", i, k),
                           "messages[%zu].thinking_blocks[%zu] must be {type:\"thinking\", "
                           "thinking, signature} or {type:\"redacted_thinking\", data}",
                           i, k);
+        jw_obj(b->w);
+        jw_key(b->w, "type");
+        jw_str(b->w, type);
+        if (thinking) {
+            jw_key(b->w, "thinking");
+            jw_value(b->w, th);
+            jw_key(b->w, "signature");
+            jw_value(b->w, sig);
+        } else {
+            jw_key(b->w, "data");
+            jw_value(b->w, data);
         }
-        json_array_append_new(blocks, blk);
+        jw_obj_end(b->w);
+        b->n_blocks++;
     }
     return 0;
 }
 
-static int tool_use_blocks(bctx *b, json_t *calls, size_t i, json_t *blocks)
+static int tool_use_blocks(bctx *b, json_t *calls, size_t i)
 {
     if (!calls || json_is_null(calls)) return 0;
     if (!json_is_array(calls))
@@ -233,52 +269,140 @@ static int tool_use_blocks(bctx *b, json_t *calls, size_t i, json_t *blocks)
                           "tool call's input as an object)",
                           p);
         }
-        json_t *blk = json_object();
-        json_object_set_new(blk, "type", json_string("tool_use"));
-        json_object_set(blk, "id", id);
-        json_object_set(blk, "name", name);
-        json_object_set_new(blk, "input", input);
-        json_array_append_new(blocks, blk);
+        jw_obj(b->w);
+        jw_key(b->w, "type");
+        jw_str(b->w, "tool_use");
+        jw_key(b->w, "id");
+        jw_value(b->w, id);
+        jw_key(b->w, "name");
+        jw_value(b->w, name);
+        jw_key(b->w, "input");
+        jw_value(b->w, input);
+        jw_obj_end(b->w);
+        json_decref(input);
+        b->n_blocks++;
     }
     return 0;
 }
 
 /* a tool message -> one tool_result block */
-static int tool_result_block(bctx *b, json_t *m, size_t i, json_t *blocks)
+static int tool_result_block(bctx *b, json_t *m, size_t i)
 {
     json_t *id = json_object_get(m, "tool_call_id");
     if (!json_is_string(id))
         return refuse(b, arena_printf(b->pool, "messages[%zu].tool_call_id", i),
                       "messages[%zu].tool_call_id must be a string", i);
     json_t *content = json_object_get(m, "content");
-    json_t *blk = json_object();
-    json_object_set_new(blk, "type", json_string("tool_result"));
-    json_object_set(blk, "tool_use_id", id);
-    if (json_is_string(content)) {
-        json_object_set(blk, "content", content);
-    } else if (json_is_array(content)) {
-        json_t *parts = json_array();
-        int rc = content_blocks(b, content, i, false, parts);
-        if (rc) {
-            json_decref(parts);
-            json_decref(blk);
-            return rc;
-        }
-        json_object_set_new(blk, "content", parts);
-    } else if (content && !json_is_null(content)) {
-        json_decref(blk);
+    if (content && !json_is_null(content) && !json_is_string(content) && !json_is_array(content))
         return refuse(b, arena_printf(b->pool, "messages[%zu].content", i),
                       "messages[%zu].content must be a string or an array of text parts", i);
+    jw_obj(b->w);
+    jw_key(b->w, "type");
+    jw_str(b->w, "tool_result");
+    jw_key(b->w, "tool_use_id");
+    jw_value(b->w, id);
+    if (json_is_string(content)) {
+        jw_key(b->w, "content");
+        jw_value(b->w, content);
+    } else if (json_is_array(content)) {
+        size_t outer = b->n_blocks;
+        jw_key(b->w, "content");
+        jw_arr(b->w);
+        int rc = content_blocks(b, content, i, false);
+        if (rc) return rc;
+        jw_arr_end(b->w);
+        b->n_blocks = outer; /* the parts are the tool_result's, counted as one block below */
     }
-    json_array_append_new(blocks, blk);
+    jw_obj_end(b->w);
+    b->n_blocks++;
     return 0;
 }
 
-/* messages -> Anthropic messages (into msgs) and system blocks (into sys) */
-static int convert_messages(bctx *b, json_t *messages, json_t *msgs, json_t *sys)
+static bool is_system(const char *role)
 {
-    if (!json_is_array(messages))
-        return refuse(b, "messages", "messages must be an array of messages");
+    return strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
+}
+
+/* The system text when the system messages hold exactly one text block with no cache_control
+ * (written as the plain string Anthropic also takes), else NULL: no system text, several
+ * blocks, or anything content_blocks must check and write as blocks. */
+static json_t *plain_system(json_t *messages, bool *any)
+{
+    json_t *only = NULL;
+    size_t n = 0;
+    bool blocks = false;
+    size_t i;
+    json_t *m;
+    *any = false;
+    json_array_foreach(messages, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role || !is_system(role)) continue;
+        *any = true;
+        json_t *c = json_object_get(m, "content");
+        if (json_is_string(c)) {
+            if (json_string_length(c)) {
+                only = c;
+                n++;
+            }
+            continue;
+        }
+        blocks = true; /* parts, null or a wrong type: content_blocks decides */
+    }
+    return n == 1 && !blocks ? only : NULL;
+}
+
+/* "system": the system and developer messages' text, in order */
+static int write_system(bctx *b, json_t *messages)
+{
+    bool any;
+    json_t *plain = plain_system(messages, &any);
+    if (!any) return 0;
+    if (plain) {
+        jw_key(b->w, "system");
+        jw_value(b->w, plain);
+        return 0;
+    }
+    /* blocks: written into the body only when there is at least one (an empty system array
+     * would be refused upstream), so they go to a scratch writer first */
+    buf sys = BUF_INIT;
+    jw sw;
+    jw_init(&sw, &sys);
+    bctx sb = *b; /* the same request and error slots, writing to the scratch writer */
+    sb.w = &sw;
+    sb.n_blocks = 0;
+    jw_arr(&sw);
+    int rc = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role || !is_system(role)) continue;
+        if ((rc = content_blocks(&sb, json_object_get(m, "content"), i, false))) break;
+    }
+    jw_arr_end(&sw);
+    bool ok = jw_finish(&sw);
+    if (!rc && sb.n_blocks) {
+        json_t *doc = ok ? json_decode_fast(sys.data, sys.len, NULL, 0) : NULL;
+        if (!doc) {
+            b->w->failed = true;
+        } else {
+            jw_key(b->w, "system");
+            jw_value(b->w, doc);
+            json_decref(doc);
+        }
+    }
+    buf_free(&sys);
+    return rc;
+}
+
+/* "messages": the user, assistant and tool messages as Anthropic messages */
+static int write_messages(bctx *b, json_t *messages)
+{
+    jw_key(b->w, "messages");
+    jw_arr(b->w);
+    b->open_as = NULL;
     size_t i;
     json_t *m;
     json_array_foreach(messages, i, m)
@@ -287,42 +411,37 @@ static int convert_messages(bctx *b, json_t *messages, json_t *msgs, json_t *sys
         if (!role)
             return refuse(b, arena_printf(b->pool, "messages[%zu].role", i),
                           "messages[%zu].role must be a string", i);
+        if (is_system(role)) continue; /* written by write_system */
         json_t *content = json_object_get(m, "content");
-        json_t *blocks = json_array();
         int rc = 0;
-        const char *as = NULL;
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = content_blocks(b, content, i, false, sys);
-        } else if (strcmp(role, "user") == 0) {
-            rc = content_blocks(b, content, i, true, blocks);
-            as = "user";
+        b->n_blocks = 0;
+        if (strcmp(role, "user") == 0) {
+            open_message(b, "user");
+            rc = content_blocks(b, content, i, true);
         } else if (strcmp(role, "assistant") == 0) {
-            rc = thinking_blocks(b, json_object_get(m, "thinking_blocks"), i, blocks);
-            if (!rc) rc = content_blocks(b, content, i, false, blocks);
-            if (!rc) rc = tool_use_blocks(b, json_object_get(m, "tool_calls"), i, blocks);
-            as = "assistant";
+            open_message(b, "assistant");
+            rc = thinking_blocks(b, json_object_get(m, "thinking_blocks"), i);
+            if (!rc) rc = content_blocks(b, content, i, false);
+            if (!rc) rc = tool_use_blocks(b, json_object_get(m, "tool_calls"), i);
         } else if (strcmp(role, "tool") == 0) {
-            rc = tool_result_block(b, m, i, blocks);
-            as = "user";
+            open_message(b, "user");
+            rc = tool_result_block(b, m, i);
         } else {
             rc = refuse(b, arena_printf(b->pool, "messages[%zu].role", i),
                         "messages[%zu].role '%s' cannot be sent to an Anthropic target (system, "
                         "developer, user, assistant or tool)",
                         i, role);
         }
-        if (!rc && as && json_array_size(blocks) == 0)
+        if (!rc && b->n_blocks == 0)
             rc = refuse(b, arena_printf(b->pool, "messages[%zu].content", i),
                         "messages[%zu] has no content (the Anthropic API refuses empty messages)",
                         i);
-        if (rc || !as) {
-            json_decref(blocks);
-            if (rc) return rc;
-            continue;
-        }
-        push_message(msgs, as, blocks);
+        if (rc) return rc;
     }
-    if (json_array_size(msgs) == 0)
-        return refuse(b, "messages", "messages holds no user or assistant message");
+    if (!b->open_as) return refuse(b, "messages", "messages holds no user or assistant message");
+    jw_arr_end(b->w);
+    jw_obj_end(b->w);
+    jw_arr_end(b->w);
     return 0;
 }
 
@@ -360,7 +479,8 @@ static int convert_tools(bctx *b, json_t *tools, json_t *doc)
             json_object_set(t, "input_schema", params);
         else
             json_object_set_new(t, "input_schema", json_pack("{s:s}", "type", "object"));
-        copy_cache_control(tool, t);
+        json_t *cc = json_object_get(tool, "cache_control");
+        if (cc && !json_is_null(cc)) json_object_set(t, "cache_control", cc);
         json_array_append_new(out, t);
     }
     return 0;
@@ -505,6 +625,9 @@ static void build_headers(const cfg_target *t, const char *request_id, arena *po
     out->n_headers = n;
 }
 
+/* Writes the upstream body's own parts (model, max_tokens, system, messages) and puts the rest
+ * (sampling, stop, stream, tools, metadata, the anthropic object's keys, which may replace them)
+ * into doc, written after them. */
 static int translate(bctx *b, json_t *body, json_t *doc)
 {
     json_int_t mt;
@@ -520,21 +643,15 @@ static int translate(bctx *b, json_t *body, json_t *doc)
     json_object_set_new(body, "model", json_string(b->t->model_name));
     if ((rc = check_inexpressible(b, body))) return rc;
 
-    json_object_set_new(doc, "model", json_string(b->t->model_name));
-    json_object_set_new(doc, "max_tokens", json_integer(mt));
-    json_t *msgs = json_array();
-    json_t *sys = json_array();
-    rc = convert_messages(b, json_object_get(body, "messages"), msgs, sys);
-    if (!rc && json_array_size(sys)) {
-        json_t *only = json_array_size(sys) == 1 ? json_array_get(sys, 0) : NULL;
-        if (only && !json_object_get(only, "cache_control"))
-            json_object_set(doc, "system", json_object_get(only, "text"));
-        else
-            json_object_set(doc, "system", sys);
-    }
-    json_object_set_new(doc, "messages", msgs);
-    json_decref(sys);
-    if (rc) return rc;
+    json_t *messages = json_object_get(body, "messages");
+    if (!json_is_array(messages))
+        return refuse(b, "messages", "messages must be an array of messages");
+    jw_key(b->w, "model");
+    jw_str(b->w, b->t->model_name);
+    jw_key(b->w, "max_tokens");
+    jw_int(b->w, (long long)mt);
+    if ((rc = write_system(b, messages))) return rc;
+    if ((rc = write_messages(b, messages))) return rc;
 
     static const char *const numbers[] = {"temperature", "top_p"};
     for (size_t i = 0; i < 2; i++) {
@@ -597,19 +714,38 @@ int anthropic_build_chat(const cfg_target *t, json_t *body, const char *request_
     memset(out, 0, sizeof *out);
     build_headers(t, request_id, pool, out);
     if (!body) return 0;
-    bctx b = {t, pool, out, err, errlen};
+    bctx b = {t, pool, out, err, errlen, NULL, NULL, 0};
     if (!json_is_object(body)) return refuse(&b, "", "the request body must be a JSON object");
-    json_t *doc = json_object();
-    int rc = translate(&b, body, doc);
+    buf text = BUF_INIT;
+    jw w;
+    jw_init(&w, &text);
+    b.w = &w;
+    jw_obj(&w);
+    json_t *rest = json_object();
+    int rc = translate(&b, body, rest);
     if (!rc) {
-        out->body = json_encode_fast(doc, &out->body_len);
-        if (!out->body) {
-            snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
-            rc = -1;
+        const char *k;
+        json_t *v;
+        json_object_foreach(rest, k, v)
+        {
+            jw_key(&w, k);
+            jw_value(&w, v);
         }
+        jw_obj_end(&w);
     }
-    json_decref(doc);
-    return rc;
+    json_decref(rest);
+    bool ok = jw_finish(&w);
+    if (!rc && !ok) {
+        snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
+        rc = -1;
+    }
+    if (rc) {
+        buf_free(&text);
+        return rc;
+    }
+    out->body_len = text.len;
+    out->body = buf_steal(&text);
+    return 0;
 }
 
 /* ------------------------------------------------------------------- shared answers ---- */
@@ -658,19 +794,40 @@ static bool read_counts(json_t *usage, counts *c, const char **bad)
     return true;
 }
 
-/* OpenAI usage: prompt_tokens counts every input token, cached or not */
-static json_t *usage_json(const counts *c)
+/* "usage": OpenAI usage, where prompt_tokens counts every input token, cached or not */
+static void write_usage(jw *w, const counts *c)
 {
     uint64_t prompt = c->input + c->cache_read + c->cache_creation;
-    json_t *u = json_object();
-    json_object_set_new(u, "prompt_tokens", json_integer((json_int_t)prompt));
-    json_object_set_new(u, "completion_tokens", json_integer((json_int_t)c->output));
-    json_object_set_new(u, "total_tokens", json_integer((json_int_t)(prompt + c->output)));
-    json_object_set_new(u, "prompt_tokens_details",
-                        json_pack("{s:I}", "cached_tokens", (json_int_t)c->cache_read));
-    json_object_set_new(u, "cache_creation_input_tokens",
-                        json_integer((json_int_t)c->cache_creation));
-    return u;
+    jw_key(w, "usage");
+    jw_obj(w);
+    jw_key(w, "prompt_tokens");
+    jw_int(w, (long long)prompt);
+    jw_key(w, "completion_tokens");
+    jw_int(w, (long long)c->output);
+    jw_key(w, "total_tokens");
+    jw_int(w, (long long)(prompt + c->output));
+    jw_key(w, "prompt_tokens_details");
+    jw_obj(w);
+    jw_key(w, "cached_tokens");
+    jw_int(w, (long long)c->cache_read);
+    jw_obj_end(w);
+    jw_key(w, "cache_creation_input_tokens");
+    jw_int(w, (long long)c->cache_creation);
+    jw_obj_end(w);
+}
+
+/* the head every chat.completion and chunk starts with: id, object, created, model */
+static void write_head(jw *w, const char *id, size_t id_len, const char *object, long long created,
+                       const char *model)
+{
+    jw_key(w, "id");
+    jw_strn(w, id, id_len);
+    jw_key(w, "object");
+    jw_str(w, object);
+    jw_key(w, "created");
+    jw_int(w, created);
+    jw_key(w, "model");
+    jw_str(w, model);
 }
 
 /* ------------------------------------------------------------------- whole answers ---- */
@@ -689,11 +846,130 @@ static json_t *tool_call_json(json_t *id, json_t *name, const char *args, size_t
     return tc;
 }
 
-static json_t *translate_answer(json_t *a, const char *model, char *why, size_t whylen)
+/* The Message's content blocks checked, their text and thinking joined; *fail names the first
+ * bad block's kind (at *at) */
+typedef struct answer_parts {
+    buf text, thinking;
+    bool has_text, has_thinking;
+    size_t n_calls, n_blocks; /* tool_use; thinking and redacted_thinking */
+} answer_parts;
+
+static bool read_blocks(json_t *content, answer_parts *p, const char **fail, size_t *at)
+{
+    size_t i;
+    json_t *blk;
+    json_array_foreach(content, i, blk)
+    {
+        *at = i;
+        const char *bt = json_string_value(json_object_get(blk, "type"));
+        if (!bt) {
+            *fail = "type";
+            return false;
+        }
+        if (strcmp(bt, "text") == 0) {
+            json_t *t = json_object_get(blk, "text");
+            if (!json_is_string(t)) {
+                *fail = "text";
+                return false;
+            }
+            buf_append(&p->text, json_string_value(t), json_string_length(t));
+            p->has_text = true;
+        } else if (strcmp(bt, "tool_use") == 0) {
+            if (!json_is_string(json_object_get(blk, "id")) ||
+                !json_is_string(json_object_get(blk, "name")) ||
+                !json_is_object(json_object_get(blk, "input"))) {
+                *fail = "tool_use (id, name, input object)";
+                return false;
+            }
+            p->n_calls++;
+        } else if (strcmp(bt, "thinking") == 0) {
+            json_t *th = json_object_get(blk, "thinking");
+            if (!json_is_string(th) || !json_is_string(json_object_get(blk, "signature"))) {
+                *fail = "thinking (thinking, signature)";
+                return false;
+            }
+            buf_append(&p->thinking, json_string_value(th), json_string_length(th));
+            p->has_thinking = true;
+            p->n_blocks++;
+        } else if (strcmp(bt, "redacted_thinking") == 0) {
+            if (!json_is_string(json_object_get(blk, "data"))) {
+                *fail = "redacted_thinking (data)";
+                return false;
+            }
+            p->n_blocks++;
+        }
+        /* other block types (server tool results, ...) have no Chat Completions form */
+    }
+    return true;
+}
+
+/* message.thinking_blocks: the thinking and redacted_thinking blocks, as they came */
+static void write_thinking_blocks(jw *w, json_t *content)
+{
+    jw_key(w, "thinking_blocks");
+    jw_arr(w);
+    size_t i;
+    json_t *blk;
+    json_array_foreach(content, i, blk)
+    {
+        const char *bt = json_string_value(json_object_get(blk, "type"));
+        bool thinking = strcmp(bt, "thinking") == 0;
+        if (!thinking && strcmp(bt, "redacted_thinking") != 0) continue;
+        jw_obj(w);
+        jw_key(w, "type");
+        jw_str(w, bt);
+        if (thinking) {
+            jw_key(w, "thinking");
+            jw_value(w, json_object_get(blk, "thinking"));
+            jw_key(w, "signature");
+            jw_value(w, json_object_get(blk, "signature"));
+        } else {
+            jw_key(w, "data");
+            jw_value(w, json_object_get(blk, "data"));
+        }
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
+}
+
+/* message.tool_calls: each tool_use block, its input as the arguments string */
+static bool write_tool_calls(jw *w, json_t *content)
+{
+    jw_key(w, "tool_calls");
+    jw_arr(w);
+    size_t i;
+    json_t *blk;
+    json_array_foreach(content, i, blk)
+    {
+        if (strcmp(json_string_value(json_object_get(blk, "type")), "tool_use") != 0) continue;
+        size_t n;
+        char *args = json_encode_fast(json_object_get(blk, "input"), &n);
+        if (!args) return false;
+        jw_obj(w);
+        jw_key(w, "id");
+        jw_value(w, json_object_get(blk, "id"));
+        jw_key(w, "type");
+        jw_str(w, "function");
+        jw_key(w, "function");
+        jw_obj(w);
+        jw_key(w, "name");
+        jw_value(w, json_object_get(blk, "name"));
+        jw_key(w, "arguments");
+        jw_strn(w, args, n);
+        jw_obj_end(w);
+        jw_obj_end(w);
+        free(args);
+    }
+    jw_arr_end(w);
+    return true;
+}
+
+/* The Message a -> a chat.completion written into out; false with why set */
+static bool translate_answer(json_t *a, const char *model, buf *out, char *why, size_t whylen)
 {
     if (!json_is_object(a)) {
         set_why(why, whylen, "the Anthropic answer is not a JSON object");
-        return NULL;
+        return false;
     }
     const char *type = json_string_value(json_object_get(a, "type"));
     json_t *id = json_object_get(a, "id");
@@ -705,107 +981,62 @@ static json_t *translate_answer(json_t *a, const char *model, char *why, size_t 
         set_why(why, whylen,
                 "the Anthropic answer is not a Message (type \"message\", id, content array, "
                 "stop_reason and usage)");
-        return NULL;
+        return false;
     }
     counts c = {0};
     const char *bad = NULL;
     if (!read_counts(usage, &c, &bad)) {
         set_why(why, whylen, "the Anthropic answer's usage.%s is not a token count", bad);
-        return NULL;
+        return false;
     }
-    buf text = BUF_INIT, thinking = BUF_INIT;
-    bool has_text = false, has_thinking = false;
-    json_t *calls = json_array();
-    json_t *blocks = json_array();
-    size_t i;
-    json_t *blk;
+    answer_parts p = {.text = BUF_INIT, .thinking = BUF_INIT};
     const char *fail = NULL;
-    json_array_foreach(content, i, blk)
-    {
-        const char *bt = json_string_value(json_object_get(blk, "type"));
-        if (!bt) {
-            fail = "type";
-            break;
-        }
-        if (strcmp(bt, "text") == 0) {
-            json_t *t = json_object_get(blk, "text");
-            if (!json_is_string(t)) {
-                fail = "text";
-                break;
-            }
-            buf_append(&text, json_string_value(t), json_string_length(t));
-            has_text = true;
-        } else if (strcmp(bt, "tool_use") == 0) {
-            json_t *tid = json_object_get(blk, "id");
-            json_t *name = json_object_get(blk, "name");
-            json_t *input = json_object_get(blk, "input");
-            if (!json_is_string(tid) || !json_is_string(name) || !json_is_object(input)) {
-                fail = "tool_use (id, name, input object)";
-                break;
-            }
-            size_t n;
-            char *args = json_encode_fast(input, &n);
-            if (!args) {
-                fail = "input (out of memory)";
-                break;
-            }
-            json_array_append_new(calls, tool_call_json(tid, name, args, n, 0, false));
-            free(args);
-        } else if (strcmp(bt, "thinking") == 0) {
-            json_t *th = json_object_get(blk, "thinking");
-            json_t *sig = json_object_get(blk, "signature");
-            if (!json_is_string(th) || !json_is_string(sig)) {
-                fail = "thinking (thinking, signature)";
-                break;
-            }
-            buf_append(&thinking, json_string_value(th), json_string_length(th));
-            has_thinking = true;
-            json_array_append_new(blocks, json_pack("{s:s,s:O,s:O}", "type", "thinking", "thinking",
-                                                    th, "signature", sig));
-        } else if (strcmp(bt, "redacted_thinking") == 0) {
-            json_t *data = json_object_get(blk, "data");
-            if (!json_is_string(data)) {
-                fail = "redacted_thinking (data)";
-                break;
-            }
-            json_array_append_new(
-                blocks, json_pack("{s:s,s:O}", "type", "redacted_thinking", "data", data));
-        }
-        /* other block types (server tool results, ...) have no Chat Completions form */
-    }
-    json_t *doc = NULL;
-    if (fail) {
-        set_why(why, whylen, "the Anthropic answer's content[%zu] is not a valid %s block", i,
+    size_t at = 0;
+    bool ok = read_blocks(content, &p, &fail, &at);
+    if (!ok) {
+        set_why(why, whylen, "the Anthropic answer's content[%zu] is not a valid %s block", at,
                 fail);
     } else {
-        json_t *msg = json_object();
-        json_object_set_new(msg, "role", json_string("assistant"));
-        json_object_set_new(msg, "content",
-                            has_text ? json_stringn(text.data ? text.data : "", text.len)
-                                     : json_null());
-        if (has_thinking)
-            json_object_set_new(msg, "reasoning_content",
-                                json_stringn(thinking.data, thinking.len));
-        if (json_array_size(blocks)) json_object_set(msg, "thinking_blocks", blocks);
-        if (json_array_size(calls)) json_object_set(msg, "tool_calls", calls);
-        json_t *choice = json_object();
-        json_object_set_new(choice, "index", json_integer(0));
-        json_object_set_new(choice, "message", msg);
-        json_object_set_new(choice, "logprobs", json_null());
-        json_object_set_new(choice, "finish_reason", json_string(finish_reason(stop)));
-        doc = json_object();
-        json_object_set(doc, "id", id);
-        json_object_set_new(doc, "object", json_string("chat.completion"));
-        json_object_set_new(doc, "created", json_integer((json_int_t)time(NULL)));
-        json_object_set_new(doc, "model", json_string(model));
-        json_object_set_new(doc, "choices", json_pack("[o]", choice));
-        json_object_set_new(doc, "usage", usage_json(&c));
+        jw w;
+        jw_init(&w, out);
+        jw_obj(&w);
+        write_head(&w, json_string_value(id), json_string_length(id), "chat.completion",
+                   (long long)time(NULL), model);
+        jw_key(&w, "choices");
+        jw_arr(&w);
+        jw_obj(&w);
+        jw_key(&w, "index");
+        jw_int(&w, 0);
+        jw_key(&w, "message");
+        jw_obj(&w);
+        jw_key(&w, "role");
+        jw_str(&w, "assistant");
+        jw_key(&w, "content");
+        if (p.has_text)
+            jw_strn(&w, p.text.data ? p.text.data : "", p.text.len);
+        else
+            jw_null(&w);
+        if (p.has_thinking) {
+            jw_key(&w, "reasoning_content");
+            jw_strn(&w, p.thinking.data, p.thinking.len);
+        }
+        if (p.n_blocks) write_thinking_blocks(&w, content);
+        bool args_ok = !p.n_calls || write_tool_calls(&w, content);
+        jw_obj_end(&w);
+        jw_key(&w, "logprobs");
+        jw_null(&w);
+        jw_key(&w, "finish_reason");
+        jw_str(&w, finish_reason(stop));
+        jw_obj_end(&w);
+        jw_arr_end(&w);
+        write_usage(&w, &c);
+        jw_obj_end(&w);
+        ok = jw_finish(&w) && args_ok;
+        if (!ok) set_why(why, whylen, "could not encode the translated answer (out of memory)");
     }
-    buf_free(&text);
-    buf_free(&thinking);
-    json_decref(calls);
-    json_decref(blocks);
-    return doc;
+    buf_free(&p.text);
+    buf_free(&p.thinking);
+    return ok;
 }
 
 char *anthropic_chat_answer(const char *body, size_t len, const char *model, size_t *out_len,
@@ -817,13 +1048,15 @@ char *anthropic_chat_answer(const char *body, size_t len, const char *model, siz
         set_why(why, whylen, "the Anthropic answer is not JSON: %s", jerr);
         return NULL;
     }
-    json_t *doc = translate_answer(a, model, why, whylen);
+    buf out = BUF_INIT;
+    bool ok = translate_answer(a, model, &out, why, whylen);
     json_decref(a);
-    if (!doc) return NULL;
-    char *s = json_encode_fast(doc, out_len);
-    json_decref(doc);
-    if (!s) set_why(why, whylen, "could not encode the translated answer (out of memory)");
-    return s;
+    if (!ok) {
+        buf_free(&out);
+        return NULL;
+    }
+    *out_len = out.len;
+    return buf_steal(&out);
 }
 
 /* -------------------------------------------------------------------------- errors ---- */
@@ -930,41 +1163,55 @@ bool anthropic_decoder_done(const provider_stream *ps)
     return ((const anthropic_stream *)ps)->done;
 }
 
-/* "data: <json>\n\n" for v (stolen); false on out of memory */
-static bool emit(buf *out, json_t *v)
+/* "data: " and a chunk's opening: {id, object, created, model; the caller writes the rest and
+ * ends it with end_chunk */
+static size_t begin_chunk(const anthropic_stream *s, buf *out, jw *w)
 {
-    size_t n;
-    char *s = json_encode_fast(v, &n);
-    json_decref(v);
-    if (!s) return false;
+    assert(s->id); /* chunks follow message_start */
+    size_t mark = out->len;
     buf_append(out, "data: ", 6);
-    buf_append(out, s, n);
-    buf_append(out, "\n\n", 2);
-    free(s);
-    return true;
+    jw_init(w, out);
+    jw_obj(w);
+    write_head(w, s->id, strlen(s->id), "chat.completion.chunk", (long long)s->created, s->model);
+    return mark;
 }
 
-static json_t *chunk_head(const anthropic_stream *s)
+/* closes the chunk and adds the blank line; on failure drops what the chunk wrote */
+static bool end_chunk(buf *out, jw *w, size_t mark)
 {
-    json_t *c = json_object();
-    json_object_set_new(c, "id", json_string(s->id));
-    json_object_set_new(c, "object", json_string("chat.completion.chunk"));
-    json_object_set_new(c, "created", json_integer(s->created));
-    json_object_set_new(c, "model", json_string(s->model));
-    return c;
+    jw_obj_end(w);
+    if (!jw_finish(w)) {
+        out->len = mark;
+        if (out->data) out->data[mark] = 0;
+        return false;
+    }
+    buf_append(out, "\n\n", 2);
+    return true;
 }
 
 /* one chunk with choices[0].delta = delta (stolen), finish_reason finish or null */
 static bool emit_delta(const anthropic_stream *s, buf *out, json_t *delta, const char *finish)
 {
-    json_t *choice = json_object();
-    json_object_set_new(choice, "index", json_integer(0));
-    json_object_set_new(choice, "delta", delta);
-    json_object_set_new(choice, "logprobs", json_null());
-    json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
-    json_t *c = chunk_head(s);
-    json_object_set_new(c, "choices", json_pack("[o]", choice));
-    return emit(out, c);
+    jw w;
+    size_t mark = begin_chunk(s, out, &w);
+    jw_key(&w, "choices");
+    jw_arr(&w);
+    jw_obj(&w);
+    jw_key(&w, "index");
+    jw_int(&w, 0);
+    jw_key(&w, "delta");
+    jw_value(&w, delta);
+    jw_key(&w, "logprobs");
+    jw_null(&w);
+    jw_key(&w, "finish_reason");
+    if (finish)
+        jw_str(&w, finish);
+    else
+        jw_null(&w);
+    jw_obj_end(&w);
+    jw_arr_end(&w);
+    json_decref(delta);
+    return end_chunk(out, &w, mark);
 }
 
 static bool emit_text(const anthropic_stream *s, buf *out, const char *key, json_t *text)
@@ -1259,10 +1506,13 @@ static int on_message_stop(anthropic_stream *s, buf *out, char *why, size_t whyl
         set_why(why, whylen, "Anthropic message_stop before a message_delta with a stop_reason");
         return -1;
     }
-    json_t *c = chunk_head(s);
-    json_object_set_new(c, "choices", json_array());
-    json_object_set_new(c, "usage", usage_json(&s->usage));
-    if (!emit(out, c)) {
+    jw w;
+    size_t mark = begin_chunk(s, out, &w);
+    jw_key(&w, "choices");
+    jw_arr(&w);
+    jw_arr_end(&w);
+    write_usage(&w, &s->usage);
+    if (!end_chunk(out, &w, mark)) {
         set_why(why, whylen, "out of memory");
         return -1;
     }
@@ -1286,7 +1536,17 @@ static int on_error(anthropic_stream *s, json_t *d, buf *out, char *why, size_t 
     json_object_set_new(oe, "type", json_string(m ? m->type : "server_error"));
     json_object_set_new(oe, "code", json_string(m && m->code ? m->code : "upstream_error"));
     s->failed = true;
-    if (!emit(out, json_pack("{s:o}", "error", oe))) {
+    json_t *err = json_pack("{s:o}", "error", oe);
+    size_t n;
+    char *text = json_encode_fast(err, &n);
+    json_decref(err);
+    if (text) {
+        buf_append(out, "data: ", 6);
+        buf_append(out, text, n);
+        buf_append(out, "\n\n", 2);
+        free(text);
+    }
+    if (!text) {
         set_why(why, whylen, "out of memory");
         return -1;
     }
