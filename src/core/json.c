@@ -318,7 +318,7 @@ static int hex4(const char *p, const char *end)
  * Returns the offset of the first lone surrogate escape, or len when there is none. A "\u"
  * after an odd number of backslashes is an escaped backslash followed by 'u', not an escape;
  * outside strings yajl reports the syntax error itself. */
-static size_t find_lone_surrogate(const char *t, size_t len)
+size_t json_lone_surrogate(const char *t, size_t len)
 {
     const char *p = t, *end = t + len;
     while ((p = memmem(p, (size_t)(end - p), "\\u", 2)) != NULL) {
@@ -344,7 +344,7 @@ static size_t find_lone_surrogate(const char *t, size_t len)
 
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
 {
-    size_t lone = memchr(text, '\\', len) ? find_lone_surrogate(text, len) : len;
+    size_t lone = memchr(text, '\\', len) ? json_lone_surrogate(text, len) : len;
     if (lone < len) {
         if (err)
             snprintf(err, errlen,
@@ -389,8 +389,7 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
     return d.root;
 }
 
-/* decimal text of v into out (at least 21 bytes); its length. No printf on this path. */
-static size_t int_text(long long v, char *out)
+size_t json_int_text(long long v, char *out)
 {
     char tmp[24];
     size_t n = 0;
@@ -444,7 +443,7 @@ static int encode(yajl_gen g, const json_t *v)
                    : -1;
     case JSON_INTEGER: {
         char tmp[24];
-        size_t n = int_text((long long)json_integer_value(v), tmp);
+        size_t n = json_int_text((long long)json_integer_value(v), tmp);
         return yajl_gen_number(g, tmp, n) == yajl_gen_status_ok ? 0 : -1;
     }
     case JSON_REAL: {
@@ -543,7 +542,7 @@ void jw_str(jw *w, const char *s)
 void jw_int(jw *w, long long v)
 {
     char tmp[24];
-    size_t n = int_text(v, tmp);
+    size_t n = json_int_text(v, tmp);
     jw_check(w, yajl_gen_number(w->gen, tmp, n));
 }
 

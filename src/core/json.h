@@ -25,6 +25,14 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
  * out-of-memory. */
 char *json_encode_fast(const json_t *v, size_t *len);
 
+/* The offset of the first lone UTF-16 surrogate escape in the JSON text t[0..len) (a \uD800..
+ * \uDBFF escape with no \uDC00..\uDFFF escape right after it, or a low one alone), or len:
+ * json_decode_fast refuses such text, as must anything that copies JSON strings as they are. */
+size_t json_lone_surrogate(const char *t, size_t len);
+
+/* The decimal text of v into out (at least 21 bytes); its length. No printf. */
+size_t json_int_text(long long v, char *out);
+
 /* A JSON writer: yajl's generator writing straight into a buf, for answers and upstream bodies
  * built from their parts with no document in between (a document costs an allocation per value
  * and a second walk to encode it). Calls must nest as JSON does (a key before each value inside

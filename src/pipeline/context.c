@@ -678,7 +678,7 @@ static void job_done(upstream_req *u, upstream_result res, int status, const cha
         char why[256];
         size_t n = 0;
         char *a = provider_chat_answer(j->target, j->resp.data ? j->resp.data : "", j->resp.len,
-                                       j->target->name, &n, why, sizeof why);
+                                       j->target->name, &n, NULL, why, sizeof why);
         buf_reset(&j->resp);
         if (a) buf_append(&j->resp, a, n);
         free(a);

@@ -844,6 +844,7 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
             refuse_not_json(c);
             return;
         }
+        provider_usage usage = {0};
         if (!provider_speaks_openai(c->target)) { /* the provider's format -> canonical */
             char why[256];
             size_t n = 0;
@@ -851,7 +852,7 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
                           ? provider_embeddings_answer(c->target, c->resp.data, c->resp.len,
                                                        c->model, &n, why, sizeof why)
                           : provider_chat_answer(c->target, c->resp.data, c->resp.len, c->model, &n,
-                                                 why, sizeof why);
+                                                 &usage, why, sizeof why);
             if (!a) {
                 refuse_answer(c, "invalid_upstream_response",
                               "Model target '%s' sent an answer that cannot be read: %s.",
@@ -862,7 +863,10 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
             buf_append(&c->resp, a, n);
             free(a);
         }
-        provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
+        if (usage.present) /* the adapter's own counts: the answer is not read again */
+            c->usage = usage;
+        else
+            provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
         if (c->ctx_store) {
             char why[320];
             if (!pl_context_whole_answer(c, c->resp.data ? c->resp.data : "", c->resp.len, why,
@@ -1017,9 +1021,14 @@ void pl_proxy_start(pl_call *c)
      * otherwise the adapter builds the body from the document (rewritten by the context stage,
      * another family's, or a Mock target's) */
     bool forward = !c->body_modified && provider_takes_raw(t);
+    /* another family's target may translate the client's bytes without a document (the common
+     * shapes, see provider_build_chat_raw); a body it declines, or one decoded already, goes by
+     * the document */
+    bool splice = !forward && !c->body_modified && !c->body && provider_splices(t) &&
+                  c->endpoint != PL_EP_EMBEDDINGS;
     provider_stream_free(c->xs);
     c->xs = NULL;
-    if (!forward && !pl_call_body(c)) {
+    if (!forward && !splice && !pl_call_body(c)) {
         pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
                 "The request body could not be read as a JSON document.");
         return;
@@ -1035,8 +1044,8 @@ void pl_proxy_start(pl_call *c)
                              .n_keys = p->n_top_keys,
                              .stream = c->stream};
     pl_send s = {.target = t,
-                 .doc = forward ? NULL : c->body,
-                 .raw = forward ? &raw : NULL,
+                 .doc = forward || splice ? NULL : c->body,
+                 .raw = forward || splice ? &raw : NULL,
                  .embeddings = c->endpoint == PL_EP_EMBEDDINGS,
                  .request_id = c->request_id,
                  .pool = c->r->pool,
@@ -1048,6 +1057,16 @@ void pl_proxy_start(pl_call *c)
     char err[256];
     c->up_start_ns = clock_mono_ns();
     int rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
+    if (rc == PROVIDER_EDECLINED) {
+        if (!pl_call_body(c)) {
+            pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+                    "The request body could not be read as a JSON document.");
+            return;
+        }
+        s.doc = c->body;
+        s.raw = NULL;
+        rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
+    }
     switch (rc) {
     case 0:
         break;

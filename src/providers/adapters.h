@@ -13,13 +13,25 @@ struct provider_stream {
 /* ---- Anthropic Messages API (anthropic.c) ---- */
 int anthropic_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                          provider_request *out, char *err, size_t errlen);
+int anthropic_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
+                             const char *request_id, arena *pool, provider_request *out);
+const char *anthropic_finish_reason(const char *stop_reason);
 char *anthropic_chat_answer(const char *body, size_t len, const char *model, size_t *out_len,
-                            char *why, size_t whylen);
+                            provider_usage *usage, char *why, size_t whylen);
 provider_stream *anthropic_decoder_new(const char *model);
 int anthropic_decoder_event(provider_stream *s, const char *ev, size_t len, buf *out, char *why,
                             size_t whylen);
 bool anthropic_decoder_done(const provider_stream *s);
 void anthropic_decoder_free(provider_stream *s);
+/* anthropic_splice.c: the common shapes from raw bytes; false when declined (out unchanged
+ * or partly written: the caller discards it) */
+bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len, arena *pool,
+                              buf *out);
+bool anthropic_splice_answer(const char *body, size_t len, const char *model, buf *out,
+                             provider_usage *usage);
+/* the answer by the document path alone (anthropic_chat_answer tries the splice first) */
+char *anthropic_chat_answer_doc(const char *body, size_t len, const char *model, size_t *out_len,
+                                provider_usage *usage, char *why, size_t whylen);
 void anthropic_map_error(int status, const char *body, size_t len, provider_error *out);
 
 #endif

@@ -748,6 +748,22 @@ int anthropic_build_chat(const cfg_target *t, json_t *body, const char *request_
     return 0;
 }
 
+int anthropic_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
+                             const char *request_id, arena *pool, provider_request *out)
+{
+    assert(t->type == TARGET_ANTHROPIC && t->endpoint);
+    memset(out, 0, sizeof *out);
+    buf text = BUF_INIT;
+    if (!anthropic_splice_request(t, b->body, b->len, pool, &text)) {
+        buf_free(&text);
+        return PROVIDER_EDECLINED;
+    }
+    build_headers(t, request_id, pool, out);
+    out->body_len = text.len;
+    out->body = buf_steal(&text);
+    return 0;
+}
+
 /* ------------------------------------------------------------------- shared answers ---- */
 
 static void set_why(char *why, size_t whylen, const char *fmt, ...)
@@ -762,7 +778,7 @@ static void set_why(char *why, size_t whylen, const char *fmt, ...)
 
 /* Anthropic stop_reason -> OpenAI finish_reason; an unknown reason (one added after this
  * adapter) is "stop", as docs/providers.md says */
-static const char *finish_reason(const char *stop)
+const char *anthropic_finish_reason(const char *stop)
 {
     if (strcmp(stop, "max_tokens") == 0 || strcmp(stop, "model_context_window_exceeded") == 0)
         return "length";
@@ -965,7 +981,8 @@ static bool write_tool_calls(jw *w, json_t *content)
 }
 
 /* The Message a -> a chat.completion written into out; false with why set */
-static bool translate_answer(json_t *a, const char *model, buf *out, char *why, size_t whylen)
+static bool translate_answer(json_t *a, const char *model, buf *out, provider_usage *counted,
+                             char *why, size_t whylen)
 {
     if (!json_is_object(a)) {
         set_why(why, whylen, "the Anthropic answer is not a JSON object");
@@ -1026,21 +1043,23 @@ static bool translate_answer(json_t *a, const char *model, buf *out, char *why, 
         jw_key(&w, "logprobs");
         jw_null(&w);
         jw_key(&w, "finish_reason");
-        jw_str(&w, finish_reason(stop));
+        jw_str(&w, anthropic_finish_reason(stop));
         jw_obj_end(&w);
         jw_arr_end(&w);
         write_usage(&w, &c);
         jw_obj_end(&w);
         ok = jw_finish(&w) && args_ok;
         if (!ok) set_why(why, whylen, "could not encode the translated answer (out of memory)");
+        if (ok && counted)
+            *counted = (provider_usage){true, c.input + c.cache_read + c.cache_creation, c.output};
     }
     buf_free(&p.text);
     buf_free(&p.thinking);
     return ok;
 }
 
-char *anthropic_chat_answer(const char *body, size_t len, const char *model, size_t *out_len,
-                            char *why, size_t whylen)
+char *anthropic_chat_answer_doc(const char *body, size_t len, const char *model, size_t *out_len,
+                                provider_usage *usage, char *why, size_t whylen)
 {
     char jerr[160];
     json_t *a = json_decode_fast(body, len, jerr, sizeof jerr);
@@ -1049,7 +1068,7 @@ char *anthropic_chat_answer(const char *body, size_t len, const char *model, siz
         return NULL;
     }
     buf out = BUF_INIT;
-    bool ok = translate_answer(a, model, &out, why, whylen);
+    bool ok = translate_answer(a, model, &out, usage, why, whylen);
     json_decref(a);
     if (!ok) {
         buf_free(&out);
@@ -1057,6 +1076,19 @@ char *anthropic_chat_answer(const char *body, size_t len, const char *model, siz
     }
     *out_len = out.len;
     return buf_steal(&out);
+}
+
+char *anthropic_chat_answer(const char *body, size_t len, const char *model, size_t *out_len,
+                            provider_usage *usage, char *why, size_t whylen)
+{
+    buf out = BUF_INIT;
+    if (anthropic_splice_answer(body, len, model, &out,
+                                usage)) { /* one text block: the common case */
+        *out_len = out.len;
+        return buf_steal(&out);
+    }
+    buf_free(&out);
+    return anthropic_chat_answer_doc(body, len, model, out_len, usage, why, whylen);
 }
 
 /* -------------------------------------------------------------------------- errors ---- */
@@ -1493,7 +1525,7 @@ static int on_message_delta(anthropic_stream *s, json_t *d, buf *out, char *why,
     }
     if (!json_is_string(stop) || s->finished) return 0;
     s->finished = true;
-    if (!emit_delta(s, out, json_object(), finish_reason(json_string_value(stop)))) {
+    if (!emit_delta(s, out, json_object(), anthropic_finish_reason(json_string_value(stop)))) {
         set_why(why, whylen, "out of memory");
         return -1;
     }

@@ -29,6 +29,11 @@ bool provider_takes_raw(const cfg_target *t)
            t->type == TARGET_AZURE_OPENAI;
 }
 
+bool provider_splices(const cfg_target *t)
+{
+    return t->type == TARGET_ANTHROPIC;
+}
+
 static bool is_openai_family(cfg_target_type type)
 {
     return type == TARGET_OPENAI || type == TARGET_OPENAI_COMPATIBLE ||
@@ -120,6 +125,7 @@ static bool append_json(buf *out, json_t *v)
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                             arena *pool, provider_request *out, char *err, size_t errlen)
 {
+    if (t->type == TARGET_ANTHROPIC) return anthropic_build_chat_raw(t, b, request_id, pool, out);
     memset(out, 0, sizeof *out);
     if (check_family(t, err, errlen)) return -1;
     chat_headers(t, request_id, pool, out, "chat/completions");

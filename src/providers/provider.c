@@ -26,10 +26,10 @@ static void no_translation(const cfg_target *t, char *why, size_t whylen)
 }
 
 char *provider_chat_answer(const cfg_target *t, const char *body, size_t len, const char *model,
-                           size_t *out_len, char *why, size_t whylen)
+                           size_t *out_len, provider_usage *usage, char *why, size_t whylen)
 {
     if (t->type == TARGET_ANTHROPIC)
-        return anthropic_chat_answer(body, len, model, out_len, why, whylen);
+        return anthropic_chat_answer(body, len, model, out_len, usage, why, whylen);
     if (t->type == TARGET_GEMINI) return gemini_chat_answer(body, len, model, out_len, why, whylen);
     no_translation(t, why, whylen);
     return NULL;

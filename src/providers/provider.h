@@ -69,7 +69,9 @@ typedef struct provider_raw_body {
 
 /* Like provider_build_chat, from raw bytes (no document). out->body is NULL when the client's
  * bytes go upstream unchanged; else a malloc'd edited copy (edits are spliced into the client's
- * bytes, never re-encoded). */
+ * bytes, never re-encoded). For an Anthropic target (provider_splices) the body is translated
+ * from the raw bytes when it has one of the common shapes (docs/decisions/0004), else
+ * PROVIDER_EDECLINED. */
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                             arena *pool, provider_request *out, char *err, size_t errlen);
 
@@ -84,6 +86,8 @@ bool provider_is_local(const cfg_target *t);
 /* True when the client's own bytes may go upstream (provider_build_chat_raw): the OpenAI
  * family and Azure. Others are built from the canonical document. */
 bool provider_takes_raw(const cfg_target *t);
+/* True when provider_build_chat_raw may translate the raw bytes for t (Anthropic). */
+bool provider_splices(const cfg_target *t);
 
 /* Reads `usage` from a complete non-streamed answer. */
 void provider_parse_usage(const char *body, size_t len, provider_usage *u);
@@ -123,6 +127,9 @@ const char *provider_rate_limit_type(const char *body, size_t len);
  * request cannot be expressed in the provider's format (400 invalid_request_error; err says why
  * and out->err_param names the canonical field, e.g. "messages[2].content[0].type"). */
 enum { PROVIDER_EUNSUPPORTED = -1, PROVIDER_EREQUEST = -2 };
+/* provider_build_chat_raw for a target that translates (Anthropic): the body is not one of the
+ * shapes it splices from the raw bytes; build it from the document with provider_build_chat. */
+enum { PROVIDER_EDECLINED = -4 };
 
 /* True when t answers in OpenAI's Chat Completions format as it is (OpenAI family, Azure, Mock):
  * its answers are relayed; otherwise they go through provider_chat_answer / provider_stream_*. */
@@ -131,9 +138,11 @@ bool provider_speaks_openai(const cfg_target *t);
 /* A 2xx non-streamed chat answer of t -> an OpenAI chat.completion (malloc'd JSON text, length in
  * *out_len) whose "model" is model (the name the client sent): id, choices[0].message (content,
  * tool_calls with their ids, thinking extensions), finish_reason mapped, usage. NULL with a
- * sentence in why when body is not a valid answer in t's format. */
+ * sentence in why when body is not a valid answer in t's format. usage (may be NULL) gets the
+ * answer's counts when the adapter has them at hand (Anthropic), so the caller need not read
+ * them back out of the text; it is left as it was otherwise. */
 char *provider_chat_answer(const cfg_target *t, const char *body, size_t len, const char *model,
-                           size_t *out_len, char *why, size_t whylen);
+                           size_t *out_len, provider_usage *usage, char *why, size_t whylen);
 
 /* Stream translation, one per attempt. NULL when t speaks OpenAI (nothing to translate). */
 typedef struct provider_stream provider_stream;

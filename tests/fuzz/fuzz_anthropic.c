@@ -7,7 +7,10 @@
  * Checks beyond "no crash": every appended stream event is `data: <JSON object>\n\n` or
  * `data: [DONE]\n\n`, nothing is appended once the stream is done, a refused event leaves a
  * sentence; a translated answer is a chat.completion with an assistant message; a built request
- * is a JSON object with model, max_tokens and messages, and a refused one names its field. */
+ * is a JSON object with model, max_tokens and messages, and a refused one names its field.
+ * The splice (anthropic_splice.c) must agree with the document path: a request body the chat
+ * probe accepts and the splice translates gives the same upstream body as provider_build_chat,
+ * and an answer it translates the same chat.completion (but "created") as the document path. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +19,8 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "pipeline/chat_probe.h"
+#include "providers/adapters.h"
 #include "providers/provider.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -85,6 +90,68 @@ static void build(const char *d, size_t size)
     json_decref(doc);
 }
 
+static json_t *without_created(const char *text, size_t len)
+{
+    json_t *v = json_loadb(text, len, 0, NULL);
+    if (!v) abort();
+    json_object_del(v, "created");
+    return v;
+}
+
+/* a spliced answer equals the document path's */
+static void splice_answer(const char *d, size_t size)
+{
+    buf fast = BUF_INIT;
+    provider_usage fu = {0}, su = {0};
+    if (!anthropic_splice_answer(d, size, "claude", &fast, &fu)) {
+        buf_free(&fast);
+        return;
+    }
+    size_t n = 0;
+    char why[320];
+    char *slow = anthropic_chat_answer_doc(d, size, "claude", &n, &su, why, sizeof why);
+    if (!slow) abort();
+    json_t *a = without_created(fast.data, fast.len), *b = without_created(slow, n);
+    if (!json_equal(a, b) || fu.prompt_tokens != su.prompt_tokens ||
+        fu.completion_tokens != su.completion_tokens)
+        abort();
+    json_decref(a);
+    json_decref(b);
+    free(slow);
+    buf_free(&fast);
+}
+
+/* a spliced request body equals the document path's, for a body the gateway accepts */
+static void splice_request(const char *d, size_t size)
+{
+    arena *pool = arena_new(4096);
+    chat_probe p;
+    if (chat_probe_parse(d, size, pool, &p) != PROBE_OK) {
+        arena_free(pool);
+        return;
+    }
+    provider_raw_body raw = {.body = d, .len = size, .model = "claude"};
+    provider_request fast;
+    char err[256] = "";
+    int rc = provider_build_chat_raw(&target, &raw, "r", pool, &fast, err, sizeof err);
+    if (rc != 0 && rc != PROVIDER_EDECLINED) abort();
+    if (rc == 0) {
+        json_t *doc = json_decode_fast(d, size, NULL, 0);
+        if (!doc) abort();
+        provider_request slow;
+        if (provider_build_chat(&target, doc, "r", pool, &slow, err, sizeof err) != 0) abort();
+        json_t *a = json_loadb(fast.body, fast.body_len, 0, NULL);
+        json_t *b = json_loadb(slow.body, slow.body_len, 0, NULL);
+        if (!a || !json_equal(a, b)) abort();
+        json_decref(a);
+        json_decref(b);
+        free(slow.body);
+        free(fast.body);
+        json_decref(doc);
+    }
+    arena_free(pool);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 1024 * 1024) return -1;
@@ -117,7 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     size_t len = 0;
     char why[320];
-    char *a = provider_chat_answer(&target, d, size, "claude", &len, why, sizeof why);
+    char *a = provider_chat_answer(&target, d, size, "claude", &len, NULL, why, sizeof why);
     if (a) check_answer(a, len);
     free(a);
 
@@ -126,5 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!e.type || e.status < 400 || e.status > 599) abort();
 
     build(d, size);
+    splice_answer(d, size);
+    splice_request(d, size);
     return 0;
 }

@@ -88,7 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char why[320];
     size_t n = 0;
-    check_doc(provider_chat_answer(&t, d, size, "gem", &n, why, sizeof why), n, "chat.completion");
+    check_doc(provider_chat_answer(&t, d, size, "gem", &n, NULL, why, sizeof why), n,
+              "chat.completion");
     check_doc(provider_embeddings_answer(&t, d, size, "gem", &n, why, sizeof why), n, "list");
     provider_error e;
     provider_map_error(&t, 500, d, size, &e);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "core/json.h"
+#include "providers/adapters.h"
 #include "providers/provider.h"
 
 static cfg_target target(void)
@@ -158,9 +159,11 @@ static void request_url_and_headers(void **state)
     assert_string_equal(header(&pr, "anthropic-version"), "2024-10-22");
     assert_null(header(&pr, "x-api-key"));
     assert_null(header(&pr, "X-Request-Id"));
-    /* never from raw bytes */
+    /* from raw bytes only in the common shapes (splice_matches_the_document_path): a body
+     * without messages is declined to the document path */
     provider_raw_body raw = {.body = "{}", .len = 2, .model = "claude", .object_end = 1};
-    assert_int_equal(provider_build_chat_raw(&t, &raw, NULL, pool, &pr, err, sizeof err), -1);
+    assert_int_equal(provider_build_chat_raw(&t, &raw, NULL, pool, &pr, err, sizeof err),
+                     PROVIDER_EDECLINED);
     json_decref(doc);
     arena_free(pool);
 }
@@ -366,7 +369,7 @@ static void answer_fixture(const char *stem)
     size_t len = 0;
     char why[256] = "";
     time_t before = time(NULL);
-    char *a = provider_chat_answer(&t, body, n, "claude", &len, why, sizeof why);
+    char *a = provider_chat_answer(&t, body, n, "claude", &len, NULL, why, sizeof why);
     if (!a) fail_msg("%s: %s", stem, why);
     assert_int_equal(strlen(a), len);
     json_t *got = json_loadb(a, len, 0, NULL);
@@ -408,8 +411,8 @@ static void bad_answers(void **state)
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         char why[256] = "";
         size_t len = 0;
-        char *a =
-            provider_chat_answer(&t, bodies[i], strlen(bodies[i]), "claude", &len, why, sizeof why);
+        char *a = provider_chat_answer(&t, bodies[i], strlen(bodies[i]), "claude", &len, NULL, why,
+                                       sizeof why);
         if (a) fail_msg("case %zu accepted: %s", i, a);
         assert_true(strlen(why) > 10);
     }
@@ -684,6 +687,257 @@ static void errors_map(void **state)
     assert_string_equal(e.type, "server_error");
 }
 
+/* The splice (anthropic_splice.c) against the document path: every body it translates gives
+ * the same upstream body, every answer the same chat.completion; the rest it declines. */
+static void splice_request_case(cfg_target *t, const char *body, bool spliced)
+{
+    arena *pool = arena_new(4096);
+    provider_raw_body raw = {.body = body, .len = strlen(body), .model = "claude"};
+    provider_request fast;
+    char err[256] = "";
+    int rc = provider_build_chat_raw(t, &raw, "req-1", pool, &fast, err, sizeof err);
+    if (!spliced) {
+        if (rc != PROVIDER_EDECLINED) fail_msg("spliced, not declined: %s", body);
+        arena_free(pool);
+        return;
+    }
+    if (rc != 0) fail_msg("declined (%d), not spliced: %s", rc, body);
+    assert_string_equal(fast.url, "https://api.anthropic.com/v1/messages");
+    assert_string_equal(header(&fast, "x-api-key"), "sk-ant-test");
+    json_t *got = json_loadb(fast.body, fast.body_len, 0, NULL);
+    if (!got) fail_msg("the spliced body is not JSON: %.*s", (int)fast.body_len, fast.body);
+    free(fast.body);
+    provider_request slow;
+    json_t *want;
+    rc = build(t, body, &slow, &want, err, sizeof err);
+    if (rc) fail_msg("document path refused (%d: %s) what the splice sent: %s", rc, err, body);
+    assert_json_equal(got, want, body);
+    json_decref(got);
+    json_decref(want);
+    arena_free(pool);
+}
+
+static void splice_request_matches_the_document_path(void **state)
+{
+    (void)state;
+    cfg_target t = target();
+    static const struct {
+        const char *body;
+        bool spliced;
+    } cases[] = {
+        {"{\"model\":\"claude\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", true},
+        {"{\"model\":\"claude\",\"temperature\":0.2,\"max_tokens\":256,\"messages\":[{\"role\":"
+         "\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":"
+         "\"assistant\",\"content\":\"Hello!\"},{\"role\":\"user\",\"content\":\"Capital?\"}]}",
+         true},
+        /* consecutive turns of one role merge; system anywhere; developer is system */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"developer\","
+         "\"content\":\"sys\"},{\"role\":\"user\",\"content\":\"b\"},{\"role\":\"assistant\","
+         "\"content\":\"c\"},{\"role\":\"assistant\",\"content\":\"d\"}],\"model\":\"x\"}",
+         true},
+        /* escapes, non-ASCII and white space copied as they are; key order in a message */
+        {" { \"model\" : \"claude\" ,\n \"messages\" : [ { \"content\" : \"a\\\"b\\\\n\\u00e9 "
+         "\xc3\xa9 \\ud83d\\ude00\" , \"role\" : \"user\" } ] , \"top_p\" : 1e0 } ",
+         true},
+        /* the parameters it maps, and the ones it drops */
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"stream\":true,"
+         "\"stream_options\":{\"include_usage\":true},\"stop\":\"END\",\"user\":\"u-1\","
+         "\"max_completion_tokens\":77,\"seed\":5,\"metadata\":{\"a\":[1,{\"b\":[]}]},"
+         "\"frequency_penalty\":0,\"presence_penalty\":null,\"logit_bias\":{},\"store\":false}",
+         true},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"stream\":false,"
+         "\"temperature\":null,\"top_p\":null,\"stop\":null,\"user\":null,\"stop\":\"\"}",
+         true},
+        /* what the document path must judge or refuse: declined */
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+         "\"text\":\"q\"}]}]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"name\":\"n\"}]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"a\"},{\"role\":"
+         "\"system\",\"content\":\"b\"},{\"role\":\"user\",\"content\":\"q\"}]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"a\"}]}", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\"}]}", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":null}]}", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"r\"}]}", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"role\":\"user\",\"content\":\"q\"}]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":0}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":1."
+         "5}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":1,"
+         "\"max_completion_tokens\":2}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"stop\":[\"a\"]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"n\":1}", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"tools\":[]}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"anthropic\":{}}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"stream\":\"y\"}",
+         false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"temperature\":"
+         "\"hot\"}",
+         false},
+        {"{\"model\":\"m\",\"messages\":{}}", false},
+        {"[1]", false},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        splice_request_case(&t, cases[i].body, cases[i].spliced);
+    /* the fixtures (plain is a common shape; the others have parts, tools or n) */
+    static const char *const stems[] = {"plain", "system", "multi_turn",
+                                        "tools", "images", "thinking"};
+    for (size_t i = 0; i < sizeof stems / sizeof stems[0]; i++) {
+        char in[128];
+        snprintf(in, sizeof in, "req_%s.in.json", stems[i]);
+        char *body = slurp(in, NULL);
+        arena *pool = arena_new(4096);
+        provider_raw_body raw = {.body = body, .len = strlen(body), .model = "claude"};
+        provider_request pr;
+        char err[256];
+        bool spliced = provider_build_chat_raw(&t, &raw, NULL, pool, &pr, err, sizeof err) == 0;
+        if (spliced) free(pr.body);
+        arena_free(pool);
+        splice_request_case(&t, body, spliced);
+        if (i == 0 && !spliced) fail_msg("req_%s is a common shape but was declined", stems[i]);
+        free(body);
+    }
+    /* a target with parameters merges them under the request: declined */
+    json_t *params = json_pack("{s:i}", "max_tokens", 9);
+    t.parameters = params;
+    splice_request_case(&t, cases[0].body, false);
+    json_decref(params);
+}
+
+static json_t *answer_without_created(char *text, size_t n)
+{
+    json_t *v = json_loadb(text, n, 0, NULL);
+    if (!v) fail_msg("not JSON: %.*s", (int)n, text);
+    assert_true(json_is_integer(json_object_get(v, "created")));
+    json_object_del(v, "created");
+    free(text);
+    return v;
+}
+
+static void splice_answer_case(const char *body, bool spliced)
+{
+    buf fast = BUF_INIT;
+    provider_usage fu = {0}, su = {0};
+    bool ok = anthropic_splice_answer(body, strlen(body), "claude", &fast, &fu);
+    char why[256];
+    size_t n = 0;
+    char *slow = anthropic_chat_answer_doc(body, strlen(body), "claude", &n, &su, why, sizeof why);
+    if (ok != spliced)
+        fail_msg("%s, expected %s: %s", ok ? "spliced" : "declined",
+                 spliced ? "spliced" : "declined", body);
+    if (ok) {
+        if (!slow) fail_msg("document path refused (%s) what the splice translated: %s", why, body);
+        /* the counts handed to the caller are the answer's usage */
+        assert_true(fu.present && su.present);
+        assert_int_equal(fu.prompt_tokens, su.prompt_tokens);
+        assert_int_equal(fu.completion_tokens, su.completion_tokens);
+        provider_usage parsed = {0};
+        provider_parse_usage(fast.data, fast.len, &parsed);
+        assert_true(parsed.present);
+        assert_int_equal(parsed.prompt_tokens, fu.prompt_tokens);
+        assert_int_equal(parsed.completion_tokens, fu.completion_tokens);
+        size_t fast_len = fast.len;
+        json_t *got = answer_without_created(buf_steal(&fast), fast_len);
+        json_t *want = answer_without_created(slow, n);
+        assert_json_equal(got, want, body);
+        json_decref(got);
+        json_decref(want);
+    } else {
+        buf_free(&fast);
+        free(slow);
+    }
+}
+
+static void splice_answer_matches_the_document_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        bool spliced;
+    } cases[] = {
+        {"{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"c\","
+         "\"content\":"
+         "[{\"type\":\"text\",\"text\":\"Paris.\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":"
+         "null,\"usage\":{\"input_tokens\":42,\"output_tokens\":19}}",
+         true},
+        /* counts of every kind, null ones, extra usage and block keys, escapes */
+        {" {\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":7,"
+         "\"cache_creation_input_tokens\":null,\"output_tokens\":3,\"service_tier\":\"standard\","
+         "\"server_tool_use\":{\"web_search_requests\":0}},\"stop_reason\":\"max_tokens\","
+         "\"content\":[{\"citations\":[{\"a\":[1,true,null]}],\"text\":\"\\\"q\\\"\\n\\u00e9\","
+         "\"type\":\"text\"}],\"type\":\"message\",\"id\":\"m\\u0031\",\"container\":null} ",
+         true},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"stop_reason\":\"refusal\",\"usage\":{"
+         "}}",
+         true},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"\"}],"
+         "\"stop_reason\":\"something_new\",\"usage\":{\"output_tokens\":1}}",
+         true},
+        /* joined texts, tools, thinking, and everything wrong: the document path's */
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+         "{\"type\":\"text\",\"text\":\"b\"}],\"stop_reason\":\"end_turn\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\","
+         "\"name\":\"f\",\"input\":{}}],\"stop_reason\":\"tool_use\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\"}],\"stop_reason\":"
+         "\"end_turn\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\",\"usage\":"
+         "{\"input_tokens\":-1}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\",\"usage\":"
+         "{\"input_tokens\":1.0}}",
+         false},
+        {"{\"id\":7,\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"error\",\"content\":[],\"stop_reason\":\"end_turn\",\"usage\":{}"
+         "}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"usage\":{}}", false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"stop_reason\":null,\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"content\":[],\"stop_reason\":\"e\","
+         "\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"\\ud800\"}]"
+         ","
+         "\"stop_reason\":\"end_turn\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"\xc0\xaf\"}"
+         "],"
+         "\"stop_reason\":\"end_turn\",\"usage\":{}}",
+         false},
+        {"{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\",\"usage\":"
+         "{}",
+         false},
+        {"[]", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        splice_answer_case(cases[i].body, cases[i].spliced);
+    static const char *const fixtures[] = {"answer_text.json", "answer_max_tokens.json",
+                                           "answer_thinking.json", "answer_tool_use.json"};
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        char *body = slurp(fixtures[i], NULL);
+        buf probe = BUF_INIT;
+        bool spliced = anthropic_splice_answer(body, strlen(body), "claude", &probe, NULL);
+        buf_free(&probe);
+        splice_answer_case(body, spliced);
+        free(body);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,6 +955,8 @@ int main(void)
         cmocka_unit_test(stream_sse_framing),
         cmocka_unit_test(stream_malformed),
         cmocka_unit_test(errors_map),
+        cmocka_unit_test(splice_request_matches_the_document_path),
+        cmocka_unit_test(splice_answer_matches_the_document_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -206,7 +206,7 @@ static json_t *answer(const char *fixture)
     size_t n, out_len = 0;
     char *body = read_fixture(fixture, &n);
     char why[256] = "";
-    char *out = provider_chat_answer(&t, body, n, "gem", &out_len, why, sizeof why);
+    char *out = provider_chat_answer(&t, body, n, "gem", &out_len, NULL, why, sizeof why);
     if (!out) fail_msg("%s: %s", fixture, why);
     json_t *doc = json_decode_fast(out, out_len, NULL, 0);
     assert_non_null(doc);
@@ -319,7 +319,8 @@ static void invalid_answers(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char why[256] = "";
         size_t n = 0;
-        assert_null(provider_chat_answer(&t, bad[i], strlen(bad[i]), "gem", &n, why, sizeof why));
+        assert_null(
+            provider_chat_answer(&t, bad[i], strlen(bad[i]), "gem", &n, NULL, why, sizeof why));
         assert_true(why[0] != 0);
     }
 }
