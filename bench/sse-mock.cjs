@@ -1,7 +1,9 @@
-// sse-mock.cjs — OpenAI-compatible mock upstream for bench/stream.sh: answers every POST .../chat/
-// completions with "stream": true by an SSE stream of CHUNKS content deltas, one every
+// sse-mock.cjs — mock upstream for bench/stream.sh: answers every POST .../chat/completions with
+// "stream": true by an OpenAI SSE stream of CHUNKS content deltas, and every POST .../v1/messages
+// with "stream": true by an Anthropic Messages event stream (message_start, content_block_start,
+// CHUNKS text_delta events, content_block_stop, message_delta, message_stop), one delta every
 // INTERVAL_MS, each carrying the CLOCK_MONOTONIC time (ns) it was written, so a client on the same
-// host can tell how long each chunk took to reach it (directly or through a proxy).
+// host can tell how long each chunk took to reach it (directly, through a proxy, or translated).
 // Usage: node sse-mock.cjs PORT [CHUNKS=20] [INTERVAL_MS=20]
 'use strict';
 const http = require('http');
@@ -16,12 +18,46 @@ function chunk(model, delta, finish) {
   }) + '\n\n';
 }
 
+function event(name, data) {
+  return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+// the Anthropic Messages stream, as the API documents it
+function anthropic(res, j) {
+  const model = j.model || 'claude-sonnet-4-5';
+  res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+  res.socket.setNoDelay(true);
+  res.write(event('message_start', { type: 'message_start', message: { id: 'msg_stream_bench', type: 'message',
+    role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null,
+    usage: { input_tokens: 10, output_tokens: 1 } } }));
+  res.write(event('content_block_start', { type: 'content_block_start', index: 0,
+    content_block: { type: 'text', text: '' } }));
+  let i = 0;
+  const send = () => {
+    if (res.destroyed) return;
+    if (i < chunks) {
+      const text = 't' + process.hrtime.bigint().toString() + ' ';
+      res.write(event('content_block_delta', { type: 'content_block_delta', index: 0,
+        delta: { type: 'text_delta', text } }));
+      i++;
+      setTimeout(send, intervalMs);
+      return;
+    }
+    res.write(event('content_block_stop', { type: 'content_block_stop', index: 0 }));
+    res.write(event('message_delta', { type: 'message_delta',
+      delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: chunks } }));
+    res.end(event('message_stop', { type: 'message_stop' }));
+  };
+  send();
+}
+
 const server = http.createServer((req, res) => {
   let body = '';
   req.on('data', (d) => { body += d; });
   req.on('end', () => {
     let j = {};
     try { j = JSON.parse(body || '{}'); } catch (e) { /* answered as non-streamed below */ }
+    if (j.stream && req.url.endsWith('/v1/messages')) { anthropic(res, j); return; }
     const model = j.model || 'gpt-4o-mini';
     if (!j.stream) {
       res.writeHead(200, { 'Content-Type': 'application/json' });
