@@ -27,6 +27,9 @@ typedef enum {
     TARGET_MOCK,
 } cfg_target_type;
 
+/* The manifest's name of a target type ("OpenAI", "HuggingFaceEndpoint", ...). */
+const char *cfg_target_type_name(cfg_target_type type);
+
 typedef struct cfg_mock {
     const char *text; /* canned answer; NULL = echo the last user message */
     int latency_ms;   /* delay before the first byte */

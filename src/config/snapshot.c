@@ -29,6 +29,13 @@ static const struct {
     {"Mock", TARGET_MOCK, NULL},
 };
 
+const char *cfg_target_type_name(cfg_target_type type)
+{
+    for (size_t i = 0; i < sizeof target_types / sizeof target_types[0]; i++)
+        if (target_types[i].type == type) return target_types[i].name;
+    return "?";
+}
+
 typedef struct build {
     cfg_snapshot *s;
     const cfg_doc *docs;

@@ -54,29 +54,6 @@ static void fail(http_request *r, int status, const http_header *extra, size_t n
     free(body);
 }
 
-static const char *type_name(cfg_target_type t)
-{
-    switch (t) {
-    case TARGET_OPENAI:
-        return "OpenAI";
-    case TARGET_AZURE_OPENAI:
-        return "AzureOpenAI";
-    case TARGET_ANTHROPIC:
-        return "Anthropic";
-    case TARGET_GEMINI:
-        return "Gemini";
-    case TARGET_HUGGINGFACE:
-        return "HuggingFaceEndpoint";
-    case TARGET_OPENAI_COMPATIBLE:
-        return "OpenAICompatible";
-    case TARGET_CUSTOM_LOCAL:
-        return "CustomLocalModel";
-    case TARGET_MOCK:
-        return "Mock";
-    }
-    return "?";
-}
-
 static json_t *time_or_null(int64_t wall_ms)
 {
     if (wall_ms <= 0) return json_null();
@@ -97,9 +74,9 @@ static void serve_targets(http_request *r, pl_runtime *rt)
         long in_flight = atomic_load_explicit(&rt->stats[i].in_flight, memory_order_relaxed);
         json_t *o = json_pack(
             "{s:s, s:s, s:s, s:i, s:I, s:o, s:I, s:o, s:o, s:s}", "name", t->name, "type",
-            type_name(t->type), "state", health_state_name(s.state), "consecutiveFailures",
-            s.consecutive, "ejections", (json_int_t)s.ejections, "ejectedUntil",
-            time_or_null(s.ejected_until_wall_ms), "inFlight",
+            cfg_target_type_name(t->type), "state", health_state_name(s.state),
+            "consecutiveFailures", s.consecutive, "ejections", (json_int_t)s.ejections,
+            "ejectedUntil", time_or_null(s.ejected_until_wall_ms), "inFlight",
             (json_int_t)(in_flight > 0 ? in_flight : 0), "maxConcurrency",
             t->max_concurrency > 0 ? json_integer((json_int_t)t->max_concurrency) : json_null(),
             "lastTransitionTime", time_or_null(s.last_transition_wall_ms), "message", s.message);

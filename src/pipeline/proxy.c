@@ -250,6 +250,34 @@ static void relay_write(pl_call *c, const char *d, size_t n)
     if (!pl_client_write(c, d, n)) c->client_blocked = true;
 }
 
+/* The end of the next SSE event in d[0..n) (after its blank line: "\n\n" or "\n\r\n"), the
+ * scan for '\n' starting at *i: true with *ev_end set; false when no complete event is there
+ * yet, with *i where the next scan resumes (a trailing '\n' waits for the byte that decides). */
+static bool next_event_end(const char *d, size_t n, size_t *i, size_t *ev_end)
+{
+    for (;;) {
+        const char *nl = *i < n ? memchr(d + *i, '\n', n - *i) : NULL;
+        if (!nl) {
+            *i = n;
+            return false;
+        }
+        size_t k = (size_t)(nl - d);
+        if (k + 1 >= n || (d[k + 1] == '\r' && k + 2 >= n)) {
+            *i = k;
+            return false;
+        }
+        if (d[k + 1] == '\n') {
+            *ev_end = k + 2;
+            return true;
+        }
+        if (d[k + 1] == '\r' && d[k + 2] == '\n') {
+            *ev_end = k + 3;
+            return true;
+        }
+        *i = k + 1;
+    }
+}
+
 /* Forwards every complete SSE event in c->resp and keeps a trailing partial one. The scan for
  * the blank line that ends an event resumes where the previous call stopped (c->scan_pos), so
  * an event costs one pass however many reads it takes. Events pass as the upstream's bytes, in
@@ -266,24 +294,8 @@ static bool relay_events(pl_call *c)
     bool end = false;       /* context: [DONE] seen, nothing more forwarded */
     buf *out = &c->relay_out;
     while (!end) {
-        const char *nl = i < n ? memchr(d + i, '\n', n - i) : NULL;
-        if (!nl) {
-            i = n;
-            break;
-        }
-        size_t k = (size_t)(nl - d), ev_end;
-        if (k + 1 >= n || (d[k + 1] == '\r' && k + 2 >= n)) {
-            i = k; /* the next byte decides */
-            break;
-        }
-        if (d[k + 1] == '\n') {
-            ev_end = k + 2;
-        } else if (d[k + 1] == '\r' && d[k + 2] == '\n') {
-            ev_end = k + 3;
-        } else {
-            i = k + 1;
-            continue;
-        }
+        size_t ev_end;
+        if (!next_event_end(d, n, &i, &ev_end)) break;
         size_t ev_len = ev_end - pos;
         if (ev_len > max_event(c)) {
             if (copying) buf_append(out, d + fwd, pos - fwd);
@@ -430,24 +442,8 @@ static bool translate_events(pl_call *c, const char *data, size_t len, bool at_e
     const char *d = c->up_raw.data;
     size_t n = c->up_raw.len, pos = 0, i = c->up_scan;
     for (;;) {
-        const char *nl = i < n ? memchr(d + i, '\n', n - i) : NULL;
-        if (!nl) {
-            i = n;
-            break;
-        }
-        size_t k = (size_t)(nl - d), ev_end;
-        if (k + 1 >= n || (d[k + 1] == '\r' && k + 2 >= n)) {
-            i = k; /* the next byte decides */
-            break;
-        }
-        if (d[k + 1] == '\n') {
-            ev_end = k + 2;
-        } else if (d[k + 1] == '\r' && d[k + 2] == '\n') {
-            ev_end = k + 3;
-        } else {
-            i = k + 1;
-            continue;
-        }
+        size_t ev_end;
+        if (!next_event_end(d, n, &i, &ev_end)) break;
         if (ev_end - pos > max_event(c)) break; /* refused below */
         char why[256];
         if (provider_stream_event(c->xs, d + pos, ev_end - pos, &c->resp, why, sizeof why) != 0) {

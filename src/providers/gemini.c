@@ -559,19 +559,25 @@ static int refuse_untranslatable(req_ctx *c, json_t *body)
     return 0;
 }
 
+/* t's modelName as a Gemini model id, or NULL with the reason in err */
+static const char *model_id_of(const cfg_target *t, char *err, size_t errlen)
+{
+    const char *model = gemini_model_id(t->model_name);
+    if (!model)
+        snprintf(err, errlen,
+                 "model target '%s': modelName '%s' is not a Gemini model id (letters, digits, "
+                 "'.', '-', '_')",
+                 t->name, t->model_name);
+    return model;
+}
+
 int gemini_build_chat(const cfg_target *t, json_t *body, const char *request_id, arena *pool,
                       provider_request *out, char *err, size_t errlen)
 {
     assert(t->type == TARGET_GEMINI && body);
     memset(out, 0, sizeof *out);
-    const char *model = gemini_model_id(t->model_name);
-    if (!model) {
-        snprintf(err, errlen,
-                 "model target '%s': modelName '%s' is not a Gemini model id (letters, digits, "
-                 "'.', '-', '_')",
-                 t->name, t->model_name);
-        return PROVIDER_EUNSUPPORTED;
-    }
+    const char *model = model_id_of(t, err, errlen);
+    if (!model) return PROVIDER_EUNSUPPORTED;
     merge_parameters(t, body, NULL);
     req_ctx c = {pool, out, err, errlen};
     json_t *req = json_object();
@@ -1097,14 +1103,8 @@ int gemini_build_embeddings(const cfg_target *t, json_t *body, const char *reque
 {
     assert(t->type == TARGET_GEMINI && body);
     memset(out, 0, sizeof *out);
-    const char *model = gemini_model_id(t->model_name);
-    if (!model) {
-        snprintf(err, errlen,
-                 "model target '%s': modelName '%s' is not a Gemini model id (letters, digits, "
-                 "'.', '-', '_')",
-                 t->name, t->model_name);
-        return PROVIDER_EUNSUPPORTED;
-    }
+    const char *model = model_id_of(t, err, errlen);
+    if (!model) return PROVIDER_EUNSUPPORTED;
     static const char *const keys[] = {"dimensions", "encoding_format", NULL};
     merge_parameters(t, body, keys);
     req_ctx c = {pool, out, err, errlen};

@@ -40,29 +40,6 @@ static bool is_openai_family(cfg_target_type type)
            type == TARGET_HUGGINGFACE || type == TARGET_CUSTOM_LOCAL || type == TARGET_AZURE_OPENAI;
 }
 
-static const char *type_name(cfg_target_type type)
-{
-    switch (type) {
-    case TARGET_OPENAI:
-        return "OpenAI";
-    case TARGET_AZURE_OPENAI:
-        return "AzureOpenAI";
-    case TARGET_ANTHROPIC:
-        return "Anthropic";
-    case TARGET_GEMINI:
-        return "Gemini";
-    case TARGET_HUGGINGFACE:
-        return "HuggingFaceEndpoint";
-    case TARGET_OPENAI_COMPATIBLE:
-        return "OpenAICompatible";
-    case TARGET_CUSTOM_LOCAL:
-        return "CustomLocalModel";
-    case TARGET_MOCK:
-        return "Mock";
-    }
-    return "?";
-}
-
 static int check_family(const cfg_target *t, char *err, size_t errlen)
 {
     if (is_openai_family(t->type)) return 0;
@@ -75,7 +52,7 @@ static int check_family(const cfg_target *t, char *err, size_t errlen)
     }
     snprintf(err, errlen,
              "model target '%s' has type %s, which this gateway version cannot call yet", t->name,
-             type_name(t->type));
+             cfg_target_type_name(t->type));
     return -1;
 }
 
@@ -218,7 +195,7 @@ int provider_build_embeddings(const cfg_target *t, json_t *body, const char *req
         return gemini_build_embeddings(t, body, request_id, pool, out, err, errlen);
     if (!is_openai_family(t->type)) {
         snprintf(err, errlen, "model target '%s' has type %s, which has no embeddings API", t->name,
-                 type_name(t->type));
+                 cfg_target_type_name(t->type));
         return PROVIDER_EUNSUPPORTED;
     }
     json_object_set_new(body, "model", json_string(t->model_name));
