@@ -142,7 +142,8 @@ typedef struct pl_call {
     ctx_req creq;
     /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
     ctx_record *conv_record;
-    int commit_rc; /* the context-commit phase's result (CTX_OK when nothing was recorded) */
+    int commit_rc;      /* the context-commit phase's result (CTX_OK when nothing was recorded) */
+    bool commit_reread; /* the commit met a conflict and read the conversation again */
 
     int status;  /* what the client got */
     char *error; /* message sent to the client on failure (malloc'd) */

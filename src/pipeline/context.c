@@ -771,6 +771,88 @@ static void summarize_start(pl_call *c, uint64_t version)
 
 /* ---- committing ---- */
 
+static void on_committed(ctx_req *req);
+
+/* the request's messages and the answer, as the commit appends them */
+static json_t *commit_messages(pl_call *c)
+{
+    json_t *msgs = json_array();
+    json_array_extend(msgs, c->conv_new);
+    if (c->answer) json_array_append(msgs, c->answer);
+    return msgs;
+}
+
+/* ctx_store_append_to on c->conv_record; 0 when under way (on_committed follows) */
+static int start_append(pl_call *c, json_t *msgs)
+{
+    memset(&c->creq, 0, sizeof c->creq);
+    c->creq.data = c;
+    c->ctx_op_ns = clock_mono_ns();
+    int rc = ctx_store_append_to(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, c->conv_record,
+                                 msgs, on_committed);
+    if (rc != 0) {
+        free(c->error);
+        c->error = strdup(c->creq.errmsg);
+    } else {
+        c->ctx_pending = true;
+    }
+    return rc;
+}
+
+/* True when fresh is base with only a summary written over it: the Summarize strategy's own
+ * background write (which drops the turns it folds), not another request's turn. */
+static bool summary_only_change(const ctx_record *base, const ctx_record *fresh)
+{
+    if (!base || !fresh || fresh->version <= base->version || !fresh->summary) return false;
+    if (base->summary && strcmp(base->summary, fresh->summary) == 0) return false;
+    size_t nb = json_array_size(base->messages), nf = json_array_size(fresh->messages);
+    if (nf > nb) return false;
+    for (size_t i = 0; i < nf; i++)
+        if (!json_equal(json_array_get(fresh->messages, i),
+                        json_array_get(base->messages, nb - nf + i)))
+            return false;
+    return true;
+}
+
+static void commit_done(pl_call *c, int rc, uint64_t version, const char *msg)
+{
+    if (rc == CTX_OK) {
+        c->conv_version = version;
+        if (c->mcp->strategy == CTX_SUMMARIZE) summarize_start(c, version);
+    } else {
+        free(c->error);
+        c->error = strdup(msg);
+    }
+    c->commit_rc = rc;
+    pl_resume(c);
+}
+
+/* after a conflict on a Summarize route: the conversation read again; when only the summary
+ * changed, the turn is appended to the summarised record */
+static void on_reread(ctx_req *req)
+{
+    pl_call *c = req->data;
+    pl_hold(c);
+    c->ctx_pending = false;
+    pl_context_observe(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
+    ctx_record *fresh = req->result == CTX_OK ? req->record : NULL;
+    req->record = NULL;
+    ctx_req_cleanup(req);
+    if (!summary_only_change(c->conv_record, fresh)) {
+        ctx_record_free(fresh);
+        commit_done(c, CTX_ECONFLICT, 0, ctx_strerror(CTX_ECONFLICT));
+        pl_unhold(c);
+        return;
+    }
+    ctx_record_free(c->conv_record);
+    c->conv_record = fresh;
+    json_t *msgs = commit_messages(c);
+    int rc = start_append(c, msgs);
+    json_decref(msgs);
+    if (rc != 0) commit_done(c, rc, 0, c->error ? c->error : ctx_strerror(rc));
+    pl_unhold(c);
+}
+
 static void on_committed(ctx_req *req)
 {
     pl_call *c = req->data;
@@ -782,15 +864,21 @@ static void on_committed(ctx_req *req)
     char msg[sizeof req->errmsg];
     memcpy(msg, req->errmsg, sizeof msg);
     ctx_req_cleanup(req);
-    if (rc == CTX_OK) {
-        c->conv_version = version;
-        if (c->mcp->strategy == CTX_SUMMARIZE) summarize_start(c, version);
-    } else {
-        free(c->error);
-        c->error = strdup(msg);
+    /* the strategy's own background summary may have landed between this request's read and
+     * its append: that is not another writer, so the turn goes on top of it (once) */
+    if (rc == CTX_ECONFLICT && c->mcp->strategy == CTX_SUMMARIZE && !c->commit_reread &&
+        c->conv_record) {
+        c->commit_reread = true;
+        memset(&c->creq, 0, sizeof c->creq);
+        c->creq.data = c;
+        c->ctx_op_ns = clock_mono_ns();
+        if (ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_reread) == 0) {
+            c->ctx_pending = true;
+            pl_unhold(c);
+            return;
+        }
     }
-    c->commit_rc = rc;
-    pl_resume(c);
+    commit_done(c, rc, version, msg);
     pl_unhold(c);
 }
 
@@ -801,31 +889,20 @@ pl_step pl_phase_context_commit(pl_call *c)
 {
     c->commit_rc = CTX_OK;
     if (!c->ctx_store || c->mcp->read_only) return PL_CONTINUE;
-    json_t *msgs = json_array();
-    json_array_extend(msgs, c->conv_new);
-    if (c->answer) {
-        answer_finalize(c);
-        /* plain numbers already: a whole answer is made so (pl_context_whole_answer refuses one
-         * the store cannot record), a streamed one holds only strings and indices */
-        json_array_append(msgs, c->answer);
-    }
+    /* plain numbers already: a whole answer is made so (pl_context_whole_answer refuses one the
+     * store cannot record), a streamed one holds only strings and indices */
+    if (c->answer) answer_finalize(c);
+    json_t *msgs = commit_messages(c);
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);
         return PL_CONTINUE;
     }
-    memset(&c->creq, 0, sizeof c->creq);
-    c->creq.data = c;
-    c->ctx_op_ns = clock_mono_ns();
-    int rc = ctx_store_append_to(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, c->conv_record,
-                                 msgs, on_committed);
+    int rc = start_append(c, msgs);
     json_decref(msgs);
     if (rc != 0) {
-        free(c->error);
-        c->error = strdup(c->creq.errmsg);
         c->commit_rc = rc;
         return PL_CONTINUE;
     }
-    c->ctx_pending = true;
     return PL_SUSPEND;
 }
 

@@ -67,6 +67,12 @@ spec:
           maxContextTokens: 4000,
           summarize: { target: 'summarizer', triggerTokens: SUM_TRIGGER },
         }),
+        mcp('ctx-summarize-slow', {
+          type: 'Summarize',
+          lastN: 2,
+          maxContextTokens: 4000,
+          summarize: { target: 'slow-summarizer', triggerTokens: SUM_TRIGGER },
+        }),
         `
 apiVersion: ctxgate.io/v1alpha1
 kind: LLMGateway
@@ -80,10 +86,14 @@ spec:
   - name: summarizer
     type: Mock
     config: {mock: {text: "${SUMMARY_TEXT}"}}
+  - name: slow-summarizer
+    type: Mock
+    config: {mock: {text: "${SUMMARY_TEXT}", latencyMs: 300}}
   routes:
   - {name: lastn, pathPrefix: /v1/lastn, backends: [{target: smart}], contextRef: {name: ctx-lastn}}
   - {name: budget, pathPrefix: /v1/budget, backends: [{target: smart}], contextRef: {name: ctx-budget}}
   - {name: summarize, pathPrefix: /v1/summarize, backends: [{target: smart}], contextRef: {name: ctx-summarize}}
+  - {name: summarize-slow, pathPrefix: /v1/summarize-slow, backends: [{target: smart}], contextRef: {name: ctx-summarize-slow}}
   authentication: {type: None}
 `,
       ],
@@ -207,6 +217,40 @@ spec:
         ...turn('Which power adapter does it use?'),
         user('Thanks!'),
       ]);
+    })
+  );
+
+  test(
+    'Summarize: a turn whose request was in flight while the background summary landed is recorded on top of it, not refused as a conflict',
+    withLogs(logs, async () => {
+      const conv = `summ-race-${process.pid}`;
+      const ask = conversation('/v1/summarize-slow', conv);
+      await ask([user(SUM_QUESTIONS[0])]);
+      await ask([user(SUM_QUESTIONS[1])]);
+      // the third answer crosses triggerTokens: the summary request starts (300 ms at the Mock)
+      await ask([user(SUM_QUESTIONS[2])]);
+      // the fourth turn reads the conversation before the summary lands and is answered after it
+      fake.next({ delayMs: 900 });
+      const fourth = await ask([user('Which power adapter does it use?')]);
+      assert.deepEqual(fourth.sent, [
+        system(PERSONA),
+        ...turn(SUM_QUESTIONS[0]),
+        ...turn(SUM_QUESTIONS[1]),
+        ...turn(SUM_QUESTIONS[2]),
+        user('Which power adapter does it use?'),
+      ], 'the fourth request was sent before the summary existed');
+      const res = await fetch(`${gw.url}/v1/contexts/${encodeURIComponent(conv)}?mcp=ctx-summarize-slow`);
+      assert.equal(res.status, 200);
+      const stored = await res.json();
+      assert.equal(stored.summary, SUMMARY_TEXT);
+      assert.deepEqual(
+        stored.messages.map((m) => [m.role, m.content]),
+        [...turn(SUM_QUESTIONS[1]), ...turn(SUM_QUESTIONS[2]), ...turn('Which power adapter does it use?')].map((m) => [
+          m.role,
+          m.content,
+        ]),
+        'the summary folded turn 1 away and the fourth turn is appended after the kept turns'
+      );
     })
   );
 });
