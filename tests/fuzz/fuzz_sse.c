@@ -5,8 +5,9 @@
  * input also goes through the non-streamed readers (provider_parse_usage,
  * provider_error_message, pl_context_whole_answer).
  *
- * Checks beyond "no crash": the assembled answer is an assistant message with string content and
- * encodes; the error message is NUL-terminated within its buffer. */
+ * Checks beyond "no crash": the assembled answer is an assistant message whose content is a
+ * string, null or content parts, and it encodes; the error message is NUL-terminated within its
+ * buffer. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +29,15 @@ static void check_answer(const json_t *a)
 {
     if (!a) return;
     if (!json_is_object(a) || !json_is_string(json_object_get(a, "role"))) abort();
+    /* as the client got it: a string, null, or content parts (objects with a string type) */
     json_t *content = json_object_get(a, "content");
-    if (!json_is_string(content) && !json_is_null(content)) abort();
+    if (!json_is_string(content) && !json_is_null(content) && !json_is_array(content)) abort();
+    size_t i;
+    json_t *part;
+    json_array_foreach(json_is_array(content) ? content : NULL, i, part)
+    {
+        if (!json_is_object(part) || !json_is_string(json_object_get(part, "type"))) abort();
+    }
     char *s = json_dumps(a, JSON_COMPACT);
     if (!s) abort();
     free(s);
