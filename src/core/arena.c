@@ -2,6 +2,7 @@
  * a single big body does not waste the rest of a normal block. */
 #include "core/arena.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -86,6 +87,16 @@ void *arena_calloc(arena *a, size_t n, size_t size)
     if (size && n > SIZE_MAX / size) abort();
     void *p = arena_alloc(a, n * size);
     memset(p, 0, n * size);
+    return p;
+}
+
+void *arena_grow_full(arena *a, void *items, size_t n, size_t *cap, size_t size, size_t first)
+{
+    assert(n == *cap && first > 0);
+    size_t want = *cap ? *cap * 2 : first;
+    void *p = arena_alloc(a, want * size);
+    if (n) memcpy(p, items, n * size);
+    *cap = want;
     return p;
 }
 

@@ -219,13 +219,8 @@ static int add_top_key(probe_state *s, const unsigned char *k, size_t n)
                     "The request body has more than %d top-level keys; a Chat Completions request "
                     "has a few dozen at most.",
                     CHAT_PROBE_MAX_TOP_KEYS);
-    if (p->n_top_keys == s->cap_keys) {
-        size_t cap = s->cap_keys ? s->cap_keys * 2 : 16;
-        str *keys = arena_alloc(s->pool, cap * sizeof *keys);
-        if (p->n_top_keys) memcpy(keys, p->top_keys, p->n_top_keys * sizeof *keys);
-        p->top_keys = keys;
-        s->cap_keys = cap;
-    }
+    p->top_keys =
+        arena_grow(s->pool, p->top_keys, p->n_top_keys, &s->cap_keys, sizeof *p->top_keys, 16);
     key.p = arena_strndup(s->pool, key.p, n);
     p->top_keys[p->n_top_keys++] = key;
     s->key_slots[slot] = (unsigned short)p->n_top_keys;

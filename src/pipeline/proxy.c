@@ -1010,6 +1010,15 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     pl_unhold(c);
 }
 
+/* the request's document, decoded once; false when it cannot be (the call is answered 400) */
+static bool body_or_fail(pl_call *c)
+{
+    if (pl_call_body(c)) return true;
+    pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
+            "The request body could not be read as a JSON document.");
+    return false;
+}
+
 void pl_proxy_start(pl_call *c)
 {
     const cfg_target *t = c->target;
@@ -1024,11 +1033,7 @@ void pl_proxy_start(pl_call *c)
                   c->endpoint != PL_EP_EMBEDDINGS;
     provider_stream_free(c->xs);
     c->xs = NULL;
-    if (!forward && !splice && !pl_call_body(c)) {
-        pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
-                "The request body could not be read as a JSON document.");
-        return;
-    }
+    if (!forward && !splice && !body_or_fail(c)) return;
     const chat_probe *p = &c->probe;
     provider_raw_body raw = {.body = c->r->body.p,
                              .len = c->r->body.n,
@@ -1054,11 +1059,7 @@ void pl_proxy_start(pl_call *c)
     c->up_start_ns = clock_mono_ns();
     int rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
     if (rc == PROVIDER_EDECLINED) {
-        if (!pl_call_body(c)) {
-            pl_fail(c, 400, "invalid_request_error", "invalid_json", NULL,
-                    "The request body could not be read as a JSON document.");
-            return;
-        }
+        if (!body_or_fail(c)) return;
         s.doc = c->body;
         s.raw = NULL;
         rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);

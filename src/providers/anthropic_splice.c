@@ -83,6 +83,30 @@ static bool skipping_close(sax *s)
     return in;
 }
 
+/* an array's end, in either pass (ctx is a pass's state, which starts with its sax) */
+static int sax_end_array(void *ctx)
+{
+    sax *s = ctx;
+    skipping_close(s);
+    return accept_token(s);
+}
+
+/* one pass of cb over s->body (ctx: the pass's state, which starts with s); true when the
+ * whole text was read and no callback declined. yajl's own UTF-8 check is off: the request's
+ * text was checked strictly by the chat probe, the answer's strings are by strict(). */
+static bool sax_parse(sax *s, const yajl_callbacks *cb, void *ctx)
+{
+    assert((void *)s == ctx);
+    s->h = yajl_alloc(cb, NULL, ctx);
+    if (!s->h) return false;
+    yajl_config(s->h, yajl_dont_validate_strings, 1);
+    yajl_status st = yajl_parse(s->h, (const unsigned char *)s->body, s->len);
+    if (st == yajl_status_ok) st = yajl_complete_parse(s->h);
+    yajl_free(s->h);
+    s->h = NULL;
+    return st == yajl_status_ok;
+}
+
 /* decoded text the gateway copies must be strict UTF-8, as json_decode_fast requires */
 static bool strict(const unsigned char *v, size_t n)
 {
@@ -306,13 +330,7 @@ static int rq_end_map(void *ctx)
     rq *q = ctx;
     if (q->s.depth == 3 && !q->s.skip_base) {
         if (q->m.role == R_NONE || q->m.content.len == 0) return 0;
-        if (q->n_msgs == q->cap_msgs) {
-            size_t cap = q->cap_msgs ? q->cap_msgs * 2 : 16;
-            rmsg *m = arena_alloc(q->pool, cap * sizeof *m);
-            if (q->n_msgs) memcpy(m, q->msgs, q->n_msgs * sizeof *m);
-            q->msgs = m;
-            q->cap_msgs = cap;
-        }
+        q->msgs = arena_grow(q->pool, q->msgs, q->n_msgs, &q->cap_msgs, sizeof *q->msgs, 16);
         q->msgs[q->n_msgs++] = q->m;
     }
     skipping_close(&q->s);
@@ -327,13 +345,6 @@ static int rq_start_array(void *ctx)
     return accept_token(&q->s);
 }
 
-static int rq_end_array(void *ctx)
-{
-    rq *q = ctx;
-    skipping_close(&q->s);
-    return accept_token(&q->s);
-}
-
 static const yajl_callbacks rq_callbacks = {
     .yajl_null = rq_null,
     .yajl_boolean = rq_boolean,
@@ -343,7 +354,7 @@ static const yajl_callbacks rq_callbacks = {
     .yajl_map_key = rq_key,
     .yajl_end_map = rq_end_map,
     .yajl_start_array = rq_start_array,
-    .yajl_end_array = rq_end_array,
+    .yajl_end_array = sax_end_array,
 };
 
 static const char *role_name(rrole r)
@@ -424,15 +435,7 @@ bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len,
     if (json_object_size(t->parameters) || !t->model_name || !plain_text(t->model_name))
         return false;
     rq q = {.s = {.body = body, .len = len}, .max_tokens = -1, .stream = -1, .pool = pool};
-    q.s.h = yajl_alloc(&rq_callbacks, NULL, &q);
-    if (!q.s.h) return false;
-    /* the probe has checked the text strictly already (chat_probe.h) */
-    yajl_config(q.s.h, yajl_dont_validate_strings, 1);
-    yajl_status st = yajl_parse(q.s.h, (const unsigned char *)body, len);
-    if (st == yajl_status_ok) st = yajl_complete_parse(q.s.h);
-    yajl_free(q.s.h);
-    if (st != yajl_status_ok) return false;
-    return write_request(t, &q, body, out);
+    return sax_parse(&q.s, &rq_callbacks, &q) && write_request(t, &q, body, out);
 }
 
 /* -------------------------------------------------------------------------- answer ---- */
@@ -584,13 +587,6 @@ static int an_start_array(void *ctx)
     return a->s.depth == 2 && a->field == AF_CONTENT ? accept_token(&a->s) : 0;
 }
 
-static int an_end_array(void *ctx)
-{
-    an *a = ctx;
-    skipping_close(&a->s);
-    return accept_token(&a->s);
-}
-
 static const yajl_callbacks an_callbacks = {
     .yajl_null = an_null,
     .yajl_boolean = an_boolean,
@@ -600,7 +596,7 @@ static const yajl_callbacks an_callbacks = {
     .yajl_map_key = an_key,
     .yajl_end_map = an_end_map,
     .yajl_start_array = an_start_array,
-    .yajl_end_array = an_end_array,
+    .yajl_end_array = sax_end_array,
 };
 
 bool anthropic_splice_answer(const char *body, size_t len, const char *model, buf *out,
@@ -609,14 +605,8 @@ bool anthropic_splice_answer(const char *body, size_t len, const char *model, bu
     if (!plain_text(model)) return false;
     if (memchr(body, '\\', len) && json_lone_surrogate(body, len) < len) return false;
     an a = {.s = {.body = body, .len = len}};
-    a.s.h = yajl_alloc(&an_callbacks, NULL, &a);
-    if (!a.s.h) return false;
-    yajl_config(a.s.h, yajl_dont_validate_strings, 1); /* strict() checks, as the decoder does */
-    yajl_status st = yajl_parse(a.s.h, (const unsigned char *)body, len);
-    if (st == yajl_status_ok) st = yajl_complete_parse(a.s.h);
-    yajl_free(a.s.h);
     unsigned all = 1u << AF_TYPE | 1u << AF_ID | 1u << AF_CONTENT | 1u << AF_STOP | 1u << AF_USAGE;
-    if (st != yajl_status_ok || a.seen != all || !a.is_message) return false;
+    if (!sax_parse(&a.s, &an_callbacks, &a) || a.seen != all || !a.is_message) return false;
     long long prompt = a.usage[0] + a.usage[1] + a.usage[2];
     buf_reserve(out, len + 256);
     put_lit(out, "{\"id\":");

@@ -199,13 +199,7 @@ typedef struct piece_list {
 static void add_piece(void *ctx, const char *event, size_t len)
 {
     piece_list *l = ctx;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        upstream_piece *items = arena_alloc(l->pool, cap * sizeof *items);
-        if (l->n) memcpy(items, l->items, l->n * sizeof *items);
-        l->items = items;
-        l->cap = cap;
-    }
+    l->items = arena_grow(l->pool, l->items, l->n, &l->cap, sizeof *l->items, 8);
     l->items[l->n++] = (upstream_piece){arena_strndup(l->pool, event, len), len};
 }
 
