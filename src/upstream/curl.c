@@ -59,6 +59,7 @@ enum {
 typedef struct upstream_sock {
     uv_poll_t poll;
     curl_socket_t fd;
+    int events; /* UV_READABLE / UV_WRITABLE, as libcurl last asked */
     upstream_curl *c;
     struct upstream_sock *next, *prev; /* client's socket list, for free */
 } upstream_sock;
@@ -256,7 +257,14 @@ static void sock_poll_cb(uv_poll_t *p, int status, int events)
     upstream_sock *s = p->data;
     upstream_curl *c = s->c;
     int ev = 0;
-    if (status < 0) ev = CURL_CSELECT_ERR;
+    /* An error (libuv reports POLLERR as a status and stops the handle): let libcurl also read
+     * or write in the directions it waits for, so that it reads what arrived before the error
+     * (a TLS alert, say) and reports the real failure; the error bit alone only makes it say
+     * "select/poll returned error". */
+    if (status < 0) {
+        ev = CURL_CSELECT_ERR;
+        events = s->events;
+    }
     if (events & UV_READABLE) ev |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) ev |= CURL_CSELECT_OUT;
     client_enter(c);
@@ -296,6 +304,7 @@ static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
     int events = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= UV_WRITABLE;
+    s->events = events;
     uv_poll_start(&s->poll, events, sock_poll_cb);
     return 0;
 }
