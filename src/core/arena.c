@@ -17,7 +17,8 @@ typedef struct block {
 
 struct arena {
     block *head;
-    size_t block_size, total;
+    block *first; /* the first block: arena_reset keeps it */
+    size_t block_size, first_size, total;
 };
 
 static block *block_new(size_t size)
@@ -37,8 +38,8 @@ arena *arena_new(size_t first_block)
 {
     arena *a = malloc(sizeof(*a));
     if (!a) return NULL;
-    a->block_size = first_block < 256 ? 256 : first_block;
-    a->head = block_new(a->block_size);
+    a->block_size = a->first_size = first_block < 256 ? 256 : first_block;
+    a->head = a->first = block_new(a->block_size);
     a->total = 0;
     return a;
 }
@@ -53,6 +54,19 @@ void arena_free(arena *a)
         b = n;
     }
     free(a);
+}
+
+void arena_reset(arena *a)
+{
+    for (block *b = a->head, *n; b; b = n) {
+        n = b->next;
+        if (b != a->first) free(b);
+    }
+    a->first->next = NULL;
+    a->first->used = 0;
+    a->head = a->first;
+    a->block_size = a->first_size;
+    a->total = 0;
 }
 
 void *arena_alloc(arena *a, size_t n)
@@ -125,6 +139,26 @@ char *arena_printf(arena *a, const char *fmt, ...)
     vsnprintf(p, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     return p;
+}
+
+char *arena_cat(arena *a, ...)
+{
+    va_list ap;
+    size_t n = 0;
+    va_start(ap, a);
+    for (const char *s; (s = va_arg(ap, const char *));)
+        n += strlen(s);
+    va_end(ap);
+    char *out = arena_alloc(a, n + 1), *p = out;
+    va_start(ap, a);
+    for (const char *s; (s = va_arg(ap, const char *));) {
+        size_t k = strlen(s);
+        memcpy(p, s, k);
+        p += k;
+    }
+    va_end(ap);
+    *p = 0;
+    return out;
 }
 
 size_t arena_used(const arena *a)

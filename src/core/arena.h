@@ -10,6 +10,7 @@ typedef struct arena arena;
 
 arena *arena_new(size_t first_block);  /* NULL on out-of-memory */
 void arena_free(arena *a);             /* frees every allocation at once; NULL ok */
+void arena_reset(arena *a);            /* frees every allocation, keeps the first block for reuse */
 void *arena_alloc(arena *a, size_t n); /* 16-byte aligned; aborts on OOM */
 void *arena_calloc(arena *a, size_t n, size_t size);
 char *arena_strdup(arena *a, const char *s); /* NULL in, NULL out */
@@ -24,6 +25,8 @@ static inline void *arena_grow(arena *a, void *items, size_t n, size_t *cap, siz
 }
 char *arena_strndup(arena *a, const char *s, size_t n);
 char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The NUL-terminated strings up to the NULL, joined (no printf: for the request path). */
+char *arena_cat(arena *a, ...) __attribute__((sentinel));
 size_t arena_used(const arena *a); /* bytes handed out, for metrics and tests */
 
 #endif

@@ -6,9 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-void buf_reserve(buf *b, size_t extra)
+void buf_grow(buf *b, size_t need)
 {
-    size_t need = b->len + extra + 1;
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
@@ -20,19 +19,6 @@ void buf_reserve(buf *b, size_t extra)
     }
     b->data = p;
     b->cap = cap;
-}
-
-void buf_append(buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = 0;
-}
-
-void buf_puts(buf *b, const char *s)
-{
-    buf_append(b, s, strlen(s));
 }
 
 void buf_printf(buf *b, const char *fmt, ...)

@@ -11,6 +11,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
+#include "core/arena.h"
 #include "core/json.h"
 #include "core/utf8.h"
 
@@ -342,6 +343,76 @@ size_t json_lone_surrogate(const char *t, size_t len)
     return len;
 }
 
+/* ---- SAX passes over a per-thread scratch arena ---- */
+
+enum { SAX_SCRATCH_BLOCK = 8192, SAX_HDR = 16 }; /* SAX_HDR keeps arena_alloc's alignment */
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local arena *tl_scratch;
+static _Thread_local yajl_handle tl_scratch_user; /* the pass using it, or NULL */
+
+static void scratch_destroy(void *a)
+{
+    arena_free(a);
+}
+
+static void scratch_key(void)
+{
+    if (pthread_key_create(&g_scratch_key, scratch_destroy) != 0) abort();
+}
+
+/* each block carries its size, for realloc */
+static void *sax_malloc(void *ctx, size_t n)
+{
+    unsigned char *p = arena_alloc(ctx, n + SAX_HDR);
+    memcpy(p, &n, sizeof n);
+    return p + SAX_HDR;
+}
+
+static void *sax_realloc(void *ctx, void *old, size_t n)
+{
+    if (!old) return sax_malloc(ctx, n);
+    size_t had;
+    memcpy(&had, (unsigned char *)old - SAX_HDR, sizeof had);
+    if (n <= had) return old;
+    void *p = sax_malloc(ctx, n);
+    memcpy(p, old, had);
+    return p;
+}
+
+static void sax_free(void *ctx, void *p)
+{
+    (void)ctx; /* reclaimed when the pass ends (json_sax_free) */
+    (void)p;
+}
+
+yajl_handle json_sax_new(const void *callbacks, void *ctx)
+{
+    if (tl_scratch_user) return yajl_alloc(callbacks, NULL, ctx);
+    if (!tl_scratch) {
+        pthread_once(&g_scratch_once, scratch_key);
+        tl_scratch = arena_new(SAX_SCRATCH_BLOCK);
+        if (!tl_scratch) return NULL;
+        pthread_setspecific(g_scratch_key, tl_scratch); /* freed when the thread ends */
+    }
+    yajl_alloc_funcs fns = {sax_malloc, sax_realloc, sax_free, tl_scratch}; /* copied by yajl */
+    yajl_handle h = yajl_alloc(callbacks, &fns, ctx);
+    tl_scratch_user = h;
+    return h;
+}
+
+void json_sax_free(yajl_handle h)
+{
+    if (!h) return;
+    bool scratch = h == tl_scratch_user;
+    yajl_free(h);
+    if (scratch) {
+        tl_scratch_user = NULL;
+        arena_reset(tl_scratch);
+    }
+}
+
 json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
 {
     size_t lone = memchr(text, '\\', len) ? json_lone_surrogate(text, len) : len;
@@ -354,7 +425,7 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
         return NULL;
     }
     decoder d = {.depth = 0};
-    yajl_handle h = yajl_alloc(&decode_callbacks, NULL, &d);
+    yajl_handle h = json_sax_new(&decode_callbacks, &d);
     if (!h) {
         if (err) snprintf(err, errlen, "out of memory");
         return NULL;
@@ -381,11 +452,11 @@ json_t *json_decode_fast(const char *text, size_t len, char *err, size_t errlen)
             json_decref(d.stack[--d.depth]);
         json_decref(d.root);
         drop_key(&d);
-        yajl_free(h);
+        json_sax_free(h);
         return NULL;
     }
     drop_key(&d);
-    yajl_free(h);
+    json_sax_free(h);
     return d.root;
 }
 

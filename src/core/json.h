@@ -33,6 +33,15 @@ size_t json_lone_surrogate(const char *t, size_t len);
 /* The decimal text of v into out (at least 21 bytes); its length. No printf. */
 size_t json_int_text(long long v, char *out);
 
+/* A yajl parser for one pass, its memory taken from a per-thread scratch arena instead of
+ * malloc (a pass makes about five allocations; the arena is reset when the pass is freed).
+ * One such pass per thread at a time: a pass started while another is open gets malloc. Free
+ * it with json_sax_free, and use its error text (yajl_get_error) before that. NULL on
+ * out-of-memory. */
+struct yajl_handle_t;
+struct yajl_handle_t *json_sax_new(const void *callbacks, void *ctx); /* yajl_callbacks */
+void json_sax_free(struct yajl_handle_t *h);
+
 /* A JSON writer: yajl's generator writing straight into a buf, for answers and upstream bodies
  * built from their parts with no document in between (a document costs an allocation per value
  * and a second walk to encode it). Calls must nest as JSON does (a key before each value inside

@@ -36,5 +36,13 @@ static inline bool str_starts_with(str a, str prefix)
 {
     return a.n >= prefix.n && memcmp(a.p, prefix.p, prefix.n) == 0;
 }
+/* s into dst (cap > 0 bytes), cut to fit, NUL-terminated; returns dst */
+static inline char *str_copy_c(char *dst, size_t cap, str s)
+{
+    size_t n = s.n < cap - 1 ? s.n : cap - 1;
+    if (n) memcpy(dst, s.p, n);
+    dst[n] = 0;
+    return dst;
+}
 
 #endif

@@ -239,7 +239,10 @@ static void server_new_request_id(http_server *s, char out[40])
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     x ^= x >> 31;
-    snprintf(out, 40, "%016llx", (unsigned long long)x);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, x >>= 4)
+        out[i] = hex[x & 15];
+    out[16] = 0;
 }
 
 static bool request_id_acceptable(str v)
@@ -1508,7 +1511,11 @@ static void build_head(http_conn *c, http_request *r, int status, const http_hea
     c->resp_keep = r->keep_alive && !s->draining && c->state == CONN_OPEN;
     buf *h = &s->head;
     buf_reset(h);
-    buf_printf(h, "HTTP/1.1 %d %s\r\n", status, status_reason(status));
+    buf_puts(h, "HTTP/1.1 ");
+    buf_put_i64(h, status);
+    buf_append(h, " ", 1);
+    buf_puts(h, status_reason(status));
+    buf_append(h, "\r\n", 2);
     buf_puts(h, server_date_line(s));
     buf_puts(h, "X-Request-Id: ");
     buf_puts(h, r->request_id);
@@ -1527,9 +1534,11 @@ static void build_head(http_conn *c, http_request *r, int status, const http_hea
         buf_append(h, "\r\n", 2);
     }
     if (!status_has_no_body(status)) {
-        if (content_length >= 0)
-            buf_printf(h, "Content-Length: %lld\r\n", content_length);
-        else if (c->resp_chunked)
+        if (content_length >= 0) {
+            buf_puts(h, "Content-Length: ");
+            buf_put_i64(h, content_length);
+            buf_append(h, "\r\n", 2);
+        } else if (c->resp_chunked)
             buf_puts(h, "Transfer-Encoding: chunked\r\n");
     }
     if (!c->resp_keep)

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/auth.h"
@@ -42,16 +43,34 @@ const char *auth_duplicated_header(const http_request *r)
 static EVP_MD *g_sha256;
 static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
 
+/* one digest context per thread, reused (EVP_Digest makes and frees one per call) */
+static pthread_key_t g_ctx_key;
+static _Thread_local EVP_MD_CTX *tl_ctx;
+
+static void ctx_destroy(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
 static void sha256_fetch(void)
 {
     g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (pthread_key_create(&g_ctx_key, ctx_destroy) != 0) abort();
 }
 
 bool auth_key_digest(str key, unsigned char out[32])
 {
     pthread_once(&g_sha256_once, sha256_fetch);
+    if (!g_sha256) return false;
+    if (!tl_ctx) {
+        tl_ctx = EVP_MD_CTX_new();
+        if (!tl_ctx) return false;
+        pthread_setspecific(g_ctx_key, tl_ctx); /* freed when the thread ends */
+    }
     unsigned int len = 0;
-    return g_sha256 && EVP_Digest(key.p, key.n, out, &len, g_sha256, NULL) == 1 && len == 32;
+    return EVP_DigestInit_ex2(tl_ctx, g_sha256, NULL) == 1 &&
+           EVP_DigestUpdate(tl_ctx, key.p, key.n) == 1 &&
+           EVP_DigestFinal_ex(tl_ctx, out, &len) == 1 && len == 32;
 }
 
 auth_result auth_check(const cfg_gateway *gw, const http_request *r, const cfg_api_key **key)

@@ -70,8 +70,8 @@ pl_step pl_phase_log(pl_call *c)
     const cfg_gateway *gw = c->rt->gw;
     if (!gw->obs.access_log || !c->r) return PL_CONTINUE;
     char method[16], path[512];
-    snprintf(method, sizeof method, "%.*s", (int)c->r->method_name.n, c->r->method_name.p);
-    snprintf(path, sizeof path, "%.*s", (int)c->r->path.n, c->r->path.p);
+    str_copy_c(method, sizeof method, c->r->method_name);
+    str_copy_c(path, sizeof path, c->r->path);
     accesslog_entry e = {
         .request_id = c->request_id,
         .remote_addr = c->r->remote_addr,

@@ -79,6 +79,7 @@ typedef struct pl_call {
     size_t prefix_len;      /* of the matched pathPrefix */
     const cfg_api_key *key; /* NULL when authentication is None */
     chat_probe probe;       /* the body checked in one streaming pass (no document) */
+    sax_tape tape;          /* that pass's tokens, when a target replays them (any_splice) */
     json_t *body;           /* the body as a document, built on demand: pl_call_body() */
     const char *model;      /* as the client sent it (in the request's arena) */
     pl_family family;       /* the caller's API family */

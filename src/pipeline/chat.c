@@ -98,7 +98,8 @@ pl_step pl_chat_decode(pl_call *c)
 {
     http_request *r = c->r;
     chat_probe *p = &c->probe;
-    switch (chat_probe_parse(r->body.p, r->body.n, r->pool, p)) {
+    switch (
+        chat_probe_parse(r->body.p, r->body.n, r->pool, p, c->rt->any_splice ? &c->tape : NULL)) {
     case PROBE_OK:
         break;
     case PROBE_BAD_JSON:

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "core/json.h"
+#include "core/sax_tape.h"
 #include "core/utf8.h"
 #include "pipeline/chat_probe.h"
 
@@ -35,6 +37,7 @@ typedef struct probe_state {
     bool key_is_usage; /* stream_options: the current key is include_usage */
     bool check_text;   /* the body-wide check failed: find and name the fault string by string */
     size_t last_end;   /* where the previous token ended: a string's raw text starts after it */
+    sax_tape *tape;    /* NULL, or every token is recorded here */
     /* the top-level keys seen, as a hash set: index + 1 into p->top_keys, 0 = empty */
     unsigned short key_slots[KEY_SLOTS];
 } probe_state;
@@ -64,6 +67,12 @@ static int accepted(probe_state *s)
 {
     if (s->check_text) s->last_end = consumed(s);
     return 1;
+}
+
+/* The token just read, on the tape when one is kept. */
+static void record(probe_state *s, sax_kind kind, const void *v, size_t n, int truth)
+{
+    if (s->tape) sax_tape_push(s->tape, kind, v, n, truth, consumed(s));
 }
 
 /* Where the current string token is, in words for the client: the message or top-level field. */
@@ -168,21 +177,25 @@ static int scalar(probe_state *s, const char *kind, int truth)
 
 static int on_null(void *ctx)
 {
+    record(ctx, SAX_NULL, NULL, 0, 0);
     return scalar(ctx, "null", 0);
 }
 
 static int on_boolean(void *ctx, int b)
 {
+    record(ctx, SAX_BOOLEAN, NULL, 0, b);
     return scalar(ctx, "boolean", b);
 }
 
 static int on_number(void *ctx, const char *v, size_t n)
 {
+    record(ctx, SAX_NUMBER, v, n, 0);
     return scalar(ctx, "number", 0);
 }
 
 static int on_string(void *ctx, const unsigned char *v, size_t n)
 {
+    record(ctx, SAX_STRING, v, n, 0);
     probe_state *s = ctx;
     if (!check_text(s, false)) return 0;
     if (s->depth == 1 && s->field == F_MODEL) {
@@ -229,6 +242,7 @@ static int add_top_key(probe_state *s, const unsigned char *k, size_t n)
 
 static int on_key(void *ctx, const unsigned char *k, size_t n)
 {
+    record(ctx, SAX_KEY, k, n, 0);
     probe_state *s = ctx;
     chat_probe *p = s->p;
     if (!check_text(s, true)) return 0;
@@ -259,6 +273,7 @@ static int on_key(void *ctx, const unsigned char *k, size_t n)
 
 static int on_start_map(void *ctx)
 {
+    record(ctx, SAX_START_MAP, NULL, 0, 0);
     probe_state *s = ctx;
     if (s->depth == 1) {
         if (s->field == F_MODEL)
@@ -281,6 +296,7 @@ static int on_start_map(void *ctx)
 
 static int on_end_map(void *ctx)
 {
+    record(ctx, SAX_END_MAP, NULL, 0, 0);
     probe_state *s = ctx;
     s->depth--;
     if (s->depth == 0) {
@@ -301,6 +317,7 @@ static int on_end_map(void *ctx)
 
 static int on_start_array(void *ctx)
 {
+    record(ctx, SAX_START_ARRAY, NULL, 0, 0);
     probe_state *s = ctx;
     if (s->depth == 0)
         return fail(s, PROBE_NOT_OBJECT, NULL, "The request body must be a JSON object.");
@@ -322,6 +339,7 @@ static int on_start_array(void *ctx)
 
 static int on_end_array(void *ctx)
 {
+    record(ctx, SAX_END_ARRAY, NULL, 0, 0);
     probe_state *s = ctx;
     s->depth--;
     if (s->depth == 1) s->field = F_OTHER;
@@ -340,7 +358,8 @@ static const yajl_callbacks callbacks = {
     .yajl_end_array = on_end_array,
 };
 
-chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, chat_probe *p)
+chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, chat_probe *p,
+                                   sax_tape *tape)
 {
     memset(p, 0, sizeof *p);
     if (len == 0) {
@@ -348,8 +367,9 @@ chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, ch
                  "We could not parse the JSON body of your request: the body is empty.");
         return p->status = PROBE_BAD_JSON;
     }
-    probe_state s = {.p = p, .pool = pool, .body = body, .len = len};
-    s.h = yajl_alloc(&callbacks, NULL, &s);
+    probe_state s = {.p = p, .pool = pool, .body = body, .len = len, .tape = tape};
+    if (tape) sax_tape_init(tape, body, len, pool);
+    s.h = json_sax_new(&callbacks, &s);
     if (!s.h) {
         snprintf(p->message, sizeof p->message, "out of memory");
         return p->status = PROBE_BAD_JSON;
@@ -378,7 +398,8 @@ chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, ch
         if (e) yajl_free_error(s.h, e);
         p->status = PROBE_BAD_JSON;
     }
-    yajl_free(s.h);
+    if (tape) tape->complete = st == yajl_status_ok && p->status == PROBE_OK;
+    json_sax_free(s.h);
     return p->status;
 }
 

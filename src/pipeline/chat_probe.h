@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "core/arena.h"
+#include "core/sax_tape.h"
 #include "core/str.h"
 
 typedef enum {
@@ -53,8 +54,10 @@ typedef struct chat_probe {
  * object of at most CHAT_PROBE_MAX_TOP_KEYS keys without duplicates, model a string,
  * messages an array of objects each with a string role, stream a boolean or null,
  * stream_options an object or null. Missing model or messages are left to the caller (has_*)
- * so it can word the error. Returns p->status. */
-chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, chat_probe *p);
+ * so it can word the error. Returns p->status. With tape (else NULL), every token of the pass
+ * is recorded there too (complete when the result is PROBE_OK), for a later reader to replay. */
+chat_probe_status chat_probe_parse(const char *body, size_t len, arena *pool, chat_probe *p,
+                                   sax_tape *tape);
 
 /* True when the top-level object has key. */
 bool chat_probe_has_key(const chat_probe *p, const char *key);

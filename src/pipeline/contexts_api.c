@@ -301,7 +301,7 @@ static void start_append(ctx_api *a)
     /* the chat path's checks, so text is held to the same rules: syntax, strict UTF-8,
      * duplicate or too many top-level keys, messages an array of objects with a string role */
     chat_probe *p = &c->probe;
-    switch (chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, p)) {
+    switch (chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, p, NULL)) {
     case PROBE_OK:
         break;
     case PROBE_BAD_JSON:

@@ -23,6 +23,8 @@ typedef struct pl_runtime {
     _Atomic unsigned long *rr;        /* per-route round-robin counters (gw->n_routes) */
     struct route_target_stats *stats; /* per-target live figures (gw->n_targets) */
     struct health_target *health;     /* per-target health, shared by the workers (health.h) */
+    bool any_splice; /* a target translates from the client's bytes (provider_splices): the
+                        chat probe records its tokens for it */
 } pl_runtime;
 
 /* Builds the runtime for gateway gw_name (NULL = first) of snap; takes its own snapshot ref.

@@ -1043,7 +1043,8 @@ void pl_proxy_start(pl_call *c)
                              .object_end = p->object_end,
                              .keys = p->top_keys,
                              .n_keys = p->n_top_keys,
-                             .stream = c->stream};
+                             .stream = c->stream,
+                             .tape = c->tape.complete ? &c->tape : NULL};
     pl_send s = {.target = t,
                  .doc = forward || splice ? NULL : c->body,
                  .raw = forward || splice ? &raw : NULL,

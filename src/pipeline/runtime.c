@@ -5,6 +5,7 @@
 #include "pipeline/health.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/route.h"
+#include "providers/provider.h"
 
 pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, size_t errlen)
 {
@@ -25,6 +26,8 @@ pl_runtime *pl_runtime_new(cfg_snapshot *snap, const char *gw_name, char *err, s
     rt->stats = calloc(gw->n_targets ? gw->n_targets : 1, sizeof *rt->stats);
     if (!rt->rr || !rt->stats) abort();
     rt->health = health_new(gw->n_targets);
+    for (size_t i = 0; i < gw->n_targets; i++)
+        if (provider_splices(&gw->targets[i])) rt->any_splice = true;
     atomic_init(&rt->refs, 1);
     return rt;
 }

@@ -24,9 +24,10 @@ int anthropic_decoder_event(provider_stream *s, const char *ev, size_t len, buf 
 bool anthropic_decoder_done(const provider_stream *s);
 void anthropic_decoder_free(provider_stream *s);
 /* anthropic_splice.c: the common shapes from raw bytes; false when declined (out unchanged
- * or partly written: the caller discards it) */
-bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len, arena *pool,
-                              buf *out);
+ * or partly written: the caller discards it). tape: the body's tokens as the chat probe
+ * recorded them (replayed instead of parsing again), or NULL. */
+bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len,
+                              const sax_tape *tape, arena *pool, buf *out);
 bool anthropic_splice_answer(const char *body, size_t len, const char *model, buf *out,
                              provider_usage *usage);
 /* the answer by the document path alone (anthropic_chat_answer tries the splice first) */

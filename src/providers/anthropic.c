@@ -613,7 +613,7 @@ static int check_inexpressible(bctx *b, json_t *body)
 static void build_headers(const cfg_target *t, const char *request_id, arena *pool,
                           provider_request *out)
 {
-    out->url = arena_printf(pool, "%s/v1/messages", t->endpoint);
+    out->url = arena_cat(pool, t->endpoint, "/v1/messages", (char *)NULL);
     size_t n = 0;
     out->headers[n++] = (upstream_header){"content-type", "application/json"};
     out->headers[n++] = (upstream_header){
@@ -754,7 +754,7 @@ int anthropic_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
     assert(t->type == TARGET_ANTHROPIC && t->endpoint);
     memset(out, 0, sizeof *out);
     buf text = BUF_INIT;
-    if (!anthropic_splice_request(t, b->body, b->len, pool, &text)) {
+    if (!anthropic_splice_request(t, b->body, b->len, b->tape, pool, &text)) {
         buf_free(&text);
         return PROVIDER_EDECLINED;
     }

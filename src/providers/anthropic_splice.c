@@ -13,6 +13,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "core/json.h"
+#include "core/sax_tape.h"
 #include "core/utf8.h"
 #include "providers/adapters.h"
 
@@ -27,16 +28,24 @@ typedef struct span {
 typedef struct sax {
     const char *body;
     size_t len;
-    yajl_handle h;
+    const sax_tape *tape; /* the body's tokens, recorded by the chat probe: replayed, not lexed */
+    yajl_handle h;        /* else the pass's parser */
+    size_t pos;           /* replay: where the current token ends */
     size_t last_end;
     int depth;       /* open containers */
     int skip_base;   /* > 0: skipping a container value opened at this depth */
     bool skip_value; /* the next value (scalar or container) is skipped */
 } sax;
 
+/* where the token just read ends */
+static size_t consumed(const sax *s)
+{
+    return s->h ? yajl_get_bytes_consumed(s->h) : s->pos;
+}
+
 static int accept_token(sax *s)
 {
-    s->last_end = yajl_get_bytes_consumed(s->h);
+    s->last_end = consumed(s);
     return 1;
 }
 
@@ -44,7 +53,7 @@ static int accept_token(sax *s)
  * that is not white space or a separator, and ends where yajl stopped. */
 static span token(const sax *s)
 {
-    size_t at = s->last_end, end = yajl_get_bytes_consumed(s->h);
+    size_t at = s->last_end, end = consumed(s);
     while (at < end && (s->body[at] == ' ' || s->body[at] == '\t' || s->body[at] == '\n' ||
                         s->body[at] == '\r' || s->body[at] == ',' || s->body[at] == ':'))
         at++;
@@ -92,17 +101,22 @@ static int sax_end_array(void *ctx)
 }
 
 /* one pass of cb over s->body (ctx: the pass's state, which starts with s); true when the
- * whole text was read and no callback declined. yajl's own UTF-8 check is off: the request's
- * text was checked strictly by the chat probe, the answer's strings are by strict(). */
+ * whole text was read and no callback declined. A recorded pass (s->tape) is replayed. yajl's
+ * own UTF-8 check is off: the request's text was checked strictly by the chat probe, the
+ * answer's strings are by strict(). */
 static bool sax_parse(sax *s, const yajl_callbacks *cb, void *ctx)
 {
     assert((void *)s == ctx);
-    s->h = yajl_alloc(cb, NULL, ctx);
+    if (s->tape) {
+        assert(s->tape->text == s->body && s->tape->len == s->len);
+        return sax_tape_replay(s->tape, cb, ctx, &s->pos);
+    }
+    s->h = json_sax_new(cb, ctx);
     if (!s->h) return false;
     yajl_config(s->h, yajl_dont_validate_strings, 1);
     yajl_status st = yajl_parse(s->h, (const unsigned char *)s->body, s->len);
     if (st == yajl_status_ok) st = yajl_complete_parse(s->h);
-    yajl_free(s->h);
+    json_sax_free(s->h);
     s->h = NULL;
     return st == yajl_status_ok;
 }
@@ -427,14 +441,18 @@ static bool write_request(const cfg_target *t, const rq *q, const char *body, bu
     return true;
 }
 
-bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len, arena *pool,
-                              buf *out)
+bool anthropic_splice_request(const cfg_target *t, const char *body, size_t len,
+                              const sax_tape *tape, arena *pool, buf *out)
 {
     assert(t->type == TARGET_ANTHROPIC);
     /* the target's parameters merge under the request: the document path's work */
     if (json_object_size(t->parameters) || !t->model_name || !plain_text(t->model_name))
         return false;
-    rq q = {.s = {.body = body, .len = len}, .max_tokens = -1, .stream = -1, .pool = pool};
+    if (tape && !tape->complete) tape = NULL;
+    rq q = {.s = {.body = body, .len = len, .tape = tape},
+            .max_tokens = -1,
+            .stream = -1,
+            .pool = pool};
     return sax_parse(&q.s, &rq_callbacks, &q) && write_request(t, &q, body, out);
 }
 

@@ -60,7 +60,8 @@ static int check_family(const cfg_target *t, char *err, size_t errlen)
  * the deployment defaulting to modelName (config validation keeps both a plain path segment) */
 static const char *api_url(const cfg_target *t, const char *path, arena *pool)
 {
-    if (t->type != TARGET_AZURE_OPENAI) return arena_printf(pool, "%s/%s", t->endpoint, path);
+    if (t->type != TARGET_AZURE_OPENAI)
+        return arena_cat(pool, t->endpoint, "/", path, (char *)NULL);
     return arena_printf(pool, "%s/openai/deployments/%s/%s?api-version=%s", t->endpoint,
                         t->deployment ? t->deployment : t->model_name, path,
                         t->api_version ? t->api_version : AZURE_DEFAULT_API_VERSION);
@@ -75,8 +76,8 @@ static void chat_headers(const cfg_target *t, const char *request_id, arena *poo
     if (t->api_key && t->type == TARGET_AZURE_OPENAI)
         out->headers[n++] = (upstream_header){"api-key", t->api_key};
     else if (t->api_key)
-        out->headers[n++] =
-            (upstream_header){"Authorization", arena_printf(pool, "Bearer %s", t->api_key)};
+        out->headers[n++] = (upstream_header){"Authorization",
+                                              arena_cat(pool, "Bearer ", t->api_key, (char *)NULL)};
     if (request_id && *request_id)
         out->headers[n++] = (upstream_header){"X-Request-Id", request_id};
     out->n_headers = n;
@@ -365,10 +366,10 @@ static const yajl_callbacks usage_callbacks = {
 static bool usage_read(const char *text, size_t len, provider_usage *out)
 {
     usage_scan u = {0};
-    yajl_handle h = yajl_alloc(&usage_callbacks, NULL, &u);
+    yajl_handle h = json_sax_new(&usage_callbacks, &u);
     if (!h) return false;
     yajl_parse(h, (const unsigned char *)text, len);
-    yajl_free(h);
+    json_sax_free(h);
     if (!u.object || !u.closed) return false;
     if (u.have[0] || u.have[1]) {
         out->present = true;

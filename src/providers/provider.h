@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "core/arena.h"
 #include "core/buf.h"
+#include "core/sax_tape.h"
 #include "core/str.h"
 #include "upstream/client.h"
 
@@ -64,7 +65,8 @@ typedef struct provider_raw_body {
     size_t object_end; /* offset of the top-level object's closing '}' */
     const str *keys;   /* the body's top-level keys, decoded */
     size_t n_keys;
-    bool stream; /* the body has "stream": true */
+    bool stream;          /* the body has "stream": true */
+    const sax_tape *tape; /* the body's tokens, when the probe recorded them (else NULL) */
 } provider_raw_body;
 
 /* Like provider_build_chat, from raw bytes (no document). out->body is NULL when the client's

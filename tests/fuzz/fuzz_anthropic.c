@@ -133,21 +133,30 @@ static void splice_answer(const char *d, size_t size)
     buf_free(&fast);
 }
 
-/* a spliced request body equals the document path's, for a body the gateway accepts */
+/* a spliced request body equals the document path's, for a body the gateway accepts; replaying
+ * the probe's recorded tokens gives the same result as parsing the body again */
 static void splice_request(const char *d, size_t size)
 {
     arena *pool = arena_new(4096);
     chat_probe p;
-    if (chat_probe_parse(d, size, pool, &p) != PROBE_OK) {
+    sax_tape tape;
+    if (chat_probe_parse(d, size, pool, &p, &tape) != PROBE_OK) {
         arena_free(pool);
         return;
     }
+    if (!tape.complete) abort();
     provider_raw_body raw = {.body = d, .len = size, .model = "claude"};
     provider_request fast;
     char err[256] = "";
     int rc = provider_build_chat_raw(&target, &raw, "r", pool, &fast, err, sizeof err);
     if (rc != 0 && rc != PROVIDER_EDECLINED) abort();
+    raw.tape = &tape;
+    provider_request taped;
+    int taped_rc = provider_build_chat_raw(&target, &raw, "r", pool, &taped, err, sizeof err);
+    if (taped_rc != rc) abort();
     if (rc == 0) {
+        same_text(fast.body, fast.body_len, taped.body, taped.body_len);
+        free(taped.body);
         json_t *doc = json_decode_fast(d, size, NULL, 0);
         if (!doc) abort();
         provider_request slow;

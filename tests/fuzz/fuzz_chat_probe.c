@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body[size] = 0;
     arena *pool = arena_new(4096);
     chat_probe p;
-    chat_probe_status st = chat_probe_parse(body, size, pool, &p);
+    chat_probe_status st = chat_probe_parse(body, size, pool, &p, NULL);
     if (st != p.status) abort();
     if (st != PROBE_OK) {
         if (!memchr(p.message, 0, sizeof p.message) || !p.message[0]) abort();

@@ -11,6 +11,8 @@
 #include "core/buf.h"
 #include "core/json.h"
 
+#include <yajl/yajl_parse.h>
+
 static const char *const corpus[] = {
     "{}",
     "[]",
@@ -217,6 +219,62 @@ static void lone_surrogates(void **state)
     json_decref(v);
 }
 
+/* json_sax_new: a pass on the thread's scratch arena; a pass opened inside another gets its own
+ * memory; errors read before the pass is freed; a long escaped string grows yajl's buffers */
+typedef struct nest {
+    int strings;
+    json_t *inner; /* a decode made while the outer pass is open */
+    buf longest;
+} nest;
+
+static int nest_string(void *ctx, const unsigned char *v, size_t n)
+{
+    nest *x = ctx;
+    if (x->strings++ == 0) x->inner = json_decode_fast("{\"a\":[1,\"\\u00e9\"]}", 18, NULL, 0);
+    if (n > x->longest.len) {
+        buf_reset(&x->longest);
+        buf_append(&x->longest, v, n);
+    }
+    return 1;
+}
+
+static void sax_passes_on_scratch(void **state)
+{
+    static const yajl_callbacks cb = {.yajl_string = nest_string};
+    buf text = BUF_INIT;
+    buf_puts(&text, "[\"x\",\"");
+    for (int i = 0; i < 5000; i++)
+        buf_puts(&text, "ab\\n\\u00e9"); /* escapes: decoded into yajl's growing buffer */
+    buf_puts(&text, "\"]");
+    for (int round = 0; round < 3; round++) { /* the scratch arena is reset and reused */
+        nest x = {.longest = BUF_INIT};
+        yajl_handle h = json_sax_new(&cb, &x);
+        assert_non_null(h);
+        assert_int_equal(yajl_parse(h, (const unsigned char *)text.data, text.len), yajl_status_ok);
+        assert_int_equal(yajl_complete_parse(h), yajl_status_ok);
+        json_sax_free(h);
+        assert_int_equal(x.strings, 2);
+        assert_non_null(x.inner);
+        assert_string_equal(json_string_value(json_array_get(json_object_get(x.inner, "a"), 1)),
+                            "\xc3\xa9");
+        json_decref(x.inner);
+        assert_int_equal(x.longest.len, 5000 * 5);
+        assert_memory_equal(x.longest.data, "ab\n\xc3\xa9", 5);
+        buf_free(&x.longest);
+    }
+    /* the error text is the handle's, read before it is freed */
+    nest y = {.longest = BUF_INIT};
+    yajl_handle h = json_sax_new(&cb, &y);
+    assert_int_equal(yajl_parse(h, (const unsigned char *)"[\"a\",}", 6), yajl_status_error);
+    unsigned char *e = yajl_get_error(h, 0, NULL, 0);
+    assert_non_null(strstr((const char *)e, "parse error"));
+    yajl_free_error(h, e);
+    json_sax_free(h);
+    json_decref(y.inner);
+    buf_free(&y.longest);
+    buf_free(&text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +283,7 @@ int main(void)
         cmocka_unit_test(numbers_keep_their_text),
         cmocka_unit_test(refuses_bad_input),
         cmocka_unit_test(lone_surrogates),
+        cmocka_unit_test(sax_passes_on_scratch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,9 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "core/buf.h"
+#include "core/sax_tape.h"
 #include "pipeline/chat_probe.h"
 
 static arena *pool;
@@ -33,7 +37,7 @@ static void accepts_and_measures(void **state)
         "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"x\"}]}],"
         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"model\"}}]}  \n";
     chat_probe p;
-    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p, NULL), PROBE_OK);
     assert_true(p.has_model && p.model_is_string);
     assert_string_equal(p.model, "gpt-4o");
     /* the raw span is exactly the JSON string token, quotes included */
@@ -56,7 +60,7 @@ static void escaped_model_and_defaults(void **state)
     const char *b = "{\"model\":\"a\\\"b\\u00e9\",\"messages\":[{\"role\":\"user\"}],"
                     "\"stream\":null,\"stream_options\":null}";
     chat_probe p;
-    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p, NULL), PROBE_OK);
     assert_string_equal(p.model, "a\"b\xc3\xa9");
     assert_memory_equal(b + p.model_start, "\"a\\\"b\\u00e9\"", p.model_end - p.model_start);
     assert_false(p.stream);
@@ -66,10 +70,10 @@ static void escaped_model_and_defaults(void **state)
 static void missing_fields_are_reported_not_rejected(void **state)
 {
     chat_probe p;
-    assert_int_equal(chat_probe_parse("{}", 2, pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse("{}", 2, pool, &p, NULL), PROBE_OK);
     assert_false(p.has_model);
     assert_false(p.has_messages);
-    assert_int_equal(chat_probe_parse("{\"messages\":[]}", 15, pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse("{\"messages\":[]}", 15, pool, &p, NULL), PROBE_OK);
     assert_true(p.has_messages);
     assert_int_equal(p.n_messages, 0);
 }
@@ -128,7 +132,8 @@ static void rejects_with_field(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         chat_probe p;
-        chat_probe_status st = chat_probe_parse(cases[i].body, strlen(cases[i].body), pool, &p);
+        chat_probe_status st =
+            chat_probe_parse(cases[i].body, strlen(cases[i].body), pool, &p, NULL);
         if (st != cases[i].want)
             fail_msg("case %zu (%s): status %d, want %d (%s)", i, cases[i].body, st, cases[i].want,
                      p.message);
@@ -152,7 +157,7 @@ static void valid_text_passes(void **state)
         "\xc2\x80 \\u00e9\\n\\\"\\\\ \\uDBFF\\uDFFF \\ue000 0123456789abcdefghijklmnop\"}],"
         "\"caf\xc3\xa9\":\"\\\\udc00 is text, not an escape\"}";
     chat_probe p;
-    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p, NULL), PROBE_OK);
     assert_int_equal(p.n_top_keys, 3);
 }
 
@@ -165,18 +170,18 @@ static void top_level_keys_are_bounded_and_hashed(void **state)
         buf_printf(&b, ",\"k%d\":%d", i, i);
     buf_puts(&b, "}");
     chat_probe p;
-    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p, NULL), PROBE_OK);
     assert_int_equal(p.n_top_keys, CHAT_PROBE_MAX_TOP_KEYS);
     assert_true(chat_probe_has_key(&p, "k255"));
     b.len--;
     buf_puts(&b, ",\"one-more\":1}");
-    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_TOO_MANY_KEYS);
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p, NULL), PROBE_TOO_MANY_KEYS);
     assert_non_null(strstr(p.message, "more than 256 top-level keys"));
     /* a duplicate far from its first occurrence is still found */
     b.len -= strlen(",\"one-more\":1}");
     buf_puts(&b, "}");
     memcpy(strstr(b.data, "\"k200\""), "\"k2\"  ", 6);
-    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p), PROBE_DUPLICATE_KEY);
+    assert_int_equal(chat_probe_parse(b.data, b.len, pool, &p, NULL), PROBE_DUPLICATE_KEY);
     assert_string_equal(p.param, "k2");
     buf_free(&b);
 }
@@ -188,9 +193,151 @@ static void nested_keys_named_like_fields_are_ignored(void **state)
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"model\":5,\"stream\":\"x\","
         "\"content\":{\"messages\":3}}],\"metadata\":{\"model\":[1],\"model\":2}}";
     chat_probe p;
-    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p), PROBE_OK);
+    assert_int_equal(chat_probe_parse(b, strlen(b), pool, &p, NULL), PROBE_OK);
     assert_string_equal(p.model, "m");
     assert_int_equal(p.n_messages, 1);
+}
+
+/* ---- the recorded tape: a replay is the yajl pass over the same bytes, event for event ---- */
+
+typedef struct events {
+    buf out;
+    yajl_handle h; /* a yajl pass: where the token ended */
+    size_t pos;    /* a replay: the same */
+} events;
+
+static void ev(events *e, const char *what, const void *v, size_t n)
+{
+    char at[32];
+    snprintf(at, sizeof at, "@%zu ", e->h ? yajl_get_bytes_consumed(e->h) : e->pos);
+    buf_puts(&e->out, what);
+    if (v) {
+        buf_append(&e->out, "<", 1);
+        buf_append(&e->out, v, n);
+        buf_append(&e->out, ">", 1);
+    }
+    buf_puts(&e->out, at);
+}
+
+static int ev_null(void *c)
+{
+    ev(c, "null", NULL, 0);
+    return 1;
+}
+static int ev_bool(void *c, int b)
+{
+    ev(c, b ? "true" : "false", NULL, 0);
+    return 1;
+}
+static int ev_number(void *c, const char *v, size_t n)
+{
+    ev(c, "num", v, n);
+    return 1;
+}
+static int ev_string(void *c, const unsigned char *v, size_t n)
+{
+    ev(c, "str", v, n);
+    return 1;
+}
+static int ev_key(void *c, const unsigned char *v, size_t n)
+{
+    ev(c, "key", v, n);
+    return 1;
+}
+static int ev_start_map(void *c)
+{
+    ev(c, "{", NULL, 0);
+    return 1;
+}
+static int ev_end_map(void *c)
+{
+    ev(c, "}", NULL, 0);
+    return 1;
+}
+static int ev_start_array(void *c)
+{
+    ev(c, "[", NULL, 0);
+    return 1;
+}
+static int ev_end_array(void *c)
+{
+    ev(c, "]", NULL, 0);
+    return 1;
+}
+static const yajl_callbacks ev_callbacks = {
+    .yajl_null = ev_null,
+    .yajl_boolean = ev_bool,
+    .yajl_number = ev_number,
+    .yajl_string = ev_string,
+    .yajl_map_key = ev_key,
+    .yajl_start_map = ev_start_map,
+    .yajl_end_map = ev_end_map,
+    .yajl_start_array = ev_start_array,
+    .yajl_end_array = ev_end_array,
+};
+
+static void tape_replays_the_pass(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+        /* escapes are decoded (the tape keeps its own copy of each), white space is skipped */
+        " {\"model\" : \"a\\u00e9\\\"b\" ,\n \"messages\":[{\"role\":\"us\\u0065r\",\"content\":"
+        "\"x\\ny\\ud83d\\ude00\",\"k\\\\\":\"\\\\\"}] , \"n\":-1.5e3,\"t\":true,\"f\":false,"
+        "\"z\":null,\"a\":[[],{},[{}],\"\"]}\t",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"\xc3\xa9\"}]}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        const char *b = bodies[i];
+        size_t len = strlen(b);
+        events direct = {.out = BUF_INIT}, replay = {.out = BUF_INIT};
+        direct.h = yajl_alloc(&ev_callbacks, NULL, &direct);
+        yajl_config(direct.h, yajl_dont_validate_strings, 1);
+        assert_int_equal(yajl_parse(direct.h, (const unsigned char *)b, len), yajl_status_ok);
+        assert_int_equal(yajl_complete_parse(direct.h), yajl_status_ok);
+        yajl_free(direct.h);
+        chat_probe p;
+        sax_tape tape;
+        assert_int_equal(chat_probe_parse(b, len, pool, &p, &tape), PROBE_OK);
+        assert_true(tape.complete);
+        assert_true(sax_tape_replay(&tape, &ev_callbacks, &replay, &replay.pos));
+        buf_append(&direct.out, "", 1);
+        buf_append(&replay.out, "", 1);
+        assert_string_equal(replay.out.data, direct.out.data);
+        buf_free(&direct.out);
+        buf_free(&replay.out);
+    }
+}
+
+static int ev_stop_at_key(void *c, const unsigned char *v, size_t n)
+{
+    ev(c, "key", v, n);
+    return 0;
+}
+
+static void tape_incomplete_or_declined(void **state)
+{
+    chat_probe p;
+    sax_tape tape;
+    events e = {.out = BUF_INIT};
+    /* a body the probe refuses leaves an incomplete tape: never replayed */
+    const char *bad = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"model\":\"n\"}";
+    assert_int_equal(chat_probe_parse(bad, strlen(bad), pool, &p, &tape), PROBE_DUPLICATE_KEY);
+    assert_false(tape.complete);
+    assert_false(sax_tape_replay(&tape, &ev_callbacks, &e, &e.pos));
+    assert_int_equal(e.out.len, 0);
+    const char *cut = "{\"model\":\"m\",\"messages\":[";
+    assert_int_equal(chat_probe_parse(cut, strlen(cut), pool, &p, &tape), PROBE_BAD_JSON);
+    assert_false(tape.complete);
+    /* a callback that declines ends the replay there */
+    const char *ok = "{\"model\":\"m\",\"messages\":[]}";
+    assert_int_equal(chat_probe_parse(ok, strlen(ok), pool, &p, &tape), PROBE_OK);
+    yajl_callbacks stop = ev_callbacks;
+    stop.yajl_map_key = ev_stop_at_key;
+    assert_false(sax_tape_replay(&tape, &stop, &e, &e.pos));
+    buf_append(&e.out, "", 1);
+    assert_string_equal(e.out.data, "{@1 key<model>@8 ");
+    buf_free(&e.out);
 }
 
 int main(void)
@@ -203,6 +350,8 @@ int main(void)
         cmocka_unit_test(nested_keys_named_like_fields_are_ignored),
         cmocka_unit_test(valid_text_passes),
         cmocka_unit_test(top_level_keys_are_bounded_and_hashed),
+        cmocka_unit_test(tape_replays_the_pass),
+        cmocka_unit_test(tape_incomplete_or_declined),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
