@@ -17,17 +17,16 @@ static void call_free(pl_call *c)
 {
     pl_context_free(c);
     json_decref(c->body);
-    free(c->up_body);
-    buf_free(&c->resp);
-    buf_free(&c->relay_out);
-    buf_free(&c->text);
+    free(c->upstream.up_body);
+    buf_free(&c->upstream.resp);
+    buf_free(&c->upstream.relay_out);
+    buf_free(&c->upstream.text);
     buf_free(&c->client_out);
     anthropic_stream_free(c->client_stream);
-    provider_stream_free(c->xs);
-    buf_free(&c->up_raw);
-    free(c->error);
+    provider_stream_free(c->upstream.xs);
+    buf_free(&c->upstream.up_raw);
     pl_bound_unref(c->bound);
-    free(c);
+    arena_free(c->pool); /* c itself is in it */
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -37,9 +36,9 @@ static void on_timer_closed(uv_handle_t *h)
 
 static double call_cost(const pl_call *c)
 {
-    if (!c->target || !c->target->has_pricing || !c->usage.present) return 0;
-    return ((double)c->usage.prompt_tokens * c->target->input_per_million +
-            (double)c->usage.completion_tokens * c->target->output_per_million) /
+    if (!c->plan.target || !c->plan.target->has_pricing || !c->upstream.usage.present) return 0;
+    return ((double)c->upstream.usage.prompt_tokens * c->plan.target->input_per_million +
+            (double)c->upstream.usage.completion_tokens * c->plan.target->output_per_million) /
            1e6;
 }
 
@@ -50,13 +49,13 @@ pl_step pl_phase_account(pl_call *c)
     obs_request m = {
         .gateway = gw->name,
         .route = c->route ? c->route->name : "",
-        .model = c->target ? c->target->name : "",
+        .model = c->plan.target ? c->plan.target->name : "",
         .status = c->status,
         .duration_us = (clock_mono_ns() - c->start_ns) / 1000u,
-        .upstream_us = c->upstream_us,
-        .ttft_us = c->ttft_us,
-        .prompt_tokens = c->usage.prompt_tokens,
-        .completion_tokens = c->usage.completion_tokens,
+        .upstream_us = c->upstream.upstream_us,
+        .ttft_us = c->upstream.ttft_us,
+        .prompt_tokens = c->upstream.usage.prompt_tokens,
+        .completion_tokens = c->upstream.usage.completion_tokens,
         .cost_usd = call_cost(c),
     };
     obs_record_request(c->w->obs, &m);
@@ -79,28 +78,29 @@ pl_step pl_phase_log(pl_call *c)
         .path = path,
         .status = c->status,
         .duration_us = (clock_mono_ns() - c->start_ns) / 1000u,
-        .upstream_us = c->upstream_us,
-        .ttft_us = c->ttft_us,
+        .upstream_us = c->upstream.upstream_us,
+        .ttft_us = c->upstream.ttft_us,
         .gateway = gw->name,
         .route = c->route ? c->route->name : NULL,
         .model = c->model,
-        .target = c->target ? c->target->name : NULL,
+        .target = c->plan.target ? c->plan.target->name : NULL,
         .user = c->key ? c->key->user : NULL,
         .app = c->key ? c->key->app : NULL,
         .tenant = c->key ? c->key->tenant : NULL,
-        .prompt_tokens = c->usage.prompt_tokens,
-        .completion_tokens = c->usage.completion_tokens,
-        .usage_source = c->usage_source                             ? c->usage_source
-                        : !c->usage.present                         ? NULL
-                        : c->target && provider_is_local(c->target) ? "counted"
-                                                                    : "upstream",
-        .attempts = c->attempt + (c->target ? 1 : 0),
+        .prompt_tokens = c->upstream.usage.prompt_tokens,
+        .completion_tokens = c->upstream.usage.completion_tokens,
+        .usage_source = c->upstream.usage_source     ? c->upstream.usage_source
+                        : !c->upstream.usage.present ? NULL
+                        : c->plan.target && provider_is_local(c->plan.target) ? "counted"
+                                                                              : "upstream",
+        .attempts = c->plan.attempt + (c->plan.target ? 1 : 0),
         .stream = c->stream,
         .error = c->error,
         .req_body = gw->obs.access_log_bodies ? c->r->body.p : NULL,
-        /* a relayed answer is not held: c->resp has only its tail */
-        .resp_body =
-            (gw->obs.access_log_bodies && !c->stream && !c->passthrough) ? c->resp.data : NULL,
+        /* a relayed answer is not held: c->upstream.resp has only its tail */
+        .resp_body = (gw->obs.access_log_bodies && !c->stream && !c->upstream.passthrough)
+                         ? c->upstream.resp.data
+                         : NULL,
     };
     accesslog_write(&e, gw->obs.access_log_json);
     return PL_CONTINUE;
@@ -108,9 +108,9 @@ pl_step pl_phase_log(pl_call *c)
 
 void pl_attempt_end(pl_call *c, bool ok, uint64_t ttfb_us)
 {
-    if (!c->target_counted) return;
-    c->target_counted = false;
-    route_target_stats *s = &c->rt->stats[c->target->index];
+    if (!c->plan.target_counted) return;
+    c->plan.target_counted = false;
+    route_target_stats *s = &c->rt->stats[c->plan.target->index];
     atomic_fetch_sub_explicit(&s->in_flight, 1, memory_order_relaxed);
     if (ok && ttfb_us) route_stats_observe(s, ttfb_us);
 }
@@ -257,8 +257,7 @@ void pl_failv(pl_call *c, int status, const http_header *extra, size_t n_extra, 
     if (raw) utf8_append_repaired(&m, raw, (size_t)n, PL_ERROR_MESSAGE_MAX);
     free(raw);
     const char *msg = m.data ? m.data : "";
-    free(c->error);
-    c->error = strdup(msg);
+    c->error = arena_strdup(c->pool, msg);
     char *body = error_json(msg, m.len, type, code, param);
     buf_free(&m);
     http_header hdrs[8];
@@ -278,8 +277,8 @@ const http_header pl_json_ct = {STR_LIT("Content-Type"), STR_LIT("application/js
 
 void pl_stream_begin(pl_call *c)
 {
-    if (c->stream_started) return;
-    c->stream_started = true;
+    if (c->upstream.stream_started) return;
+    c->upstream.stream_started = true;
     http_header h[4] = {
         {STR_LIT("Content-Type"), STR_LIT("text/event-stream; charset=utf-8")},
         {STR_LIT("Cache-Control"), STR_LIT("no-cache")},

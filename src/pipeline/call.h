@@ -66,7 +66,72 @@ typedef enum {
     PL_EP_MODELS
 } pl_endpoint;
 
+/* The route phase's plan (chat.c): the chosen target, then the failover targets the key may
+ * use, each once; attempt i (0-based) runs attempts[i % n_plan], n_attempts in all
+ * (maxAttempts). */
+typedef struct pl_plan {
+    const cfg_target *attempts[PL_MAX_ATTEMPTS];
+    int n_plan, n_attempts, attempt;
+    const cfg_target *target; /* the current attempt's */
+    bool target_counted;      /* target's in_flight includes this call */
+    /* per plan entry: not to be asked again before (clock_mono_ns), from its Retry-After */
+    uint64_t not_before_ns[PL_MAX_ATTEMPTS];
+} pl_plan;
+
+/* The upstream phase's state (proxy.c): the attempt in flight and the answer's relay. Its
+ * results (usage, usage_source, timings, resp) are read by the context-commit, respond,
+ * account and log phases. */
+typedef struct pl_upstream_state {
+    provider_stream *xs; /* a target that does not speak OpenAI: its stream translation */
+    buf up_raw;          /* xs: provider bytes not yet a complete event */
+    size_t up_scan;      /* xs: where the blank-line scan of up_raw resumes */
+    upstream_req *req;
+    char *up_body; /* request body sent upstream (borrowed by the upstream request) */
+    int up_status;
+    buf resp;            /* non-stream: the upstream body; stream: a partial SSE event */
+    bool stream_started; /* the client has received the status line */
+    bool client_blocked; /* client write queue above the watermark: upstream paused */
+    bool done_seen;      /* stream: data: [DONE] forwarded */
+    bool finish_seen;    /* stream: an event carried a non-null finish_reason */
+    bool up_error_event; /* context stream: the provider sent an error event (refused) */
+    provider_usage usage;
+    uint64_t up_start_ns, upstream_us, ttft_us;
+    size_t scan_pos;     /* stream: where the blank-line scan of resp resumes */
+    size_t resp_total;   /* bytes of the 2xx answer received (maxResponseBytes) */
+    bool passthrough;    /* non-stream answer relayed as it arrives; resp keeps its tail */
+    bool usage_injected; /* the upstream was asked for stream usage the client did not ask for */
+    bool count_text;     /* stream without usage coming: its text is collected in text */
+    buf relay_out;       /* stream: events rewritten for the client (usage removed) */
+    buf text;            /* count_text: the answer's text, counted with the tokenizer */
+    const char *usage_source; /* "upstream", "counted", "none" (access log) */
+} pl_upstream_state;
+
+/* The context phases' state (context.c); active when ctx_store != NULL. */
+typedef struct pl_context_state {
+    const cfg_mcp *mcp;    /* the route's ModelContextProtocol */
+    ctx_store *ctx_store;  /* this worker's handle on it */
+    char *conv_id;         /* X-Conversation-Id (the call's pool) */
+    uint64_t conv_version; /* version read; 0 = a new conversation */
+    json_t *conv_history;  /* stored messages as read (for Summarize) */
+    char *conv_summary;    /* stored summary as read (the call's pool) */
+    json_t *conv_new;      /* the request's own non-system messages, appended on success */
+    json_t *answer;        /* the assistant's message, assembled from the answer */
+    buf ans_text;          /* stream: its content so far (one buffer: no quadratic appends) */
+    bool ans_has_text;
+    buf *tc_args;      /* stream: the tool calls' arguments so far, by index (PL_MAX_TOOL_CALLS; the
+                          array in the call's pool, each buf's bytes on the heap) */
+    int context_turns; /* stored messages sent upstream with this request */
+    bool ctx_pending;  /* a store request is in flight (creq) */
+    uint64_t ctx_op_ns; /* when the store request in flight was issued */
+    ctx_req creq;
+    /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
+    ctx_record *conv_record;
+    int commit_rc;      /* the context-commit phase's result (CTX_OK when nothing was recorded) */
+    bool commit_reread; /* the commit met a conflict and read the conversation again */
+} pl_context_state;
+
 typedef struct pl_call {
+    arena *pool;     /* the call's memory: the call itself and what lives as long (freed last) */
     http_request *r; /* NULL once the response is finished */
     pl_worker *w;
     pl_phase_id phase; /* the phase running or waiting */
@@ -87,67 +152,17 @@ typedef struct pl_call {
     buf client_out;                         /* events encoded for the caller, before a write */
     bool stream, include_usage;
 
-    /* the plan (chat.c): the chosen target, then the failover targets the key may use, each
-     * once; attempt i (0-based) runs attempts[i % n_plan], n_attempts in all (maxAttempts) */
-    const cfg_target *attempts[PL_MAX_ATTEMPTS];
-    int n_plan, n_attempts, attempt;
-    const cfg_target *target; /* the current attempt's */
-    bool target_counted;      /* target's in_flight includes this call */
-    /* per plan entry: not to be asked again before (clock_mono_ns), from its Retry-After */
-    uint64_t not_before_ns[PL_MAX_ATTEMPTS];
-
-    provider_stream *xs; /* a target that does not speak OpenAI: its stream translation */
-    buf up_raw;          /* xs: provider bytes not yet a complete event */
-    size_t up_scan;      /* xs: where the blank-line scan of up_raw resumes */
-    upstream_req *up;
-    char *up_body; /* request body sent upstream (borrowed by the upstream request) */
-    int up_status;
-    buf resp;            /* non-stream: the upstream body; stream: a partial SSE event */
-    bool stream_started; /* the client has received the status line */
-    bool client_blocked; /* client write queue above the watermark: upstream paused */
-    bool done_seen;      /* stream: data: [DONE] forwarded */
-    bool finish_seen;    /* stream: an event carried a non-null finish_reason */
-    bool up_error_event; /* context stream: the provider sent an error event (refused) */
-    bool aborted;        /* the client went away */
+    bool body_modified; /* the body differs from the client's bytes: never pass through */
+    bool aborted;       /* the client went away */
     bool timer_init;
     uv_timer_t timer; /* Mock latency and failover backoff */
-    provider_usage usage;
-    uint64_t up_start_ns, upstream_us, ttft_us;
 
-    /* the answer relay (proxy.c) */
-    size_t scan_pos;     /* stream: where the blank-line scan of c->resp resumes */
-    size_t resp_total;   /* bytes of the 2xx answer received (maxResponseBytes) */
-    bool passthrough;    /* non-stream answer relayed as it arrives; c->resp keeps its tail */
-    bool usage_injected; /* the upstream was asked for stream usage the client did not ask for */
-    bool count_text;     /* stream without usage coming: its text is collected in text */
-    buf relay_out;       /* stream: events rewritten for the client (usage removed) */
-    buf text;            /* count_text: the answer's text, counted with the tokenizer */
-    const char *usage_source; /* "upstream", "counted", "none" (access log) */
-
-    /* context stage (context.c); active when ctx_store != NULL */
-    const cfg_mcp *mcp;    /* the route's ModelContextProtocol */
-    ctx_store *ctx_store;  /* this worker's handle on it */
-    char *conv_id;         /* X-Conversation-Id (malloc'd) */
-    uint64_t conv_version; /* version read; 0 = a new conversation */
-    json_t *conv_history;  /* stored messages as read (for Summarize) */
-    char *conv_summary;    /* stored summary as read */
-    json_t *conv_new;      /* the request's own non-system messages, appended on success */
-    json_t *answer;        /* the assistant's message, assembled from the answer */
-    buf ans_text;          /* stream: its content so far (one buffer: no quadratic appends) */
-    bool ans_has_text;
-    buf *tc_args;       /* stream: the tool calls' arguments so far, by index (PL_MAX_TOOL_CALLS) */
-    int context_turns;  /* stored messages sent upstream with this request */
-    bool body_modified; /* the body differs from the client's bytes: never pass through */
-    bool ctx_pending;   /* a store request is in flight (creq) */
-    uint64_t ctx_op_ns; /* when the store request in flight was issued */
-    ctx_req creq;
-    /* the record read (NULL = a new conversation): the commit appends to it, not re-reading it */
-    ctx_record *conv_record;
-    int commit_rc;      /* the context-commit phase's result (CTX_OK when nothing was recorded) */
-    bool commit_reread; /* the commit met a conflict and read the conversation again */
+    pl_plan plan;               /* the route phase's */
+    pl_upstream_state upstream; /* the upstream phase's */
+    pl_context_state ctx;       /* the context phases' */
 
     int status;  /* what the client got */
-    char *error; /* message sent to the client on failure (malloc'd) */
+    char *error; /* message sent to the client on failure (pool) */
     char request_id[40];
     uint64_t start_ns;
 } pl_call;
@@ -281,9 +296,9 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
 bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why, size_t n);
 /* The assembled answer's text (content, tool-call names and arguments), for counting. */
 void pl_context_answer_text(pl_call *c, buf *out);
-/* The respond phase of a call with a context: a non-streamed answer with c->resp and the
+/* The respond phase of a call with a context: a non-streamed answer with c->upstream.resp and the
  * context headers, or a stream's end (`data: [DONE]`, or an error event when the commit
- * failed); result is c->commit_rc. */
+ * failed); result is c->ctx.commit_rc. */
 void pl_context_finish_whole(pl_call *c, int result);
 void pl_context_finish_stream(pl_call *c, int result);
 /* Fails c with the error matching a store result (non-streamed calls). */

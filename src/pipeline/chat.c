@@ -13,8 +13,8 @@
 
 static bool attempts_have(const pl_call *c, const cfg_target *t)
 {
-    for (int i = 0; i < c->n_plan; i++)
-        if (c->attempts[i] == t) return true;
+    for (int i = 0; i < c->plan.n_plan; i++)
+        if (c->plan.attempts[i] == t) return true;
     return false;
 }
 
@@ -25,25 +25,25 @@ static bool attempts_have(const pl_call *c, const cfg_target *t)
 static void plan_attempts(pl_call *c, const cfg_target *first)
 {
     const cfg_route *rt = c->route;
-    c->n_plan = 0;
-    c->attempts[c->n_plan++] = first;
-    for (size_t i = 0; i < rt->n_failover_targets && c->n_plan < PL_MAX_ATTEMPTS; i++) {
+    c->plan.n_plan = 0;
+    c->plan.attempts[c->plan.n_plan++] = first;
+    for (size_t i = 0; i < rt->n_failover_targets && c->plan.n_plan < PL_MAX_ATTEMPTS; i++) {
         const cfg_target *t = rt->failover_targets[i];
         if (attempts_have(c, t) || !route_key_allows(c->key, t)) continue;
-        c->attempts[c->n_plan++] = t;
+        c->plan.attempts[c->plan.n_plan++] = t;
     }
-    c->n_attempts = rt->max_attempts > 0 ? rt->max_attempts : 1;
+    c->plan.n_attempts = rt->max_attempts > 0 ? rt->max_attempts : 1;
     /* ejected targets leave the plan, unless every one of it is (panic: still try them) */
     int64_t now = (int64_t)(clock_mono_ns() / 1000000u);
     int kept = 0;
-    for (int i = 0; i < c->n_plan; i++)
-        if (!health_ejected(&c->rt->health[c->attempts[i]->index], now)) kept++;
-    if (kept == 0 || kept == c->n_plan) return;
+    for (int i = 0; i < c->plan.n_plan; i++)
+        if (!health_ejected(&c->rt->health[c->plan.attempts[i]->index], now)) kept++;
+    if (kept == 0 || kept == c->plan.n_plan) return;
     int k = 0;
-    for (int i = 0; i < c->n_plan; i++)
-        if (!health_ejected(&c->rt->health[c->attempts[i]->index], now))
-            c->attempts[k++] = c->attempts[i];
-    c->n_plan = k;
+    for (int i = 0; i < c->plan.n_plan; i++)
+        if (!health_ejected(&c->rt->health[c->plan.attempts[i]->index], now))
+            c->plan.attempts[k++] = c->plan.attempts[i];
+    c->plan.n_plan = k;
 }
 
 /* Takes one of t's maxConcurrency slots (the in_flight count); false when it is full. */
@@ -60,31 +60,31 @@ void pl_start_attempt(pl_call *c)
 {
     /* the planned target, or when it is full the next one of the plan with room (the two swap
      * places, with what Retry-After said about them); none: 503, as Envoy's circuit breaker */
-    int cur = c->attempt % c->n_plan, found = -1;
-    for (int k = 0; k < c->n_plan && found < 0; k++) {
-        int i = (cur + k) % c->n_plan;
-        if (claim_slot(c, c->attempts[i])) found = i;
+    int cur = c->plan.attempt % c->plan.n_plan, found = -1;
+    for (int k = 0; k < c->plan.n_plan && found < 0; k++) {
+        int i = (cur + k) % c->plan.n_plan;
+        if (claim_slot(c, c->plan.attempts[i])) found = i;
     }
     if (found < 0) {
         static const http_header ra = {STR_LIT("Retry-After"), STR_LIT("1")};
-        const cfg_target *t = c->attempts[cur];
+        const cfg_target *t = c->plan.attempts[cur];
         pl_fail_headers(c, 503, &ra, 1, "server_error", "target_overloaded", NULL,
                         "Model target '%s'%s is at its maxConcurrency (%ld requests in flight); "
                         "retry shortly.",
-                        t->name, c->n_plan > 1 ? " and its failover targets" : "",
+                        t->name, c->plan.n_plan > 1 ? " and its failover targets" : "",
                         t->max_concurrency);
         return;
     }
     if (found != cur) {
-        const cfg_target *t = c->attempts[found];
-        uint64_t nb = c->not_before_ns[found];
-        c->attempts[found] = c->attempts[cur];
-        c->not_before_ns[found] = c->not_before_ns[cur];
-        c->attempts[cur] = t;
-        c->not_before_ns[cur] = nb;
+        const cfg_target *t = c->plan.attempts[found];
+        uint64_t nb = c->plan.not_before_ns[found];
+        c->plan.attempts[found] = c->plan.attempts[cur];
+        c->plan.not_before_ns[found] = c->plan.not_before_ns[cur];
+        c->plan.attempts[cur] = t;
+        c->plan.not_before_ns[cur] = nb;
     }
-    c->target = c->attempts[cur];
-    c->target_counted = true;
+    c->plan.target = c->plan.attempts[cur];
+    c->plan.target_counted = true;
     pl_proxy_start(c);
 }
 

@@ -19,8 +19,8 @@
 static uint64_t prompt_estimate(pl_call *c)
 {
     json_t *body = pl_call_body(c);
-    if (!body || !c->target) return 0;
-    return mock_count_prompt_tokens(c->target, json_object_get(body, "messages"));
+    if (!body || !c->plan.target) return 0;
+    return mock_count_prompt_tokens(c->plan.target, json_object_get(body, "messages"));
 }
 
 bool pl_client_write(pl_call *c, const char *d, size_t n)
@@ -120,7 +120,7 @@ pl_step pl_count_tokens(pl_call *c)
     assert(c->model);
     const cfg_target *t = pl_chat_resolve(c);
     if (!t) return PL_FINISH;
-    c->target = t;
+    c->plan.target = t;
     if (!tokenizer_knows(t)) {
         pl_fail(c, 400, "invalid_request_error", "count_not_supported", "model",
                 "Model '%s' is served by a target of a type whose tokenizer the gateway does not "

@@ -32,7 +32,7 @@ void pl_context_observe(pl_worker *w, const cfg_mcp *mcp, ctx_store *s, const ch
 
 static const tok_encoding *encoding_for(const pl_call *c, char *err, size_t errlen)
 {
-    const char *model = c->attempts[0] ? c->attempts[0]->model_name : c->model;
+    const char *model = c->plan.attempts[0] ? c->plan.attempts[0]->model_name : c->model;
     return tok_load(tok_encoding_for_model(model), err, errlen);
 }
 
@@ -56,7 +56,7 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
         pl_fail(c, 409, "invalid_request_error", "conversation_conflict", NULL,
                 "Conversation '%s' was changed by another request at the same time; nothing was "
                 "recorded. Retry the request.",
-                c->conv_id);
+                c->ctx.conv_id);
         return;
     case CTX_EINVAL:
         pl_fail(c, 400, "invalid_request_error", "invalid_conversation", "X-Conversation-Id", "%s",
@@ -64,16 +64,16 @@ void pl_context_fail(pl_call *c, int result, const char *msg)
         return;
     case CTX_ECORRUPT:
         /* the store's own words (paths, addresses, cipher errors) go to the log only */
-        log_warn("request %s: conversation '%s' cannot be read: %s", c->request_id, c->conv_id,
+        log_warn("request %s: conversation '%s' cannot be read: %s", c->request_id, c->ctx.conv_id,
                  msg);
         pl_fail(c, 500, "server_error", "context_record_unreadable", NULL,
-                "Conversation '%s' cannot be read: its stored record is damaged.", c->conv_id);
+                "Conversation '%s' cannot be read: its stored record is damaged.", c->ctx.conv_id);
         return;
     default:
         log_warn("request %s: the context store of ModelContextProtocol '%s' is unavailable: %s",
-                 c->request_id, c->mcp->name, msg);
+                 c->request_id, c->ctx.mcp->name, msg);
         pl_fail(c, 503, "server_error", "context_store_unavailable", NULL,
-                "The context store of ModelContextProtocol '%s' is unavailable.", c->mcp->name);
+                "The context store of ModelContextProtocol '%s' is unavailable.", c->ctx.mcp->name);
         return;
     }
 }
@@ -91,8 +91,8 @@ static void on_loaded(ctx_req *req)
 /* The stored history becomes part of the body; the phase is done. */
 static void loaded(pl_call *c, ctx_req *req)
 {
-    c->ctx_pending = false;
-    pl_context_observe(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
+    c->ctx.ctx_pending = false;
+    pl_context_observe(c->w, c->ctx.mcp, c->ctx.ctx_store, "get", c->ctx.ctx_op_ns, req->result);
     if (c->aborted) {
         ctx_req_cleanup(req);
         pl_finish(c, 499, NULL, 0, NULL, 0);
@@ -110,29 +110,31 @@ static void loaded(pl_call *c, ctx_req *req)
     req->record = NULL;
     ctx_req_cleanup(req);
     if (rec) {
-        c->conv_record = rec; /* kept: the commit appends to it without reading it again */
-        c->conv_version = rec->version;
-        c->conv_history = json_incref(rec->messages);
-        c->conv_summary = rec->summary ? strdup(rec->summary) : NULL;
+        c->ctx.conv_record = rec; /* kept: the commit appends to it without reading it again */
+        c->ctx.conv_version = rec->version;
+        c->ctx.conv_history = json_incref(rec->messages);
+        c->ctx.conv_summary = arena_strdup(c->pool, rec->summary);
     }
     json_t *req_msgs = json_object_get(c->body, "messages");
     size_t n_request = json_array_size(req_msgs);
-    ctx_conversation conv = {
-        .persona = c->mcp->persona, .summary = c->conv_summary, .history = c->conv_history};
+    ctx_conversation conv = {.persona = c->ctx.mcp->persona,
+                             .summary = c->ctx.conv_summary,
+                             .history = c->ctx.conv_history};
     char err[320];
     const tok_encoding *enc = NULL;
-    if (c->mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
-    if (c->mcp->strategy != CTX_LAST_N && !enc) {
-        const char *strategy = c->mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize";
+    if (c->ctx.mcp->strategy != CTX_LAST_N) enc = encoding_for(c, err, sizeof err);
+    if (c->ctx.mcp->strategy != CTX_LAST_N && !enc) {
+        const char *strategy =
+            c->ctx.mcp->strategy == CTX_TOKEN_BUDGET ? "TokenBudget" : "Summarize";
         log_warn("request %s: contextStrategy %s needs the tokenizer: %s", c->request_id, strategy,
                  err); /* err names files on this server: the log only */
         pl_fail(c, 500, "server_error", "tokenizer_unavailable", NULL,
                 "contextStrategy %s of ModelContextProtocol '%s' needs the tokenizer, which this "
                 "gateway could not load.",
-                strategy, c->mcp->name);
+                strategy, c->ctx.mcp->name);
         return;
     }
-    int rc = ctx_strategy_apply(c->mcp, enc, &conv, c->body, err, sizeof err);
+    int rc = ctx_strategy_apply(c->ctx.mcp, enc, &conv, c->body, err, sizeof err);
     if (rc != 0) {
         pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages", "%s", err);
         return;
@@ -140,7 +142,7 @@ static void loaded(pl_call *c, ctx_req *req)
     size_t n_sent = json_array_size(json_object_get(c->body, "messages"));
     size_t fixed = n_request + (conv.persona && *conv.persona ? 1 : 0) +
                    (conv.summary && *conv.summary ? 1 : 0);
-    c->context_turns = n_sent > fixed ? (int)(n_sent - fixed) : 0;
+    c->ctx.context_turns = n_sent > fixed ? (int)(n_sent - fixed) : 0;
     c->body_modified = true;
     pl_resume(c);
 }
@@ -239,11 +241,11 @@ pl_step pl_phase_context_load(pl_call *c)
                 CTX_ID_MAX);
         return PL_FINISH;
     }
-    c->mcp = mcp;
-    c->conv_id = strndup(id.p, id.n);
+    c->ctx.mcp = mcp;
+    c->ctx.conv_id = arena_strndup(c->pool, id.p, id.n);
     const char *why = NULL;
-    c->ctx_store = pl_bound_store(c->bound, mcp, &why);
-    if (!c->ctx_store) {
+    c->ctx.ctx_store = pl_bound_store(c->bound, mcp, &why);
+    if (!c->ctx.ctx_store) {
         pl_context_fail(c, CTX_EUNAVAIL, why ? why : "it could not be opened");
         return PL_FINISH;
     }
@@ -257,7 +259,7 @@ pl_step pl_phase_context_load(pl_call *c)
     /* what this request adds to the conversation: its own messages, without system ones. The
      * body keeps every number's text for the provider (core/json.h); the store keeps numbers as
      * jansson does, the nearest double, so a number beyond that range cannot be recorded. */
-    c->conv_new = json_array();
+    c->ctx.conv_new = json_array();
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(body, "messages"), i, m)
@@ -269,27 +271,27 @@ pl_step pl_phase_context_load(pl_call *c)
             pl_fail(c, 400, "invalid_request_error", "invalid_value", "messages",
                     "Invalid 'messages[%zu]': it holds a number beyond the range of a double "
                     "(about 1.8e308), which conversation '%s' cannot record.",
-                    i, c->conv_id);
+                    i, c->ctx.conv_id);
             return PL_FINISH;
         }
-        json_array_append_new(c->conv_new, stored);
+        json_array_append_new(c->ctx.conv_new, stored);
     }
-    memset(&c->creq, 0, sizeof c->creq);
-    c->creq.data = c;
-    c->ctx_op_ns = clock_mono_ns();
-    int rc = ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_loaded);
+    memset(&c->ctx.creq, 0, sizeof c->ctx.creq);
+    c->ctx.creq.data = c;
+    c->ctx.ctx_op_ns = clock_mono_ns();
+    int rc = ctx_store_get(c->ctx.ctx_store, &c->ctx.creq, tenant_of(c), c->ctx.conv_id, on_loaded);
     if (rc != 0) {
-        pl_context_fail(c, rc, c->creq.errmsg);
+        pl_context_fail(c, rc, c->ctx.creq.errmsg);
         return PL_FINISH;
     }
-    c->ctx_pending = true;
+    c->ctx.ctx_pending = true;
     return PL_SUSPEND;
 }
 
 size_t pl_context_headers(pl_call *c, http_header *h)
 {
     if (!c->r) return 0;
-    if (!c->ctx_store) {
+    if (!c->ctx.ctx_store) {
         /* the stage did not run (another route, an error before it, an answer it never saw):
          * a valid id is still echoed, so every answer of the request carries it */
         str id = http_request_header(c->r, "x-conversation-id");
@@ -297,8 +299,8 @@ size_t pl_context_headers(pl_call *c, http_header *h)
         h[0] = (http_header){STR_LIT("X-Conversation-Id"), id};
         return 1;
     }
-    char *turns = arena_printf(c->r->pool, "%d", c->context_turns);
-    h[0] = (http_header){STR_LIT("X-Conversation-Id"), str_c(c->conv_id)};
+    char *turns = arena_printf(c->r->pool, "%d", c->ctx.context_turns);
+    h[0] = (http_header){STR_LIT("X-Conversation-Id"), str_c(c->ctx.conv_id)};
     h[1] = (http_header){STR_LIT("X-Context-Turns"), str_c(turns)};
     return 2;
 }
@@ -307,12 +309,12 @@ size_t pl_context_headers(pl_call *c, http_header *h)
 
 static json_t *answer_get(pl_call *c)
 {
-    if (!c->answer) c->answer = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
-    return c->answer;
+    if (!c->ctx.answer) c->ctx.answer = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
+    return c->ctx.answer;
 }
 
 /* tool_calls arrive as deltas keyed by index: id, type and name once (in the first delta of
- * the call), arguments in pieces (kept in c->tc_args until the answer is finalized) */
+ * the call), arguments in pieces (kept in c->ctx.tc_args until the answer is finalized) */
 static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why, size_t whylen)
 {
     json_t *jindex = json_object_get(delta, "index");
@@ -356,11 +358,10 @@ static bool merge_tool_call(pl_call *c, json_t *calls, json_t *delta, char *why,
         if (json_is_string(name)) json_object_set(tfn, "name", name);
         json_t *args = json_object_get(fn, "arguments");
         if (json_is_string(args)) {
-            if (!c->tc_args) {
-                c->tc_args = calloc(PL_MAX_TOOL_CALLS, sizeof *c->tc_args);
-                if (!c->tc_args) abort();
+            if (!c->ctx.tc_args) {
+                c->ctx.tc_args = arena_calloc(c->pool, PL_MAX_TOOL_CALLS, sizeof *c->ctx.tc_args);
             }
-            buf *b = &c->tc_args[index];
+            buf *b = &c->ctx.tc_args[index];
             buf_append(b, json_string_value(args), json_string_length(args));
             if (!b->data) buf_reserve(b, 1); /* "" still makes the arguments present */
         }
@@ -390,7 +391,7 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
         provider_error_message(p, n, pmsg, sizeof pmsg);
         snprintf(why, whylen, "it sent an error event mid-stream (%s)",
                  pmsg[0] ? pmsg : "no message");
-        c->up_error_event = true;
+        c->upstream.up_error_event = true;
         json_decref(ev);
         return false;
     }
@@ -422,8 +423,8 @@ bool pl_context_stream_event(pl_call *c, const char *event, size_t len, char *wh
             return false;
         }
         if (json_is_string(content)) {
-            buf_append(&c->ans_text, json_string_value(content), json_string_length(content));
-            c->ans_has_text = true;
+            buf_append(&c->ctx.ans_text, json_string_value(content), json_string_length(content));
+            c->ctx.ans_has_text = true;
         }
         json_t *tcs = json_object_get(delta, "tool_calls");
         if (tcs && !json_is_array(tcs) && !json_is_null(tcs)) {
@@ -530,8 +531,8 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
                  "conversation store cannot record");
         return false;
     }
-    json_decref(c->answer);
-    c->answer = stored;
+    json_decref(c->ctx.answer);
+    c->ctx.answer = stored;
     return true;
 }
 
@@ -539,13 +540,14 @@ bool pl_context_whole_answer(pl_call *c, const char *body, size_t len, char *why
  * bookkeeping index before they are stored. Idempotent. */
 static void answer_finalize(pl_call *c)
 {
-    json_t *a = c->answer;
+    json_t *a = c->ctx.answer;
     if (!a) return;
-    if (c->ans_has_text) {
+    if (c->ctx.ans_has_text) {
         json_object_set_new(
-            a, "content", json_stringn(c->ans_text.data ? c->ans_text.data : "", c->ans_text.len));
-        c->ans_has_text = false;
-        buf_free(&c->ans_text);
+            a, "content",
+            json_stringn(c->ctx.ans_text.data ? c->ctx.ans_text.data : "", c->ctx.ans_text.len));
+        c->ctx.ans_has_text = false;
+        buf_free(&c->ctx.ans_text);
     }
     json_t *calls = json_object_get(a, "tool_calls");
     size_t i;
@@ -555,7 +557,8 @@ static void answer_finalize(pl_call *c)
         json_t *ix = json_object_get(tc, "_index");
         if (!ix) continue;
         json_int_t index = json_integer_value(ix);
-        buf *b = c->tc_args && index >= 0 && index < PL_MAX_TOOL_CALLS ? &c->tc_args[index] : NULL;
+        buf *b = c->ctx.tc_args && index >= 0 && index < PL_MAX_TOOL_CALLS ? &c->ctx.tc_args[index]
+                                                                           : NULL;
         if (b && b->data)
             json_object_set_new(json_object_get(tc, "function"), "arguments",
                                 json_stringn(b->data, b->len));
@@ -570,7 +573,7 @@ static void answer_finalize(pl_call *c)
 void pl_context_answer_text(pl_call *c, buf *out)
 {
     answer_finalize(c);
-    pl_message_text(c->answer, out);
+    pl_message_text(c->ctx.answer, out);
 }
 
 /* ---- summarising in the background ---- */
@@ -700,11 +703,12 @@ static void job_done(upstream_req *u, upstream_result res, int status, const cha
 
 static const cfg_target *summarize_target(const pl_call *c)
 {
-    const cfg_gateway *gw = c->mcp->summarize_gateway
-                                ? cfg_find_gateway(c->rt->snap, c->mcp->summarize_gateway)
+    const cfg_gateway *gw = c->ctx.mcp->summarize_gateway
+                                ? cfg_find_gateway(c->rt->snap, c->ctx.mcp->summarize_gateway)
                                 : c->rt->gw;
-    if (!gw || !c->mcp->summarize_target) return NULL;
-    return cfg_gateway_find_target(gw, c->mcp->summarize_target, strlen(c->mcp->summarize_target));
+    if (!gw || !c->ctx.mcp->summarize_target) return NULL;
+    return cfg_gateway_find_target(gw, c->ctx.mcp->summarize_target,
+                                   strlen(c->ctx.mcp->summarize_target));
 }
 
 static void summarize_start(pl_call *c, uint64_t version)
@@ -713,10 +717,10 @@ static void summarize_start(pl_call *c, uint64_t version)
     const tok_encoding *enc = encoding_for(c, err, sizeof err);
     if (!enc) return;
     json_t *history = json_array();
-    if (c->conv_history) json_array_extend(history, c->conv_history);
-    json_array_extend(history, c->conv_new);
-    if (c->answer) json_array_append(history, c->answer);
-    ctx_summarize_plan plan = ctx_summarize_decide(c->mcp, enc, history);
+    if (c->ctx.conv_history) json_array_extend(history, c->ctx.conv_history);
+    json_array_extend(history, c->ctx.conv_new);
+    if (c->ctx.answer) json_array_append(history, c->ctx.answer);
+    ctx_summarize_plan plan = ctx_summarize_decide(c->ctx.mcp, enc, history);
     if (plan.n_summarize == 0) {
         json_decref(history);
         return;
@@ -725,12 +729,12 @@ static void summarize_start(pl_call *c, uint64_t version)
     if (!t) {
         log_warn("ModelContextProtocol %s: summarize.target '%s' is not a model target of gateway "
                  "'%s'; history is trimmed instead",
-                 c->mcp->name, c->mcp->summarize_target ? c->mcp->summarize_target : "",
-                 c->mcp->summarize_gateway ? c->mcp->summarize_gateway : c->rt->gw->name);
+                 c->ctx.mcp->name, c->ctx.mcp->summarize_target ? c->ctx.mcp->summarize_target : "",
+                 c->ctx.mcp->summarize_gateway ? c->ctx.mcp->summarize_gateway : c->rt->gw->name);
         json_decref(history);
         return;
     }
-    json_t *messages = ctx_summarize_request(c->conv_summary, history, plan.n_summarize);
+    json_t *messages = ctx_summarize_request(c->ctx.conv_summary, history, plan.n_summarize);
     json_decref(history);
     if (!messages) return;
     summarize_job *j = calloc(1, sizeof *j);
@@ -738,10 +742,10 @@ static void summarize_start(pl_call *c, uint64_t version)
     j->w = c->w;
     j->bound = c->bound;
     pl_bound_ref(j->bound);
-    j->store = c->ctx_store;
-    j->mcp = c->mcp;
+    j->store = c->ctx.ctx_store;
+    j->mcp = c->ctx.mcp;
     j->tenant = tenant_of(c) ? strdup(tenant_of(c)) : NULL;
-    j->id = strdup(c->conv_id);
+    j->id = strdup(c->ctx.conv_id);
     j->replaces = plan.n_summarize;
     j->version = version;
     j->target = t;
@@ -777,24 +781,23 @@ static void on_committed(ctx_req *req);
 static json_t *commit_messages(pl_call *c)
 {
     json_t *msgs = json_array();
-    json_array_extend(msgs, c->conv_new);
-    if (c->answer) json_array_append(msgs, c->answer);
+    json_array_extend(msgs, c->ctx.conv_new);
+    if (c->ctx.answer) json_array_append(msgs, c->ctx.answer);
     return msgs;
 }
 
-/* ctx_store_append_to on c->conv_record; 0 when under way (on_committed follows) */
+/* ctx_store_append_to on c->ctx.conv_record; 0 when under way (on_committed follows) */
 static int start_append(pl_call *c, json_t *msgs)
 {
-    memset(&c->creq, 0, sizeof c->creq);
-    c->creq.data = c;
-    c->ctx_op_ns = clock_mono_ns();
-    int rc = ctx_store_append_to(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, c->conv_record,
-                                 msgs, on_committed);
+    memset(&c->ctx.creq, 0, sizeof c->ctx.creq);
+    c->ctx.creq.data = c;
+    c->ctx.ctx_op_ns = clock_mono_ns();
+    int rc = ctx_store_append_to(c->ctx.ctx_store, &c->ctx.creq, tenant_of(c), c->ctx.conv_id,
+                                 c->ctx.conv_record, msgs, on_committed);
     if (rc != 0) {
-        free(c->error);
-        c->error = strdup(c->creq.errmsg);
+        c->error = arena_strdup(c->pool, c->ctx.creq.errmsg);
     } else {
-        c->ctx_pending = true;
+        c->ctx.ctx_pending = true;
     }
     return rc;
 }
@@ -817,13 +820,12 @@ static bool summary_only_change(const ctx_record *base, const ctx_record *fresh)
 static void commit_done(pl_call *c, int rc, uint64_t version, const char *msg)
 {
     if (rc == CTX_OK) {
-        c->conv_version = version;
-        if (c->mcp->strategy == CTX_SUMMARIZE) summarize_start(c, version);
+        c->ctx.conv_version = version;
+        if (c->ctx.mcp->strategy == CTX_SUMMARIZE) summarize_start(c, version);
     } else {
-        free(c->error);
-        c->error = strdup(msg);
+        c->error = arena_strdup(c->pool, msg);
     }
-    c->commit_rc = rc;
+    c->ctx.commit_rc = rc;
     pl_resume(c);
 }
 
@@ -833,19 +835,19 @@ static void on_reread(ctx_req *req)
 {
     pl_call *c = req->data;
     pl_hold(c);
-    c->ctx_pending = false;
-    pl_context_observe(c->w, c->mcp, c->ctx_store, "get", c->ctx_op_ns, req->result);
+    c->ctx.ctx_pending = false;
+    pl_context_observe(c->w, c->ctx.mcp, c->ctx.ctx_store, "get", c->ctx.ctx_op_ns, req->result);
     ctx_record *fresh = req->result == CTX_OK ? req->record : NULL;
     req->record = NULL;
     ctx_req_cleanup(req);
-    if (!summary_only_change(c->conv_record, fresh)) {
+    if (!summary_only_change(c->ctx.conv_record, fresh)) {
         ctx_record_free(fresh);
         commit_done(c, CTX_ECONFLICT, 0, ctx_strerror(CTX_ECONFLICT));
         pl_unhold(c);
         return;
     }
-    ctx_record_free(c->conv_record);
-    c->conv_record = fresh;
+    ctx_record_free(c->ctx.conv_record);
+    c->ctx.conv_record = fresh;
     json_t *msgs = commit_messages(c);
     int rc = start_append(c, msgs);
     json_decref(msgs);
@@ -857,8 +859,8 @@ static void on_committed(ctx_req *req)
 {
     pl_call *c = req->data;
     pl_hold(c);
-    c->ctx_pending = false;
-    pl_context_observe(c->w, c->mcp, c->ctx_store, "append", c->ctx_op_ns, req->result);
+    c->ctx.ctx_pending = false;
+    pl_context_observe(c->w, c->ctx.mcp, c->ctx.ctx_store, "append", c->ctx.ctx_op_ns, req->result);
     int rc = req->result;
     uint64_t version = req->version;
     char msg[sizeof req->errmsg];
@@ -866,14 +868,15 @@ static void on_committed(ctx_req *req)
     ctx_req_cleanup(req);
     /* the strategy's own background summary may have landed between this request's read and
      * its append: that is not another writer, so the turn goes on top of it (once) */
-    if (rc == CTX_ECONFLICT && c->mcp->strategy == CTX_SUMMARIZE && !c->commit_reread &&
-        c->conv_record) {
-        c->commit_reread = true;
-        memset(&c->creq, 0, sizeof c->creq);
-        c->creq.data = c;
-        c->ctx_op_ns = clock_mono_ns();
-        if (ctx_store_get(c->ctx_store, &c->creq, tenant_of(c), c->conv_id, on_reread) == 0) {
-            c->ctx_pending = true;
+    if (rc == CTX_ECONFLICT && c->ctx.mcp->strategy == CTX_SUMMARIZE && !c->ctx.commit_reread &&
+        c->ctx.conv_record) {
+        c->ctx.commit_reread = true;
+        memset(&c->ctx.creq, 0, sizeof c->ctx.creq);
+        c->ctx.creq.data = c;
+        c->ctx.ctx_op_ns = clock_mono_ns();
+        if (ctx_store_get(c->ctx.ctx_store, &c->ctx.creq, tenant_of(c), c->ctx.conv_id,
+                          on_reread) == 0) {
+            c->ctx.ctx_pending = true;
             pl_unhold(c);
             return;
         }
@@ -883,15 +886,15 @@ static void on_committed(ctx_req *req)
 }
 
 /* The context-commit phase: the request's messages and the answer appended to the
- * conversation (one compare-and-set on the version read); c->commit_rc says how it went, for
+ * conversation (one compare-and-set on the version read); c->ctx.commit_rc says how it went, for
  * the respond phase. Nothing to record (no context, ReadOnlyMany, nothing new): CTX_OK. */
 pl_step pl_phase_context_commit(pl_call *c)
 {
-    c->commit_rc = CTX_OK;
-    if (!c->ctx_store || c->mcp->read_only) return PL_CONTINUE;
+    c->ctx.commit_rc = CTX_OK;
+    if (!c->ctx.ctx_store || c->ctx.mcp->read_only) return PL_CONTINUE;
     /* plain numbers already: a whole answer is made so (pl_context_whole_answer refuses one the
      * store cannot record), a streamed one holds only strings and indices */
-    if (c->answer) answer_finalize(c);
+    if (c->ctx.answer) answer_finalize(c);
     json_t *msgs = commit_messages(c);
     if (json_array_size(msgs) == 0) {
         json_decref(msgs);
@@ -900,7 +903,7 @@ pl_step pl_phase_context_commit(pl_call *c)
     int rc = start_append(c, msgs);
     json_decref(msgs);
     if (rc != 0) {
-        c->commit_rc = rc;
+        c->ctx.commit_rc = rc;
         return PL_CONTINUE;
     }
     return PL_SUSPEND;
@@ -918,17 +921,14 @@ void pl_context_cancel_summaries(pl_worker *w)
 
 void pl_context_free(pl_call *c)
 {
-    ctx_record_free(c->conv_record);
-    free(c->conv_id);
-    free(c->conv_summary);
-    json_decref(c->conv_history);
-    json_decref(c->conv_new);
-    json_decref(c->answer);
-    buf_free(&c->ans_text);
-    if (c->tc_args)
+    ctx_record_free(c->ctx.conv_record);
+    json_decref(c->ctx.conv_history);
+    json_decref(c->ctx.conv_new);
+    json_decref(c->ctx.answer);
+    buf_free(&c->ctx.ans_text);
+    if (c->ctx.tc_args)
         for (int i = 0; i < PL_MAX_TOOL_CALLS; i++)
-            buf_free(&c->tc_args[i]);
-    free(c->tc_args);
+            buf_free(&c->ctx.tc_args[i]);
 }
 
 void pl_context_finish_stream(pl_call *c, int result)
@@ -946,10 +946,10 @@ void pl_context_finish_stream(pl_call *c, int result)
         snprintf(msg, sizeof msg,
                  "Conversation '%s' was changed by another request at the same time; this answer "
                  "was not recorded. Retry the request.",
-                 c->conv_id);
+                 c->ctx.conv_id);
     else
         snprintf(msg, sizeof msg, "This answer was not recorded in conversation '%s': %s",
-                 c->conv_id, c->error ? c->error : ctx_strerror(result));
+                 c->ctx.conv_id, c->error ? c->error : ctx_strerror(result));
     /* the status to log is set first: pl_stream_fail finishes (and frees) the call */
     c->status = result == CTX_ECONFLICT ? 409 : 503;
     pl_stream_fail(c, result == CTX_ECONFLICT ? "invalid_request_error" : "server_error",
@@ -965,5 +965,6 @@ void pl_context_finish_whole(pl_call *c, int result)
     }
     http_header h[3] = {pl_json_ct};
     size_t n = 1 + pl_context_headers(c, h + 1);
-    pl_finish(c, 200, h, n, c->resp.data ? c->resp.data : "", c->resp.len);
+    pl_finish(c, 200, h, n, c->upstream.resp.data ? c->upstream.resp.data : "",
+              c->upstream.resp.len);
 }

@@ -154,8 +154,9 @@ static const char *op_name(ctx_req_type t)
 static bool api_resume(ctx_api *a)
 {
     pl_call *c = a->c;
-    c->ctx_pending = false;
-    pl_context_observe(c->w, a->mcp, a->store, op_name(a->req.type), c->ctx_op_ns, a->req.result);
+    c->ctx.ctx_pending = false;
+    pl_context_observe(c->w, a->mcp, a->store, op_name(a->req.type), c->ctx.ctx_op_ns,
+                       a->req.result);
     if (!c->aborted) return true;
     ctx_req_cleanup(&a->req);
     free(a);
@@ -166,8 +167,8 @@ static bool api_resume(ctx_api *a)
 static void api_started(ctx_api *a, int rc, const char *einval_param)
 {
     if (rc == 0) {
-        a->c->ctx_pending = true;
-        a->c->ctx_op_ns = clock_mono_ns(); /* callbacks never run inside the call */
+        a->c->ctx.ctx_pending = true;
+        a->c->ctx.ctx_op_ns = clock_mono_ns(); /* callbacks never run inside the call */
         return;
     }
     char msg[sizeof a->req.errmsg];
@@ -291,7 +292,7 @@ static void on_appended(ctx_req *req)
             json_pack("{s:s, s:I, s:n}", "id", a->id, "version", (json_int_t)a->version, "turns"));
         return;
     }
-    a->c->ctx_pending = true;
+    a->c->ctx.ctx_pending = true;
 }
 
 static void start_append(ctx_api *a)

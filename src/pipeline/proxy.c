@@ -18,21 +18,21 @@ static void on_client_drain(http_request *r)
 {
     pl_call *c = r->udata;
     if (c->finished) return;
-    if (c->client_blocked && c->up) {
-        c->client_blocked = false;
-        upstream_resume(c->up);
+    if (c->upstream.client_blocked && c->upstream.req) {
+        c->upstream.client_blocked = false;
+        upstream_resume(c->upstream.req);
     }
 }
 
 static void stream_begin(pl_call *c)
 {
-    if (!c->stream_started) c->r->on_drain = on_client_drain;
+    if (!c->upstream.stream_started) c->r->on_drain = on_client_drain;
     pl_stream_begin(c);
 }
 
 static size_t max_event(const pl_call *c)
 {
-    size_t cap = c->target->max_response_bytes;
+    size_t cap = c->plan.target->max_response_bytes;
     return cap < PL_SSE_EVENT_MAX ? cap : PL_SSE_EVENT_MAX;
 }
 
@@ -48,24 +48,23 @@ static void refuse_answer(pl_call *c, const char *code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    upstream_req *u = c->up;
+    upstream_req *u = c->upstream.req;
     if (u) {
-        c->up = NULL;
-        c->upstream_us = (clock_mono_ns() - c->up_start_ns) / 1000u;
+        c->upstream.req = NULL;
+        c->upstream.upstream_us = (clock_mono_ns() - c->upstream.up_start_ns) / 1000u;
         pl_attempt_end(c, false, 0);
         upstream_cancel(u);
-        free(c->up_body);
-        c->up_body = NULL;
+        free(c->upstream.up_body);
+        c->upstream.up_body = NULL;
     }
-    obs_upstream_error(c->w->obs, c->target->name, "answer");
-    if (!c->stream_started) {
+    obs_upstream_error(c->w->obs, c->plan.target->name, "answer");
+    if (!c->upstream.stream_started) {
         pl_fail(c, 502, "server_error", code, NULL, "%s", msg);
         return;
     }
     c->status = 502;
-    if (c->passthrough) {
-        free(c->error);
-        c->error = strdup(msg);
+    if (c->upstream.passthrough) {
+        c->error = arena_strdup(c->pool, msg);
         pl_abort_stream(c);
         return;
     }
@@ -77,7 +76,7 @@ static void refuse_too_large(pl_call *c)
     refuse_answer(c, "upstream_response_too_large",
                   "The answer of model target '%s' is larger than its maxResponseBytes (%zu "
                   "bytes); it was not relayed in full.",
-                  c->target->name, c->target->max_response_bytes);
+                  c->plan.target->name, c->plan.target->max_response_bytes);
 }
 
 /* The removable `"usage":null` member of a chunk (with one adjacent comma): [*from, *to). The
@@ -134,7 +133,7 @@ static void collect_text(pl_call *c, const char *ev, size_t len)
     if (!p) return;
     json_t *doc = json_decode_fast(p, n, NULL, 0);
     pl_message_text(json_object_get(json_array_get(json_object_get(doc, "choices"), 0), "delta"),
-                    &c->text);
+                    &c->upstream.text);
     json_decref(doc);
 }
 
@@ -193,16 +192,16 @@ static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_
                                    size_t *cut_to, char **repl, char *why, size_t whylen)
 {
     if (len >= 12 && memcmp(ev, "data: [DONE]", 12) == 0) {
-        c->done_seen = true;
+        c->upstream.done_seen = true;
         /* with a context the end is written once the turns are committed: forward what
          * precedes [DONE], drop [DONE] and anything after it */
-        return c->ctx_store ? EV_END : EV_FORWARD;
+        return c->ctx.ctx_store ? EV_END : EV_FORWARD;
     }
-    if (c->include_usage || c->usage_injected || !c->usage.present)
-        provider_parse_stream_usage(ev, len, &c->usage);
-    if (!c->finish_seen && has_finish_reason(ev, len)) c->finish_seen = true;
+    if (c->include_usage || c->upstream.usage_injected || !c->upstream.usage.present)
+        provider_parse_stream_usage(ev, len, &c->upstream.usage);
+    if (!c->upstream.finish_seen && has_finish_reason(ev, len)) c->upstream.finish_seen = true;
     enum ev_action act = EV_FORWARD;
-    if (c->usage_injected && memmem(ev, len, "\"usage\"", 7)) {
+    if (c->upstream.usage_injected && memmem(ev, len, "\"usage\"", 7)) {
         /* the client did not ask for usage: it gets the chunks it would have got without it */
         if (find_usage_null(ev, len, cut_from, cut_to)) {
             act = EV_CUT;
@@ -230,14 +229,15 @@ static enum ev_action handle_event(pl_call *c, const char *ev, size_t len, size_
             json_decref(doc);
         }
     }
-    if (c->ctx_store) {
+    if (c->ctx.ctx_store) {
         if (!pl_context_stream_event(c, ev, len, why, whylen)) {
             if (act == EV_REPLACE) free(*repl);
             return EV_REFUSED;
         }
     } else {
-        if (c->count_text) collect_text(c, ev, len);
-        if (!c->up_error_event && is_error_event(ev, len)) c->up_error_event = true;
+        if (c->upstream.count_text) collect_text(c, ev, len);
+        if (!c->upstream.up_error_event && is_error_event(ev, len))
+            c->upstream.up_error_event = true;
     }
     return act;
 }
@@ -247,7 +247,7 @@ static void relay_write(pl_call *c, const char *d, size_t n)
 {
     if (!n) return;
     stream_begin(c);
-    if (!pl_client_write(c, d, n)) c->client_blocked = true;
+    if (!pl_client_write(c, d, n)) c->upstream.client_blocked = true;
 }
 
 /* The end of the next SSE event in d[0..n) (after its blank line: "\n\n" or "\n\r\n"), the
@@ -278,21 +278,22 @@ static bool next_event_end(const char *d, size_t n, size_t *i, size_t *ev_end)
     }
 }
 
-/* Forwards every complete SSE event in c->resp and keeps a trailing partial one. The scan for
- * the blank line that ends an event resumes where the previous call stopped (c->scan_pos), so
- * an event costs one pass however many reads it takes. Events pass as the upstream's bytes, in
- * one write per call; only when one is changed are they copied to c->relay_out. false: c was
- * finished (an event over the size limit, an answer refused). */
+/* Forwards every complete SSE event in c->upstream.resp and keeps a trailing partial one. The scan
+ * for the blank line that ends an event resumes where the previous call stopped
+ * (c->upstream.scan_pos), so an event costs one pass however many reads it takes. Events pass as
+ * the upstream's bytes, in one write per call; only when one is changed are they copied to
+ * c->upstream.relay_out. false: c was finished (an event over the size limit, an answer refused).
+ */
 static bool relay_events(pl_call *c)
 {
-    char *d = c->resp.data;
-    size_t n = c->resp.len;
-    size_t pos = 0;         /* start of the current event */
-    size_t fwd = 0;         /* forwarded bytes not yet copied to relay_out start here */
-    size_t i = c->scan_pos; /* where the next '\n' is looked for */
-    bool copying = false;   /* the forwarded bytes are in relay_out */
-    bool end = false;       /* context: [DONE] seen, nothing more forwarded */
-    buf *out = &c->relay_out;
+    char *d = c->upstream.resp.data;
+    size_t n = c->upstream.resp.len;
+    size_t pos = 0;                  /* start of the current event */
+    size_t fwd = 0;                  /* forwarded bytes not yet copied to relay_out start here */
+    size_t i = c->upstream.scan_pos; /* where the next '\n' is looked for */
+    bool copying = false;            /* the forwarded bytes are in relay_out */
+    bool end = false;                /* context: [DONE] seen, nothing more forwarded */
+    buf *out = &c->upstream.relay_out;
     while (!end) {
         size_t ev_end;
         if (!next_event_end(d, n, &i, &ev_end)) break;
@@ -304,7 +305,7 @@ static bool relay_events(pl_call *c)
             refuse_answer(c, "upstream_response_too_large",
                           "An event of model target '%s' is larger than %zu bytes; the stream "
                           "was broken off.",
-                          c->target->name, max_event(c));
+                          c->plan.target->name, max_event(c));
             return false;
         }
         size_t cut_from = 0, cut_to = 0;
@@ -316,9 +317,10 @@ static bool relay_events(pl_call *c)
             if (copying) buf_append(out, d + fwd, pos - fwd);
             relay_write(c, copying ? out->data : d, copying ? out->len : pos);
             buf_reset(out);
-            refuse_answer(c, c->up_error_event ? "upstream_error" : "invalid_upstream_response",
-                          "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
-                          c->target->name, why);
+            refuse_answer(
+                c, c->upstream.up_error_event ? "upstream_error" : "invalid_upstream_response",
+                "Model target '%s' sent a streamed answer that cannot be recorded: %s.",
+                c->plan.target->name, why);
             return false;
         }
         if (act != EV_FORWARD && act != EV_END) {
@@ -352,19 +354,19 @@ static bool relay_events(pl_call *c)
         relay_write(c, d, pos);
     }
     if (end) {
-        buf_reset(&c->resp);
-        c->scan_pos = 0;
+        buf_reset(&c->upstream.resp);
+        c->upstream.scan_pos = 0;
         return true;
     }
     if (n - pos > max_event(c)) {
         refuse_answer(c, "upstream_response_too_large",
                       "An event of model target '%s' is larger than %zu bytes; the stream was "
                       "broken off.",
-                      c->target->name, max_event(c));
+                      c->plan.target->name, max_event(c));
         return false;
     }
-    if (pos) buf_consume(&c->resp, pos);
-    c->scan_pos = i - pos;
+    if (pos) buf_consume(&c->upstream.resp, pos);
+    c->upstream.scan_pos = i - pos;
     return true;
 }
 
@@ -379,25 +381,29 @@ static bool starts_like_json(const char *d, size_t n)
 
 static void refuse_not_json(pl_call *c)
 {
-    const char *d = c->resp.data ? c->resp.data : "";
-    bool sse = c->resp.len >= 5 && (memcmp(d, "data:", 5) == 0 || memcmp(d, "event", 5) == 0);
+    const char *d = c->upstream.resp.data ? c->upstream.resp.data : "";
+    bool sse =
+        c->upstream.resp.len >= 5 && (memcmp(d, "data:", 5) == 0 || memcmp(d, "event", 5) == 0);
     refuse_answer(c, "invalid_upstream_response",
-                  "Model target '%s' answered with %s instead of a JSON object.", c->target->name,
-                  sse           ? "an event stream to a request without \"stream\": true"
-                  : c->resp.len ? "a body that is not JSON"
-                                : "an empty body");
+                  "Model target '%s' answered with %s instead of a JSON object.",
+                  c->plan.target->name,
+                  sse                    ? "an event stream to a request without \"stream\": true"
+                  : c->upstream.resp.len ? "a body that is not JSON"
+                                         : "an empty body");
 }
 
-/* Keeps the last PL_USAGE_TAIL bytes of a relayed answer in c->resp (its usage is there). */
+/* Keeps the last PL_USAGE_TAIL bytes of a relayed answer in c->upstream.resp (its usage is there).
+ */
 static void keep_tail(pl_call *c, const char *data, size_t len)
 {
     if (len >= PL_USAGE_TAIL) {
-        buf_reset(&c->resp);
-        buf_append(&c->resp, data + len - PL_USAGE_TAIL, PL_USAGE_TAIL);
+        buf_reset(&c->upstream.resp);
+        buf_append(&c->upstream.resp, data + len - PL_USAGE_TAIL, PL_USAGE_TAIL);
         return;
     }
-    buf_append(&c->resp, data, len);
-    if (c->resp.len > 2 * PL_USAGE_TAIL) buf_consume(&c->resp, c->resp.len - PL_USAGE_TAIL);
+    buf_append(&c->upstream.resp, data, len);
+    if (c->upstream.resp.len > 2 * PL_USAGE_TAIL)
+        buf_consume(&c->upstream.resp, c->upstream.resp.len - PL_USAGE_TAIL);
 }
 
 /* A non-stream 2xx piece. Context routes and small answers are held whole (the context stage
@@ -405,51 +411,53 @@ static void keep_tail(pl_call *c, const char *data, size_t len)
  * without context is relayed as it arrives, once its first byte says it is JSON. */
 static void whole_data(pl_call *c, const char *data, size_t len)
 {
-    if (c->passthrough) {
-        if (!http_stream_write(c->r, data, len)) c->client_blocked = true;
+    if (c->upstream.passthrough) {
+        if (!http_stream_write(c->r, data, len)) c->upstream.client_blocked = true;
         keep_tail(c, data, len);
         return;
     }
-    buf_append(&c->resp, data, len);
+    buf_append(&c->upstream.resp, data, len);
     /* held whole when it is recorded or translated (another family's answer, or the caller's) */
-    if (c->ctx_store || c->resp.len <= PL_WHOLE_BUFFER || c->family != PL_FAMILY_OPENAI ||
-        !provider_speaks_openai(c->target))
+    if (c->ctx.ctx_store || c->upstream.resp.len <= PL_WHOLE_BUFFER ||
+        c->family != PL_FAMILY_OPENAI || !provider_speaks_openai(c->plan.target))
         return;
-    if (!starts_like_json(c->resp.data, c->resp.len)) {
+    if (!starts_like_json(c->upstream.resp.data, c->upstream.resp.len)) {
         refuse_not_json(c);
         return;
     }
-    c->passthrough = true;
-    c->stream_started = true;
+    c->upstream.passthrough = true;
+    c->upstream.stream_started = true;
     c->r->on_drain = on_client_drain;
     http_header h[3] = {pl_json_ct};
     size_t n = 1 + pl_context_headers(c, h + 1);
     http_stream_begin(c->r, 200, h, n);
-    if (!http_stream_write(c->r, c->resp.data, c->resp.len)) c->client_blocked = true;
-    buf held = c->resp;
-    c->resp = (buf)BUF_INIT;
+    if (!http_stream_write(c->r, c->upstream.resp.data, c->upstream.resp.len))
+        c->upstream.client_blocked = true;
+    buf held = c->upstream.resp;
+    c->upstream.resp = (buf)BUF_INIT;
     keep_tail(c, held.data, held.len);
     buf_free(&held);
 }
 
-/* A target that does not speak OpenAI, streamed: its complete events in c->up_raw become
- * canonical events appended to c->resp (for relay_events). at_end: the body ended, a last event
- * without its blank line counts. false: c was finished (an event unreadable or too large). */
+/* A target that does not speak OpenAI, streamed: its complete events in c->upstream.up_raw become
+ * canonical events appended to c->upstream.resp (for relay_events). at_end: the body ended, a last
+ * event without its blank line counts. false: c was finished (an event unreadable or too large). */
 static bool translate_events(pl_call *c, const char *data, size_t len, bool at_end)
 {
-    buf_append(&c->up_raw, data, len);
-    if (at_end && c->up_raw.len) buf_append(&c->up_raw, "\n\n", 2);
-    const char *d = c->up_raw.data;
-    size_t n = c->up_raw.len, pos = 0, i = c->up_scan;
+    buf_append(&c->upstream.up_raw, data, len);
+    if (at_end && c->upstream.up_raw.len) buf_append(&c->upstream.up_raw, "\n\n", 2);
+    const char *d = c->upstream.up_raw.data;
+    size_t n = c->upstream.up_raw.len, pos = 0, i = c->upstream.up_scan;
     for (;;) {
         size_t ev_end;
         if (!next_event_end(d, n, &i, &ev_end)) break;
         if (ev_end - pos > max_event(c)) break; /* refused below */
         char why[256];
-        if (provider_stream_event(c->xs, d + pos, ev_end - pos, &c->resp, why, sizeof why) != 0) {
+        if (provider_stream_event(c->upstream.xs, d + pos, ev_end - pos, &c->upstream.resp, why,
+                                  sizeof why) != 0) {
             refuse_answer(c, "invalid_upstream_response",
                           "Model target '%s' sent a stream event that cannot be read: %s.",
-                          c->target->name, why);
+                          c->plan.target->name, why);
             return false;
         }
         pos = ev_end;
@@ -459,40 +467,41 @@ static bool translate_events(pl_call *c, const char *data, size_t len, bool at_e
         refuse_answer(c, "upstream_response_too_large",
                       "An event of model target '%s' is larger than %zu bytes; the stream was "
                       "broken off.",
-                      c->target->name, max_event(c));
+                      c->plan.target->name, max_event(c));
         return false;
     }
-    if (pos) buf_consume(&c->up_raw, pos);
-    c->up_scan = i - pos;
+    if (pos) buf_consume(&c->upstream.up_raw, pos);
+    c->upstream.up_scan = i - pos;
     return true;
 }
 
 static bool data_in(pl_call *c, const char *data, size_t len)
 {
-    size_t cap = c->target->max_response_bytes;
-    bool ok_status = c->up_status >= 200 && c->up_status < 300;
+    size_t cap = c->plan.target->max_response_bytes;
+    bool ok_status = c->upstream.up_status >= 200 && c->upstream.up_status < 300;
     if (!ok_status) {
         /* an error body, read by fail_upstream: what fits under the limit */
-        if (c->resp.len < cap)
-            buf_append(&c->resp, data, len < cap - c->resp.len ? len : cap - c->resp.len);
+        if (c->upstream.resp.len < cap)
+            buf_append(&c->upstream.resp, data,
+                       len < cap - c->upstream.resp.len ? len : cap - c->upstream.resp.len);
         return true;
     }
-    if (c->client_blocked) return false; /* not consumed: delivered again after resume */
-    if (len > cap - c->resp_total) {
+    if (c->upstream.client_blocked) return false; /* not consumed: delivered again after resume */
+    if (len > cap - c->upstream.resp_total) {
         refuse_too_large(c);
         return true;
     }
-    c->resp_total += len;
+    c->upstream.resp_total += len;
     if (!c->stream) {
         whole_data(c, data, len);
         return true;
     }
-    if (c->ttft_us == 0) c->ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
-    if (c->xs) {
+    if (c->upstream.ttft_us == 0) c->upstream.ttft_us = (clock_mono_ns() - c->start_ns) / 1000u;
+    if (c->upstream.xs) {
         if (translate_events(c, data, len, false)) relay_events(c);
         return true;
     }
-    buf_append(&c->resp, data, len);
+    buf_append(&c->upstream.resp, data, len);
     relay_events(c);
     return true;
 }
@@ -519,10 +528,10 @@ static bool ct_is_json(const char *ct)
 
 static void headers_in(pl_call *c, upstream_req *u, int status)
 {
-    c->up_status = status;
+    c->upstream.up_status = status;
     if (status < 200 || status >= 300) return;
     const char *ct = upstream_header_get(u, "content-type");
-    const char *tn = c->target->name;
+    const char *tn = c->plan.target->name;
     if (c->stream) {
         if (ct && !ct_is(ct, "text/event-stream"))
             refuse_answer(c, "invalid_upstream_response",
@@ -541,34 +550,34 @@ static void headers_in(pl_call *c, upstream_req *u, int status)
         return;
     }
     const char *cl = upstream_header_get(u, "content-length");
-    if (cl && strtoull(cl, NULL, 10) > c->target->max_response_bytes)
+    if (cl && strtoull(cl, NULL, 10) > c->plan.target->max_response_bytes)
         refuse_answer(c, "upstream_response_too_large",
                       "The answer of model target '%s' is %.30s bytes, larger than its "
                       "maxResponseBytes (%zu bytes).",
-                      tn, cl, c->target->max_response_bytes);
+                      tn, cl, c->plan.target->max_response_bytes);
 }
 
 /* Where the call's token counts come from; counts with the tokenizer when the provider sent
  * none and the text is known (text NULL: it is not). */
 static void usage_settle(pl_call *c, const char *text, size_t len)
 {
-    if (c->usage.present) {
-        c->usage_source = provider_is_local(c->target) ? "counted" : "upstream";
+    if (c->upstream.usage.present) {
+        c->upstream.usage_source = provider_is_local(c->plan.target) ? "counted" : "upstream";
         return;
     }
     if (!text) {
-        c->usage_source = "none";
+        c->upstream.usage_source = "none";
         return;
     }
     json_t *body = pl_call_body(c);
     char *t = strndup(text, len);
     if (!t) abort();
-    c->usage.completion_tokens = mock_count_tokens(c->target, t);
+    c->upstream.usage.completion_tokens = mock_count_tokens(c->plan.target, t);
     free(t);
-    c->usage.prompt_tokens =
-        body ? mock_count_prompt_tokens(c->target, json_object_get(body, "messages")) : 0;
-    c->usage.present = true;
-    c->usage_source = "counted";
+    c->upstream.usage.prompt_tokens =
+        body ? mock_count_prompt_tokens(c->plan.target, json_object_get(body, "messages")) : 0;
+    c->upstream.usage.present = true;
+    c->upstream.usage_source = "counted";
 }
 
 static bool retryable(const pl_call *c, upstream_result res, int status)
@@ -597,7 +606,7 @@ static void on_backoff(uv_timer_t *t)
 {
     pl_call *c = t->data;
     pl_hold(c);
-    c->attempt++;
+    c->plan.attempt++;
     pl_start_attempt(c);
     pl_unhold(c);
 }
@@ -621,18 +630,18 @@ static void describe_failure(char *out, size_t n, upstream_result res, int statu
  * (a usage chunk dropped for the client, then a timeout). */
 static void attempt_reset(pl_call *c)
 {
-    buf_reset(&c->resp);
-    buf_reset(&c->relay_out);
-    buf_reset(&c->text);
-    c->up_status = 0;
-    c->ttft_us = 0;
-    c->resp_total = 0;
-    c->scan_pos = 0;
-    buf_reset(&c->up_raw);
-    c->up_scan = 0;
-    c->done_seen = c->finish_seen = c->up_error_event = false;
-    c->usage = (provider_usage){0};
-    c->usage_source = NULL;
+    buf_reset(&c->upstream.resp);
+    buf_reset(&c->upstream.relay_out);
+    buf_reset(&c->upstream.text);
+    c->upstream.up_status = 0;
+    c->upstream.ttft_us = 0;
+    c->upstream.resp_total = 0;
+    c->upstream.scan_pos = 0;
+    buf_reset(&c->upstream.up_raw);
+    c->upstream.up_scan = 0;
+    c->upstream.done_seen = c->upstream.finish_seen = c->upstream.up_error_event = false;
+    c->upstream.usage = (provider_usage){0};
+    c->upstream.usage_source = NULL;
 }
 
 /* After a failure in retryOn, before any byte reached the client: schedules the next planned
@@ -650,20 +659,20 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     if (ra_ms >= 0) { /* the target that said so is not asked again before then */
         if (ra_ms > 86400000) ra_ms = 86400000;
         uint64_t nb = now + (uint64_t)ra_ms * 1000000u;
-        int cur = c->attempt % c->n_plan;
-        if (nb > c->not_before_ns[cur]) c->not_before_ns[cur] = nb;
+        int cur = c->plan.attempt % c->plan.n_plan;
+        if (nb > c->plan.not_before_ns[cur]) c->plan.not_before_ns[cur] = nb;
     }
-    int next = c->attempt + 1;
-    if (next >= c->n_attempts) {
-        if (c->n_attempts > 1)
+    int next = c->plan.attempt + 1;
+    if (next >= c->plan.n_attempts) {
+        if (c->plan.n_attempts > 1)
             log_info("request %s: attempt %d on target '%s' failed (%s); no attempts left "
                      "(maxAttempts %d)",
-                     c->request_id, next, c->target->name, why, c->n_attempts);
+                     c->request_id, next, c->plan.target->name, why, c->plan.n_attempts);
         return false;
     }
-    const cfg_target *nt = c->attempts[next % c->n_plan];
+    const cfg_target *nt = c->plan.attempts[next % c->plan.n_plan];
     uint64_t wait_ms = route_backoff_ms(c->route->backoff_ms, next, &c->w->rng);
-    uint64_t nb = c->not_before_ns[next % c->n_plan];
+    uint64_t nb = c->plan.not_before_ns[next % c->plan.n_plan];
     if (nb > now && (nb - now + 999999u) / 1000000u > wait_ms)
         wait_ms = (nb - now + 999999u) / 1000000u;
     uint64_t limit = ROUTE_RETRY_AFTER_MAX_MS;
@@ -672,12 +681,12 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
     if (wait_ms > limit) {
         log_info("request %s: attempt %d on target '%s' failed (%s); not retrying: the wait for "
                  "'%s' would be %llu ms, over the %llu ms limit",
-                 c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms,
-                 (unsigned long long)limit);
+                 c->request_id, next, c->plan.target->name, why, nt->name,
+                 (unsigned long long)wait_ms, (unsigned long long)limit);
         return false;
     }
     log_info("request %s: attempt %d on target '%s' failed (%s); retrying on '%s' in %llu ms",
-             c->request_id, next, c->target->name, why, nt->name, (unsigned long long)wait_ms);
+             c->request_id, next, c->plan.target->name, why, nt->name, (unsigned long long)wait_ms);
     attempt_reset(c);
     uv_update_time(c->w->loop); /* the pause counts from now, not from this loop turn's start */
     pl_call_timer(c, wait_ms, on_backoff);
@@ -687,7 +696,7 @@ static bool retry_later(pl_call *c, upstream_req *u, upstream_result res, int st
 /* The provider's own error text (its error.message), or "no details". */
 static const char *provider_text(const pl_call *c, char *out, size_t outlen)
 {
-    provider_error_message(c->resp.data, c->resp.len, out, outlen);
+    provider_error_message(c->upstream.resp.data, c->upstream.resp.len, out, outlen);
     return out[0] ? out : "no details";
 }
 
@@ -702,7 +711,7 @@ static bool fail_unavailable(pl_call *c, upstream_req *u, upstream_result res, i
     http_header h = {STR_LIT("Retry-After"), str_c(ra)};
     pl_fail_headers(c, 503, &h, 1, "server_error", "upstream_overloaded", NULL,
                     "Model target '%s' is unavailable (HTTP 503, Retry-After: %s): %s",
-                    c->target->name, ra, provider_text(c, pmsg, sizeof pmsg));
+                    c->plan.target->name, ra, provider_text(c, pmsg, sizeof pmsg));
     return true;
 }
 
@@ -723,7 +732,7 @@ static bool header_value_relayable(const char *v)
 static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int status,
                           const char *errmsg, const provider_error *pe)
 {
-    const cfg_target *t = c->target;
+    const cfg_target *t = c->plan.target;
     const char *tn = t->name;
     if (res != UPSTREAM_OK)
         log_warn("request %s: model target '%s' failed: %s", c->request_id, tn,
@@ -759,9 +768,10 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
             const char *v = upstream_header_get(u, names[i]);
             if (v && header_value_relayable(v)) h[n++] = (http_header){str_c(names[i]), str_c(v)};
         }
-        provider_error_message(c->resp.data, c->resp.len, pmsg, sizeof pmsg);
+        provider_error_message(c->upstream.resp.data, c->upstream.resp.len, pmsg, sizeof pmsg);
         pl_fail_headers(c, 429, h, n,
-                        pe ? pe->type : provider_rate_limit_type(c->resp.data, c->resp.len),
+                        pe ? pe->type
+                           : provider_rate_limit_type(c->upstream.resp.data, c->upstream.resp.len),
                         "rate_limit_exceeded", NULL, "Model target '%s' is rate limited: %s", tn,
                         pmsg[0] ? pmsg : "HTTP 429");
         return;
@@ -783,13 +793,13 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
     }
     if (status >= 400 && status < 500) {
         /* the provider's own client error: relay it when it is already JSON */
-        json_t *doc = json_loadb(c->resp.data ? c->resp.data : "", c->resp.len, 0, NULL);
+        json_t *doc = json_loadb(c->upstream.resp.data ? c->upstream.resp.data : "",
+                                 c->upstream.resp.len, 0, NULL);
         bool relay = doc && json_is_object(json_object_get(doc, "error"));
         json_decref(doc);
         if (relay) {
-            free(c->error);
-            c->error = strdup(provider_text(c, pmsg, sizeof pmsg));
-            pl_finish(c, status, &pl_json_ct, 1, c->resp.data, c->resp.len);
+            c->error = arena_strdup(c->pool, provider_text(c, pmsg, sizeof pmsg));
+            pl_finish(c, status, &pl_json_ct, 1, c->upstream.resp.data, c->upstream.resp.len);
             return;
         }
         pl_fail(c, status, "invalid_request_error", "upstream_rejected", NULL,
@@ -812,8 +822,7 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
     free(s);
     pl_client_write(c, ev.data, ev.len);
     buf_free(&ev);
-    free(c->error);
-    c->error = strdup(msg);
+    c->error = arena_strdup(c->pool, msg);
     if (c->status < 400) c->status = 502; /* a caller may have set the status to log */
     pl_finish_stream(c);
 }
@@ -821,58 +830,61 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
 static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status,
                     const char *errmsg)
 {
-    c->up = NULL; /* finished: no cancel from here on */
-    c->upstream_us = (clock_mono_ns() - c->up_start_ns) / 1000u;
+    c->upstream.req = NULL; /* finished: no cancel from here on */
+    c->upstream.upstream_us = (clock_mono_ns() - c->upstream.up_start_ns) / 1000u;
     bool ok = res == UPSTREAM_OK && status >= 200 && status < 300;
     pl_attempt_end(c, ok, upstream_ttfb_us(u));
-    health_observe(&c->rt->health[c->target->index], c->target, res, status);
-    free(c->up_body);
-    c->up_body = NULL;
+    health_observe(&c->rt->health[c->plan.target->index], c->plan.target, res, status);
+    free(c->upstream.up_body);
+    c->upstream.up_body = NULL;
 
     if (ok && !c->stream) {
-        if (c->passthrough) { /* relayed: the end, and the usage from the tail kept */
-            provider_parse_usage(c->resp.data ? c->resp.data : "", c->resp.len, &c->usage);
+        if (c->upstream.passthrough) { /* relayed: the end, and the usage from the tail kept */
+            provider_parse_usage(c->upstream.resp.data ? c->upstream.resp.data : "",
+                                 c->upstream.resp.len, &c->upstream.usage);
             usage_settle(c, NULL, 0);
             pl_resume(c);
             return;
         }
-        if (!starts_like_json(c->resp.data, c->resp.len)) {
+        if (!starts_like_json(c->upstream.resp.data, c->upstream.resp.len)) {
             refuse_not_json(c);
             return;
         }
         provider_usage usage = {0};
-        if (!provider_speaks_openai(c->target)) { /* the provider's format -> canonical */
+        if (!provider_speaks_openai(c->plan.target)) { /* the provider's format -> canonical */
             char why[256];
             size_t n = 0;
             char *a = c->endpoint == PL_EP_EMBEDDINGS
-                          ? provider_embeddings_answer(c->target, c->resp.data, c->resp.len,
-                                                       c->model, &n, why, sizeof why)
-                          : provider_chat_answer(c->target, c->resp.data, c->resp.len, c->model, &n,
-                                                 &usage, why, sizeof why);
+                          ? provider_embeddings_answer(c->plan.target, c->upstream.resp.data,
+                                                       c->upstream.resp.len, c->model, &n, why,
+                                                       sizeof why)
+                          : provider_chat_answer(c->plan.target, c->upstream.resp.data,
+                                                 c->upstream.resp.len, c->model, &n, &usage, why,
+                                                 sizeof why);
             if (!a) {
                 refuse_answer(c, "invalid_upstream_response",
                               "Model target '%s' sent an answer that cannot be read: %s.",
-                              c->target->name, why);
+                              c->plan.target->name, why);
                 return;
             }
-            buf_reset(&c->resp);
-            buf_append(&c->resp, a, n);
+            buf_reset(&c->upstream.resp);
+            buf_append(&c->upstream.resp, a, n);
             free(a);
         }
         if (usage.present) /* the adapter's own counts: the answer is not read again */
-            c->usage = usage;
+            c->upstream.usage = usage;
         else
-            provider_parse_usage(c->resp.data, c->resp.len, &c->usage);
-        if (c->ctx_store) {
+            provider_parse_usage(c->upstream.resp.data, c->upstream.resp.len, &c->upstream.usage);
+        if (c->ctx.ctx_store) {
             char why[320];
-            if (!pl_context_whole_answer(c, c->resp.data ? c->resp.data : "", c->resp.len, why,
-                                         sizeof why)) {
+            if (!pl_context_whole_answer(c, c->upstream.resp.data ? c->upstream.resp.data : "",
+                                         c->upstream.resp.len, why, sizeof why)) {
                 refuse_answer(c, "invalid_upstream_response",
                               "Model target '%s' sent an answer that cannot be recorded: %s.",
-                              c->target->name, why);
+                              c->plan.target->name, why);
                 return;
             }
-            if (!c->usage.present) {
+            if (!c->upstream.usage.present) {
                 buf t = BUF_INIT;
                 pl_context_answer_text(c, &t);
                 usage_settle(c, t.data ? t.data : "", t.len);
@@ -888,55 +900,59 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
         return;
     }
     if (ok) {
-        if (c->xs && c->up_raw.len) { /* the provider's last event without its blank line */
+        if (c->upstream.xs &&
+            c->upstream.up_raw.len) { /* the provider's last event without its blank line */
             if (!translate_events(c, NULL, 0, true) || !relay_events(c)) return;
         }
-        if (c->resp.len) { /* a last event without its blank line */
-            if (!c->stream_started && starts_like_json(c->resp.data, c->resp.len)) {
+        if (c->upstream.resp.len) { /* a last event without its blank line */
+            if (!c->upstream.stream_started &&
+                starts_like_json(c->upstream.resp.data, c->upstream.resp.len)) {
                 refuse_answer(c, "invalid_upstream_response",
                               "Model target '%s' answered a streamed request with a JSON body "
                               "instead of an event stream.",
-                              c->target->name);
+                              c->plan.target->name);
                 return;
             }
-            buf_append(&c->resp, "\n\n", 2);
+            buf_append(&c->upstream.resp, "\n\n", 2);
             if (!relay_events(c)) return;
         }
-        if (!c->stream_started && c->resp_total == 0) {
+        if (!c->upstream.stream_started && c->upstream.resp_total == 0) {
             /* a 2xx with no body at all (a 204, say) is not a stream: nothing to relay */
             refuse_answer(c, "invalid_upstream_response",
                           "Model target '%s' answered a streamed request with an empty body.",
-                          c->target->name);
+                          c->plan.target->name);
             return;
         }
-        if (c->up_error_event) {
+        if (c->upstream.up_error_event) {
             /* plain route: the provider's own error event, relayed as sent, is the end */
             c->status = 502;
-            free(c->error);
-            c->error = strdup("the provider ended its stream with an error event");
+            c->error = arena_strdup(c->pool, "the provider ended its stream with an error event");
             pl_finish_stream(c);
             return;
         }
-        if (!c->done_seen && !c->finish_seen) {
+        if (!c->upstream.done_seen && !c->upstream.finish_seen) {
             /* the body ended cleanly, but the answer did not: no finish_reason, no [DONE] */
             log_warn("request %s: model target '%s' ended its stream without a finish_reason "
                      "or [DONE]",
-                     c->request_id, c->target->name);
+                     c->request_id, c->plan.target->name);
             refuse_answer(c, "upstream_error",
                           "Model target '%s' ended its stream before the answer was complete.",
-                          c->target->name);
+                          c->plan.target->name);
             return;
         }
         stream_begin(c);
-        if (!c->usage.present) {
-            if (c->ctx_store) {
+        if (!c->upstream.usage.present) {
+            if (c->ctx.ctx_store) {
                 buf t = BUF_INIT;
                 pl_context_answer_text(c, &t);
                 usage_settle(c, t.data ? t.data : "", t.len);
                 buf_free(&t);
             } else {
-                usage_settle(c, c->count_text ? (c->text.data ? c->text.data : "") : NULL,
-                             c->text.len);
+                usage_settle(c,
+                             c->upstream.count_text
+                                 ? (c->upstream.text.data ? c->upstream.text.data : "")
+                                 : NULL,
+                             c->upstream.text.len);
             }
         } else {
             usage_settle(c, NULL, 0);
@@ -945,26 +961,26 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
         return;
     }
 
-    obs_upstream_error(c->w->obs, c->target->name,
+    obs_upstream_error(c->w->obs, c->plan.target->name,
                        res == UPSTREAM_CONNECT_FAILED ? "connect"
                        : res == UPSTREAM_TIMEOUT      ? "timeout"
                        : res == UPSTREAM_ERROR        ? "transport"
                                                       : "status");
-    if (c->stream_started && c->passthrough) { /* a relayed JSON body cannot carry an event */
-        free(c->error);
-        c->error = strdup(res == UPSTREAM_OK ? "bad status" : errmsg ? errmsg : "");
+    if (c->upstream.stream_started &&
+        c->upstream.passthrough) { /* a relayed JSON body cannot carry an event */
+        c->error = arena_strdup(c->pool, res == UPSTREAM_OK ? "bad status" : errmsg ? errmsg : "");
         c->status = 502;
         pl_abort_stream(c);
         return;
     }
-    if (c->stream_started) {
+    if (c->upstream.stream_started) {
         char msg[512];
         log_warn("request %s: model target '%s' failed mid-stream: %s", c->request_id,
-                 c->target->name,
+                 c->plan.target->name,
                  res == UPSTREAM_OK ? "bad status"
                  : errmsg           ? errmsg
                                     : "");
-        snprintf(msg, sizeof msg, "Model target '%s' failed mid-stream (%s).", c->target->name,
+        snprintf(msg, sizeof msg, "Model target '%s' failed mid-stream (%s).", c->plan.target->name,
                  res == UPSTREAM_TIMEOUT ? "it timed out" : "the connection failed");
         pl_stream_fail(c, "server_error",
                        res == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error", msg);
@@ -973,9 +989,11 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
     /* another family's error answer: its status in the client's terms (Anthropic 529 -> 503)
      * and the OpenAI type for it */
     provider_error pe = {0};
-    bool mapped = res == UPSTREAM_OK && !provider_speaks_openai(c->target);
+    bool mapped = res == UPSTREAM_OK && !provider_speaks_openai(c->plan.target);
     if (mapped) {
-        provider_map_error(c->target, status, c->resp.data ? c->resp.data : "", c->resp.len, &pe);
+        provider_map_error(c->plan.target, status,
+                           c->upstream.resp.data ? c->upstream.resp.data : "", c->upstream.resp.len,
+                           &pe);
         status = pe.status;
     }
     if (retryable(c, res, status) && retry_later(c, u, res, status, errmsg)) return;
@@ -1021,7 +1039,7 @@ static bool body_or_fail(pl_call *c)
 
 void pl_proxy_start(pl_call *c)
 {
-    const cfg_target *t = c->target;
+    const cfg_target *t = c->plan.target;
     /* the client's own bytes go upstream when they are the target's family and unchanged;
      * otherwise the adapter builds the body from the document (rewritten by the context stage,
      * another family's, or a Mock target's) */
@@ -1031,8 +1049,8 @@ void pl_proxy_start(pl_call *c)
      * the document */
     bool splice = !forward && !c->body_modified && !c->body && provider_splices(t) &&
                   c->endpoint != PL_EP_EMBEDDINGS;
-    provider_stream_free(c->xs);
-    c->xs = NULL;
+    provider_stream_free(c->upstream.xs);
+    c->upstream.xs = NULL;
     if (!forward && !splice && !body_or_fail(c)) return;
     const chat_probe *p = &c->probe;
     provider_raw_body raw = {.body = c->r->body.p,
@@ -1057,7 +1075,7 @@ void pl_proxy_start(pl_call *c)
                  .on_done = on_done};
     pl_sent sent;
     char err[256];
-    c->up_start_ns = clock_mono_ns();
+    c->upstream.up_start_ns = clock_mono_ns();
     int rc = pl_send_chat(c->w->up, &s, &sent, err, sizeof err);
     if (rc == PROVIDER_EDECLINED) {
         if (!body_or_fail(c)) return;
@@ -1084,42 +1102,44 @@ void pl_proxy_start(pl_call *c)
             pl_fail(c, 501, "invalid_request_error", "target_type_unsupported", NULL, "%s", err);
         return;
     }
-    c->up = sent.req;
-    c->up_body = sent.body;
-    c->usage_injected = sent.usage_added;
+    c->upstream.req = sent.req;
+    c->upstream.up_body = sent.body;
+    c->upstream.usage_injected = sent.usage_added;
     if (!provider_speaks_openai(t) && c->stream) {
-        c->xs = provider_stream_new(t, c->model);
-        if (!c->xs) abort();
+        c->upstream.xs = provider_stream_new(t, c->model);
+        if (!c->upstream.xs) abort();
         /* the translation always ends with a usage chunk: the client gets it when it asked */
-        c->usage_injected = !c->include_usage;
+        c->upstream.usage_injected = !c->include_usage;
     }
     /* no usage will come: the text is collected to count it (context routes assemble it) */
-    c->count_text = c->stream && !c->include_usage && !c->usage_injected && !c->ctx_store;
+    c->upstream.count_text =
+        c->stream && !c->include_usage && !c->upstream.usage_injected && !c->ctx.ctx_store;
 }
 
 /* The respond phase: the answer the upstream phase held, or the end of the stream it relayed
  * (after the context-commit phase, whose result decides it on a route with a context). */
 pl_step pl_phase_respond(pl_call *c)
 {
-    if (c->passthrough) { /* a whole answer relayed as it came: its end */
+    if (c->upstream.passthrough) { /* a whole answer relayed as it came: its end */
         c->status = 200;
         pl_finish_stream(c);
         return PL_FINISH;
     }
-    if (c->ctx_store) {
+    if (c->ctx.ctx_store) {
         if (c->stream)
-            pl_context_finish_stream(c, c->commit_rc);
+            pl_context_finish_stream(c, c->ctx.commit_rc);
         else
-            pl_context_finish_whole(c, c->commit_rc);
+            pl_context_finish_whole(c, c->ctx.commit_rc);
         return PL_FINISH;
     }
     if (!c->stream) {
-        pl_finish(c, 200, &pl_json_ct, 1, c->resp.data ? c->resp.data : "", c->resp.len);
+        pl_finish(c, 200, &pl_json_ct, 1, c->upstream.resp.data ? c->upstream.resp.data : "",
+                  c->upstream.resp.len);
         return PL_FINISH;
     }
     /* a provider that ends with a finish_reason but no [DONE]: the client gets the [DONE]
      * OpenAI's wire format promises */
-    if (!c->done_seen) relay_write(c, "data: [DONE]\n\n", 14);
+    if (!c->upstream.done_seen) relay_write(c, "data: [DONE]\n\n", 14);
     c->status = 200;
     pl_finish_stream(c);
     return PL_FINISH;

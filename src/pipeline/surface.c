@@ -19,8 +19,10 @@ static void respond_json(http_request *r, int status, const char *body)
 
 static pl_call *call_new(http_request *r, pl_worker *w)
 {
-    pl_call *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    arena *pool = arena_new(sizeof(pl_call) + 1024);
+    if (!pool) abort();
+    pl_call *c = arena_calloc(pool, 1, sizeof *c);
+    c->pool = pool;
     c->r = r;
     c->w = w;
     c->bound = w->bound;
@@ -70,15 +72,15 @@ static void on_abort(http_request *r)
     pl_call *c = r->udata;
     if (c->finished) return;
     c->aborted = true;
-    if (c->ctx_pending) return; /* a store request cannot be cancelled: its callback finishes */
+    if (c->ctx.ctx_pending) return; /* a store request cannot be cancelled: its callback finishes */
     pl_hold(c);
-    if (c->up) {
-        upstream_cancel(c->up);
-        c->up = NULL;
+    if (c->upstream.req) {
+        upstream_cancel(c->upstream.req);
+        c->upstream.req = NULL;
     }
     if (c->timer_init) uv_timer_stop(&c->timer);
     /* the request must still be finished: writes are dropped by the server */
-    if (c->stream_started)
+    if (c->upstream.stream_started)
         pl_finish_stream(c);
     else
         pl_finish(c, 499, NULL, 0, NULL, 0);

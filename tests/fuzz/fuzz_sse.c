@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *d = (const char *)data;
     pl_call c;
     memset(&c, 0, sizeof c);
+    c.pool = arena_new(4096); /* what the call's own memory holds (tool-call buffers) */
     provider_usage u = {0};
     size_t pos = 0;
     while (pos < size) {
@@ -66,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break; /* the relay stops here too */
         pos = end;
     }
-    check_answer(c.answer);
+    check_answer(c.ctx.answer);
 
     provider_usage whole = {0};
     provider_parse_usage(d, size, &whole);
@@ -77,7 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char why[320];
     pl_context_whole_answer(&c, d, size, why, sizeof why);
-    check_answer(c.answer);
+    check_answer(c.ctx.answer);
     pl_context_free(&c); /* what the stage holds: the answer, its text and tool-call buffers */
+    arena_free(c.pool);
     return 0;
 }
