@@ -25,6 +25,7 @@ static void call_free(pl_call *c)
     anthropic_stream_free(c->client_stream);
     provider_stream_free(c->upstream.xs);
     buf_free(&c->upstream.up_raw);
+    buf_free(&c->upstream.native_out);
     pl_bound_unref(c->bound);
     arena_free(c->pool); /* c itself is in it */
 }
@@ -189,7 +190,10 @@ void pl_finish(pl_call *c, int status, const http_header *hdrs, size_t n, const 
 /* A started stream ends: logged, then ended (http_stream_end) or broken off (_abort), freed. */
 static void stream_close(pl_call *c, void (*close_fn)(http_request *r))
 {
-    if (c->aborted) c->status = 499;
+    if (c->aborted)
+        c->status = 499;
+    else if (c->upstream.native && c->r && close_fn == http_stream_end)
+        pl_client_write(c, NULL, 0); /* the provider's last events */
     http_request *r = call_finish(c);
     close_fn(r);
     call_release(c);

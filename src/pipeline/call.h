@@ -104,6 +104,12 @@ typedef struct pl_upstream_state {
     buf relay_out;       /* stream: events rewritten for the client (usage removed) */
     buf text;            /* count_text: the answer's text, counted with the tokenizer */
     const char *usage_source; /* "upstream", "counted", "none" (access log) */
+    /* the caller's family is the target's (an Anthropic caller, an Anthropic target): the
+     * request went as the caller's bytes, the answer and the stream's events go back as the
+     * provider wrote them; the translation still reads each event (usage, errors, the end),
+     * its output is dropped */
+    bool native;
+    buf native_out; /* native stream: provider events read, not yet written to the caller */
 } pl_upstream_state;
 
 /* The context phases' state (context.c); active when ctx_store != NULL. */
@@ -144,6 +150,7 @@ typedef struct pl_call {
     size_t prefix_len;      /* of the matched pathPrefix */
     const cfg_api_key *key; /* NULL when authentication is None */
     chat_probe probe;       /* the body checked in one streaming pass (no document) */
+    bool probed;            /* /messages: probe holds the Anthropic body's offsets (it passed) */
     sax_tape tape;          /* that pass's tokens, when a target replays them (any_splice) */
     json_t *body;           /* the body as a document, built on demand: pl_call_body() */
     const char *model;      /* as the client sent it (in the request's arena) */
@@ -241,9 +248,11 @@ typedef struct pl_send {
     const cfg_target *target;
     json_t *doc;                  /* the canonical document (a copy is edited), or NULL with raw */
     const provider_raw_body *raw; /* the client's bytes, when they may go as they are */
-    bool embeddings;              /* POST /embeddings (doc), else a chat request */
-    const char *request_id;       /* X-Request-Id upstream; NULL for none */
-    arena *pool;                  /* URL and headers (copied by the upstream client) */
+    bool native;       /* raw is an Anthropic Messages body for an Anthropic target (same family) */
+    bool count_tokens; /* raw is a /messages/count_tokens body, for the target's own count */
+    bool embeddings;   /* POST /embeddings (doc), else a chat request */
+    const char *request_id; /* X-Request-Id upstream; NULL for none */
+    arena *pool;            /* URL and headers (copied by the upstream client) */
     void *udata;
     void (*on_headers)(upstream_req *u, int status, void *udata);
     bool (*on_data)(upstream_req *u, const char *data, size_t len, void *udata);
@@ -283,7 +292,6 @@ void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *
  * then each tool call's function name and arguments (msg may be NULL). */
 void pl_message_text(const json_t *msg, buf *out);
 /* context.c */
-bool pl_context_active(const pl_call *c);
 /* Response headers into h (room for 2); how many: X-Conversation-Id and X-Context-Turns when
  * the stage runs, else X-Conversation-Id alone when the request carries a valid one. */
 size_t pl_context_headers(pl_call *c, http_header *h);

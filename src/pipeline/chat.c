@@ -231,9 +231,19 @@ pl_step pl_embeddings_decode(pl_call *c)
 
 pl_step pl_phase_route(pl_call *c)
 {
-    const cfg_target *t = pl_chat_resolve(c);
+    /* count_tokens resolved its target in its decode phase (to know who counts) */
+    bool counted = c->endpoint == PL_EP_COUNT_TOKENS;
+    const cfg_target *t = counted ? c->plan.target : pl_chat_resolve(c);
     if (!t) return PL_FINISH;
     plan_attempts(c, t);
+    if (counted) { /* only targets that count for themselves: a failover one may not */
+        int k = 0;
+        for (int i = 0; i < c->plan.n_plan; i++)
+            if (provider_counts_tokens(c->plan.attempts[i]))
+                c->plan.attempts[k++] = c->plan.attempts[i];
+        if (k == 0) c->plan.attempts[k++] = t; /* t counts for itself (ejected or not) */
+        c->plan.n_plan = k;
+    }
     return PL_CONTINUE;
 }
 

@@ -23,8 +23,20 @@ static uint64_t prompt_estimate(pl_call *c)
     return mock_count_prompt_tokens(c->plan.target, json_object_get(body, "messages"));
 }
 
+/* A native stream (same family): the provider's own events read so far go out as they came;
+ * d, their translation, is dropped. */
+static bool native_write(pl_call *c)
+{
+    buf *raw = &c->upstream.native_out;
+    if (!raw->len) return true;
+    bool ok = http_stream_write(c->r, raw->data, raw->len);
+    buf_reset(raw);
+    return ok;
+}
+
 bool pl_client_write(pl_call *c, const char *d, size_t n)
 {
+    if (c->upstream.native) return native_write(c);
     if (c->family == PL_FAMILY_OPENAI) return http_stream_write(c->r, d, n);
     if (!n) return true;
     if (!c->client_stream) {
@@ -56,6 +68,9 @@ void pl_client_encode_whole(pl_call *c, int status, const char *body, size_t len
 {
     *out = NULL;
     if (c->family == PL_FAMILY_OPENAI || !body) return;
+    /* the provider's own answer (same family), or a count_tokens answer, goes as it is */
+    if ((c->upstream.native || c->endpoint == PL_EP_COUNT_TOKENS) && status >= 200 && status < 300)
+        return;
     if (status >= 200 && status < 300)
         *out = anthropic_response_from_canonical(body, len, c->model, out_len);
     else
@@ -85,6 +100,10 @@ pl_step pl_messages_decode(pl_call *c)
     json_decref(c->body);
     c->body = doc;
     c->body_modified = true; /* never the client's bytes: they are another family's */
+    /* an Anthropic target may take the caller's own bytes (same family): the probe finds the
+     * model's bytes and the top-level keys for the splice; a body it refuses is translated */
+    c->probed = chat_probe_parse(r->body.p, r->body.n, r->pool, &c->probe, NULL) == PROBE_OK &&
+                c->probe.model_is_string;
     c->model = arena_strdup(r->pool, json_string_value(json_object_get(doc, "model")));
     c->stream = json_is_true(json_object_get(doc, "stream"));
     /* the encoder reports usage in message_delta: the canonical stream must carry it */
@@ -121,10 +140,13 @@ pl_step pl_count_tokens(pl_call *c)
     const cfg_target *t = pl_chat_resolve(c);
     if (!t) return PL_FINISH;
     c->plan.target = t;
+    /* a target that counts for itself is asked (its endpoint, through the upstream phase) */
+    if (provider_counts_tokens(t)) return PL_CONTINUE;
     if (!tokenizer_knows(t)) {
         pl_fail(c, 400, "invalid_request_error", "count_not_supported", "model",
                 "Model '%s' is served by a target of a type whose tokenizer the gateway does not "
-                "have; token counts are exact only for OpenAI, AzureOpenAI and Mock targets.",
+                "have; token counts are exact only for OpenAI, AzureOpenAI and Mock targets (the "
+                "gateway counts) and Anthropic targets (the provider counts).",
                 c->model);
         return PL_FINISH;
     }
@@ -138,8 +160,7 @@ pl_step pl_count_tokens(pl_call *c)
     }
     char body[64];
     int len = snprintf(body, sizeof body, "{\"input_tokens\":%llu}", (unsigned long long)n);
-    /* not a Message: written as it is (pl_finish would encode a 200 body as one) */
-    c->family = PL_FAMILY_OPENAI;
+    /* not a Message: written as it is (pl_client_encode_whole) */
     pl_finish(c, 200, &pl_json_ct, 1, body, (size_t)len);
     return PL_FINISH;
 }

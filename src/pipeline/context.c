@@ -232,7 +232,8 @@ static bool request_messages_ok(pl_call *c, json_t *messages)
 pl_step pl_phase_context_load(pl_call *c)
 {
     const cfg_mcp *mcp = c->route->context;
-    if (!mcp || c->endpoint == PL_EP_EMBEDDINGS) return PL_CONTINUE; /* not a conversation */
+    if (!mcp || c->endpoint == PL_EP_EMBEDDINGS || c->endpoint == PL_EP_COUNT_TOKENS)
+        return PL_CONTINUE; /* not a conversation */
     str id = http_request_header(c->r, "x-conversation-id");
     if (!id.p) return PL_CONTINUE; /* no header: no context */
     if (!id_ok(id)) {

@@ -455,11 +455,14 @@ static bool translate_events(pl_call *c, const char *data, size_t len, bool at_e
         char why[256];
         if (provider_stream_event(c->upstream.xs, d + pos, ev_end - pos, &c->upstream.resp, why,
                                   sizeof why) != 0) {
+            pl_client_write(c, NULL, 0); /* native: what was read before it */
             refuse_answer(c, "invalid_upstream_response",
                           "Model target '%s' sent a stream event that cannot be read: %s.",
                           c->plan.target->name, why);
             return false;
         }
+        /* native: the event itself goes to the caller, with the relay of its translation */
+        if (c->upstream.native) buf_append(&c->upstream.native_out, d + pos, ev_end - pos);
         pos = ev_end;
         i = ev_end;
     }
@@ -813,6 +816,10 @@ static void fail_upstream(pl_call *c, upstream_req *u, upstream_result res, int 
 
 void pl_stream_fail(pl_call *c, const char *type, const char *code, const char *msg)
 {
+    if (c->upstream.native) { /* the provider's events read so far, then the gateway's own */
+        pl_client_write(c, NULL, 0);
+        c->upstream.native = false;
+    }
     size_t len;
     char *s = pl_error_body(type, code, NULL, msg, &len);
     buf ev = BUF_INIT;
@@ -850,8 +857,28 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
             refuse_not_json(c);
             return;
         }
+        if (c->endpoint == PL_EP_COUNT_TOKENS) { /* the provider's count, relayed as it is */
+            json_t *a = json_decode_fast(c->upstream.resp.data, c->upstream.resp.len, NULL, 0);
+            bool good = json_is_integer(json_object_get(a, "input_tokens")) &&
+                        json_integer_value(json_object_get(a, "input_tokens")) >= 0;
+            json_decref(a);
+            if (!good) {
+                refuse_answer(c, "invalid_upstream_response",
+                              "Model target '%s' answered count_tokens without a non-negative "
+                              "integer input_tokens.",
+                              c->plan.target->name);
+                return;
+            }
+            c->upstream.usage_source = "none"; /* counting uses no tokens */
+            pl_resume(c);
+            return;
+        }
         provider_usage usage = {0};
-        if (!provider_speaks_openai(c->plan.target)) { /* the provider's format -> canonical */
+        if (c->upstream.native) { /* the caller's family: relayed as it came */
+            if (!provider_messages_usage(c->upstream.resp.data, c->upstream.resp.len, &usage))
+                usage = (provider_usage){0};
+        } else if (!provider_speaks_openai(
+                       c->plan.target)) { /* the provider's format -> canonical */
             char why[256];
             size_t n = 0;
             char *a = c->endpoint == PL_EP_EMBEDDINGS
@@ -1049,9 +1076,16 @@ void pl_proxy_start(pl_call *c)
      * the document */
     bool splice = !forward && !c->body_modified && !c->body && provider_splices(t) &&
                   c->endpoint != PL_EP_EMBEDDINGS;
+    /* an Anthropic caller and an Anthropic target: the caller's bytes, nothing translated,
+     * unless the context stage rewrote the request */
+    bool native = c->family == PL_FAMILY_ANTHROPIC && c->endpoint == PL_EP_MESSAGES && c->probed &&
+                  t->type == TARGET_ANTHROPIC && !c->ctx.ctx_store;
+    c->upstream.native = native;
+    buf_reset(&c->upstream.native_out);
     provider_stream_free(c->upstream.xs);
     c->upstream.xs = NULL;
-    if (!forward && !splice && !body_or_fail(c)) return;
+    bool count = c->endpoint == PL_EP_COUNT_TOKENS; /* the target counts (provider_counts_tokens) */
+    if (!forward && !splice && !native && !count && !body_or_fail(c)) return;
     const chat_probe *p = &c->probe;
     provider_raw_body raw = {.body = c->r->body.p,
                              .len = c->r->body.n,
@@ -1063,9 +1097,12 @@ void pl_proxy_start(pl_call *c)
                              .n_keys = p->n_top_keys,
                              .stream = c->stream,
                              .tape = c->tape.complete ? &c->tape : NULL};
+    bool raw_body = forward || splice || native || count;
     pl_send s = {.target = t,
-                 .doc = forward || splice ? NULL : c->body,
-                 .raw = forward || splice ? &raw : NULL,
+                 .doc = raw_body ? NULL : c->body,
+                 .raw = raw_body ? &raw : NULL,
+                 .native = native,
+                 .count_tokens = count,
                  .embeddings = c->endpoint == PL_EP_EMBEDDINGS,
                  .request_id = c->request_id,
                  .pool = c->r->pool,

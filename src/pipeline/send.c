@@ -17,6 +17,13 @@ int pl_send_chat(upstream_client *up, const pl_send *s, pl_sent *out, char *err,
         if (!body) abort();
         rc = provider_build_embeddings(s->target, body, s->request_id, s->pool, &pr, err, errlen);
         json_decref(body);
+    } else if (s->raw && s->count_tokens) {
+        rc = provider_build_count_tokens(s->target, s->raw->body, s->raw->len, s->request_id,
+                                         s->pool, &pr, err, errlen);
+    } else if (s->raw && s->native) {
+        rc = provider_build_messages_raw(s->target, s->raw, s->request_id, s->pool, &pr, err,
+                                         errlen);
+        if (rc == 0 && !pr.body) pr.body_len = s->raw->len;
     } else if (s->raw) {
         rc = provider_build_chat_raw(s->target, s->raw, s->request_id, s->pool, &pr, err, errlen);
         if (rc == 0 && !pr.body) pr.body_len = s->raw->len;

@@ -764,6 +764,44 @@ int anthropic_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
     return 0;
 }
 
+int anthropic_build_native(const cfg_target *t, const provider_raw_body *b, const char *request_id,
+                           arena *pool, provider_request *out, char *err, size_t errlen)
+{
+    assert(t->type == TARGET_ANTHROPIC && t->endpoint);
+    memset(out, 0, sizeof *out);
+    build_headers(t, request_id, pool, out);
+    /* Anthropic requires max_tokens: the request's, else the target's parameters' (spliced in
+     * with the rest of them), else the documented default */
+    char extra[48] = "";
+    if (!provider_raw_has_key(b, "max_tokens") && !json_object_get(t->parameters, "max_tokens"))
+        snprintf(extra, sizeof extra, ",\"max_tokens\":%d", ANTHROPIC_DEFAULT_MAX_TOKENS);
+    return provider_splice_raw(t, b, extra[0] ? extra : NULL, out, err, errlen) == 0
+               ? 0
+               : PROVIDER_EREQUEST;
+}
+
+int anthropic_build_count_tokens(const cfg_target *t, const char *body, size_t len,
+                                 const char *request_id, arena *pool, provider_request *out,
+                                 char *err, size_t errlen)
+{
+    assert(t->type == TARGET_ANTHROPIC && t->endpoint);
+    memset(out, 0, sizeof *out);
+    json_t *doc = json_decode_fast(body, len, NULL, 0);
+    if (!json_is_object(doc)) { /* the surface checked it: cannot happen */
+        json_decref(doc);
+        snprintf(err, errlen, "the count_tokens request is not a JSON object");
+        return PROVIDER_EREQUEST;
+    }
+    /* the caller's request as it is, with the provider's model id: the count is the provider's */
+    json_object_set_new(doc, "model", json_string(t->model_name));
+    out->body = json_encode_fast(doc, &out->body_len);
+    json_decref(doc);
+    if (!out->body) abort();
+    build_headers(t, request_id, pool, out);
+    out->url = arena_cat(pool, t->endpoint, "/v1/messages/count_tokens", (char *)NULL);
+    return 0;
+}
+
 /* ------------------------------------------------------------------- shared answers ---- */
 
 static void set_why(char *why, size_t whylen, const char *fmt, ...)
@@ -808,6 +846,18 @@ static bool read_counts(json_t *usage, counts *c, const char **bad)
         *dst[i] = (uint64_t)json_integer_value(x);
     }
     return true;
+}
+
+bool anthropic_answer_usage(const char *body, size_t len, provider_usage *usage)
+{
+    json_t *doc = json_decode_fast(body, len, NULL, 0);
+    json_t *u = json_object_get(doc, "usage");
+    counts c = {0};
+    const char *bad = NULL;
+    bool ok = json_is_object(doc) && json_is_object(u) && read_counts(u, &c, &bad);
+    if (ok) *usage = (provider_usage){true, c.input + c.cache_read + c.cache_creation, c.output};
+    json_decref(doc);
+    return ok;
 }
 
 /* "usage": OpenAI usage, where prompt_tokens counts every input token, cached or not */

@@ -34,6 +34,38 @@ bool provider_splices(const cfg_target *t)
     return t->type == TARGET_ANTHROPIC;
 }
 
+int provider_build_messages_raw(const cfg_target *t, const provider_raw_body *b,
+                                const char *request_id, arena *pool, provider_request *out,
+                                char *err, size_t errlen)
+{
+    if (t->type != TARGET_ANTHROPIC) {
+        snprintf(err, errlen, "target '%s' does not speak the Anthropic Messages API", t->name);
+        return PROVIDER_EUNSUPPORTED;
+    }
+    return anthropic_build_native(t, b, request_id, pool, out, err, errlen);
+}
+
+bool provider_counts_tokens(const cfg_target *t)
+{
+    return t->type == TARGET_ANTHROPIC;
+}
+
+int provider_build_count_tokens(const cfg_target *t, const char *body, size_t len,
+                                const char *request_id, arena *pool, provider_request *out,
+                                char *err, size_t errlen)
+{
+    if (!provider_counts_tokens(t)) {
+        snprintf(err, errlen, "target '%s' has no token-counting endpoint", t->name);
+        return PROVIDER_EUNSUPPORTED;
+    }
+    return anthropic_build_count_tokens(t, body, len, request_id, pool, out, err, errlen);
+}
+
+bool provider_messages_usage(const char *body, size_t len, provider_usage *usage)
+{
+    return anthropic_answer_usage(body, len, usage);
+}
+
 static bool is_openai_family(cfg_target_type type)
 {
     return type == TARGET_OPENAI || type == TARGET_OPENAI_COMPATIBLE ||
@@ -83,13 +115,6 @@ static void chat_headers(const cfg_target *t, const char *request_id, arena *poo
     out->n_headers = n;
 }
 
-static bool has_key(const provider_raw_body *b, const char *key)
-{
-    for (size_t i = 0; i < b->n_keys; i++)
-        if (str_eq_c(b->keys[i], key)) return true;
-    return false;
-}
-
 /* false when v cannot be encoded (text that is not UTF-8, out of memory) */
 static bool append_json(buf *out, json_t *v)
 {
@@ -100,26 +125,25 @@ static bool append_json(buf *out, json_t *v)
     return true;
 }
 
-int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
-                            arena *pool, provider_request *out, char *err, size_t errlen)
+bool provider_raw_has_key(const provider_raw_body *b, const char *key)
 {
-    if (t->type == TARGET_ANTHROPIC) return anthropic_build_chat_raw(t, b, request_id, pool, out);
-    memset(out, 0, sizeof *out);
-    if (check_family(t, err, errlen)) return -1;
-    chat_headers(t, request_id, pool, out, "chat/completions");
+    for (size_t i = 0; i < b->n_keys; i++)
+        if (str_eq_c(b->keys[i], key)) return true;
+    return false;
+}
+
+int provider_splice_raw(const cfg_target *t, const provider_raw_body *b, const char *extra,
+                        provider_request *out, char *err, size_t errlen)
+{
     bool rename = strcmp(t->model_name, b->model) != 0;
-    bool add = false;
+    bool add = extra && *extra;
     const char *k;
     json_t *v;
     json_object_foreach(t->parameters, k, v)
     {
-        if (!has_key(b, k)) add = true;
+        if (!provider_raw_has_key(b, k)) add = true;
     }
-    /* a stream reports its usage only when asked: ask, unless the client or the target's
-     * parameters already say what they want */
-    bool add_usage = b->stream && !has_key(b, "stream_options") &&
-                     !json_object_get(t->parameters, "stream_options");
-    if (!rename && !add && !add_usage) return 0; /* the client's bytes as they are */
+    if (!rename && !add) return 0; /* the client's bytes as they are */
     buf nb = BUF_INIT;
     buf_reserve(&nb, b->len + 64);
     bool ok = true;
@@ -134,7 +158,7 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
     }
     json_object_foreach(t->parameters, k, v)
     {
-        if (has_key(b, k)) continue; /* a key the request sets wins */
+        if (provider_raw_has_key(b, k)) continue; /* a key the request sets wins */
         buf_append(&nb, ",", 1);
         json_t *key = json_string(k);
         ok = ok && append_json(&nb, key);
@@ -147,14 +171,28 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
         snprintf(err, errlen, "could not encode the request body for target '%s'", t->name);
         return -1;
     }
-    if (add_usage) {
-        static const char so[] = ",\"stream_options\":{\"include_usage\":true}";
-        buf_append(&nb, so, sizeof so - 1);
-        out->stream_usage_added = true;
-    }
+    if (extra) buf_puts(&nb, extra);
     buf_append(&nb, b->body + b->object_end, b->len - b->object_end);
     out->body_len = nb.len;
     out->body = buf_steal(&nb);
+    return 0;
+}
+
+int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
+                            arena *pool, provider_request *out, char *err, size_t errlen)
+{
+    if (t->type == TARGET_ANTHROPIC) return anthropic_build_chat_raw(t, b, request_id, pool, out);
+    memset(out, 0, sizeof *out);
+    if (check_family(t, err, errlen)) return -1;
+    chat_headers(t, request_id, pool, out, "chat/completions");
+    /* a stream reports its usage only when asked: ask, unless the client or the target's
+     * parameters already say what they want */
+    bool add_usage = b->stream && !provider_raw_has_key(b, "stream_options") &&
+                     !json_object_get(t->parameters, "stream_options");
+    if (provider_splice_raw(t, b, add_usage ? ",\"stream_options\":{\"include_usage\":true}" : NULL,
+                            out, err, errlen) != 0)
+        return -1;
+    out->stream_usage_added = add_usage;
     return 0;
 }
 

@@ -77,6 +77,23 @@ typedef struct provider_raw_body {
 int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                             arena *pool, provider_request *out, char *err, size_t errlen);
 
+/* An Anthropic Messages request from a caller of that family, to an Anthropic target: the
+ * caller's bytes go upstream with the model (and the target's parameters) spliced in, nothing
+ * translated (docs/anthropic.md "Same family"). PROVIDER_EUNSUPPORTED for other types. */
+int provider_build_messages_raw(const cfg_target *t, const provider_raw_body *b,
+                                const char *request_id, arena *pool, provider_request *out,
+                                char *err, size_t errlen);
+/* POST {prefix}/messages/count_tokens to a target that counts for itself (Anthropic: its
+ * count_tokens endpoint, the caller's body with the model id replaced); PROVIDER_EUNSUPPORTED
+ * for other types (the gateway counts with its tokenizer where it knows the model). */
+bool provider_counts_tokens(const cfg_target *t);
+int provider_build_count_tokens(const cfg_target *t, const char *body, size_t len,
+                                const char *request_id, arena *pool, provider_request *out,
+                                char *err, size_t errlen);
+/* The usage of an Anthropic Message answer (prompt = input + cache read + cache creation);
+ * false when it has none that reads. */
+bool provider_messages_usage(const char *body, size_t len, provider_usage *usage);
+
 /* The upstream request for pr: POST, its URL and headers, body (borrowed: it must live until
  * on_done or cancel) and t's connect / first-token / total timeouts. Callbacks and udata are
  * the caller's to set. */

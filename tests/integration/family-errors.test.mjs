@@ -4,7 +4,8 @@
 // /messages request and an unknown model as Anthropic errors; a stream cut after some text as a
 // final `data: {"error":…}` line (OpenAI) or `event: error` (Anthropic); failover from a 529-ing
 // Claude target to an OpenAI target for both SDKs; /messages/count_tokens exact for Mock and
-// OpenAI targets and a clear 400 for an Anthropic target.
+// OpenAI targets (the gateway's tokenizer), asked of an Anthropic target's own count_tokens
+// endpoint, and a clear 400 for a target whose tokenizer is unknown (OpenAICompatible).
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -66,6 +67,9 @@ spec:
   - name: m-mock
     type: Mock
     config: {modelName: gpt-4o-mini}
+  - name: m-compat
+    type: OpenAICompatible
+    config: {endpoint: "${oaFake.baseURL}", modelName: local-llama}
   - name: fo-claude
     type: Anthropic
     config: {endpoint: "${antFake.baseURL}", modelName: claude-sonnet-4-20250514}
@@ -76,7 +80,7 @@ spec:
     healthCheck: {unhealthyAfter: 100000}
   routes:
   - name: main
-    backends: [{target: m-anthropic}, {target: m-openai}, {target: m-mock}]
+    backends: [{target: m-anthropic}, {target: m-openai}, {target: m-mock}, {target: m-compat}]
   - name: fo
     pathPrefix: /fo/v1
     backends: [{target: fo-claude}]
@@ -293,7 +297,7 @@ spec:
   );
 
   test(
-    'count_tokens: exact for a Mock and an OpenAI target, a clear 400 for an Anthropic target',
+    'count_tokens: exact for a Mock and an OpenAI target (the gateway counts), an Anthropic target counts for itself, a clear 400 for an unknown tokenizer',
     withLogs(logs, async () => {
       const system = 'You count carefully.';
       const messages = [
@@ -311,17 +315,37 @@ spec:
       const withTools = await anthropic.messages.countTokens({ model: 'm-mock', system, messages, tools });
       assert.ok(withTools.input_tokens > want, `tools add tokens: ${withTools.input_tokens} > ${want}`);
 
-      await assert.rejects(anthropic.messages.countTokens({ model: 'm-anthropic', system, messages }), (e) => {
+      assert.equal(oaFake.chatRequests().length + antFake.messageRequests().length, 0, 'the gateway counted: nothing sent upstream');
+
+      // an Anthropic target counts for itself: its count_tokens endpoint, the caller's request
+      // with the provider's model id, the provider's answer as it is
+      const thinking = { type: 'enabled', budget_tokens: 1024 };
+      const claude = await anthropic.messages.countTokens({ model: 'm-anthropic', system, messages, tools, thinking });
+      const asked = antFake.requests.filter((r) => r.path === '/v1/messages/count_tokens');
+      assert.equal(asked.length, 1);
+      assert.deepEqual(asked[0].body, { model: 'claude-sonnet-4-20250514', system, messages, tools, thinking });
+      assert.deepEqual(claude, asked[0].responseBody);
+      assert.ok(claude.input_tokens > 0);
+      // its errors come back in Anthropic's shape
+      antFake.next({ error: 'overloaded' });
+      const over = await postJSON(`${gw.url}/v1/messages/count_tokens`, { model: 'm-anthropic', messages }, { headers: A_HEADERS });
+      assertAnthropicError(over, 503, 'overloaded_error');
+      // an answer without a count is refused, not relayed
+      antFake.next({ body: '{"tokens": 3}', headers: { 'content-type': 'application/json' } });
+      const odd = await postJSON(`${gw.url}/v1/messages/count_tokens`, { model: 'm-anthropic', messages }, { headers: A_HEADERS });
+      assert.match(assertAnthropicError(odd, 502, 'api_error').message, /input_tokens/);
+
+      await assert.rejects(anthropic.messages.countTokens({ model: 'm-compat', system, messages }), (e) => {
         assert.ok(e instanceof Anthropic.BadRequestError, `${e.constructor.name}: ${e.message}`);
         assert.equal(e.error.type, 'error');
         assert.equal(e.error.error.type, 'invalid_request_error');
-        assert.match(e.error.error.message, /m-anthropic/);
-        assert.match(e.error.error.message, /OpenAI, AzureOpenAI and Mock/);
+        assert.match(e.error.error.message, /m-compat/);
+        assert.match(e.error.error.message, /OpenAI, AzureOpenAI and Mock targets \(the gateway counts\) and Anthropic targets/);
         return true;
       });
       const bad = await postJSON(`${gw.url}/v1/messages/count_tokens`, { model: 'm-mock', max_tokens: 5, messages }, { headers: A_HEADERS });
       assert.match(assertAnthropicError(bad, 400, 'invalid_request_error').message, /max_tokens/);
-      assert.equal(oaFake.chatRequests().length + antFake.messageRequests().length, 0, 'counting sends nothing upstream');
+      assert.equal(oaFake.chatRequests().length + antFake.messageRequests().length, 0, 'counting sends no chat request');
     })
   );
 });

@@ -243,6 +243,11 @@ spec:
       assert.equal(h['anthropic-version'], '2023-06-01');
       const b = up.body;
       assert.equal(b.model, 'claude-sonnet-4-20250514');
+      if (caller === 'anthropic') {
+        // same family: the SDK's own body, only the model replaced (nothing translated)
+        const sent = { ...anthropicRequest('claude-sonnet-4-20250514', kind), ...(stream ? { stream: true } : {}) };
+        assert.deepEqual(b, sent, "the caller's own request, model replaced");
+      }
       assert.equal(b.system, SYSTEM, 'the system message became the top-level system string');
       assert.equal(b.max_tokens, wantMax ?? 4096, 'max_tokens: the request\'s, else the default 4096');
       assert.equal(b.stream === true, stream);
@@ -348,7 +353,10 @@ spec:
     }
     assert.equal(m.type, 'message');
     assert.equal(m.role, 'assistant');
-    assert.equal(m.model, TARGETS[target].model, 'model: the name the client sent');
+    // translated answers carry the name the client sent; an Anthropic target's answer goes to an
+    // Anthropic caller as the provider wrote it (same family, as OpenAI -> OpenAI-family)
+    const wantModel = target === 'anthropic' ? 'claude-sonnet-4-20250514' : TARGETS[target].model;
+    assert.equal(m.model, wantModel, 'model: the name the client sent, or the provider\'s own (same family)');
     assert.match(m.id, /^msg_/);
     const texts = m.content.filter((b) => b.type === 'text');
     return {

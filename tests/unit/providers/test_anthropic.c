@@ -938,6 +938,94 @@ static void splice_answer_matches_the_document_path(void **state)
     }
 }
 
+/* An Anthropic caller's own body to an Anthropic target (same family): the bytes as they are,
+ * model replaced, parameters the request lacks added, max_tokens only when nothing gives it. */
+static void native_body_is_the_callers(void **state)
+{
+    (void)state;
+    cfg_target t = target();
+    arena *pool = arena_new(4096);
+    char err[256] = "";
+    provider_request pr;
+    /* offsets as the chat probe gives them */
+    const char *body =
+        "{\"model\":\"claude\",\"max_tokens\":9,\"top_k\":3,\"messages\":[{\"role\":"
+        "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\",\"cache_control\":{"
+        "\"type\":\"ephemeral\"}}]}]}";
+    str keys[] = {STR_LIT("model"), STR_LIT("max_tokens"), STR_LIT("top_k"), STR_LIT("messages")};
+    provider_raw_body raw = {.body = body,
+                             .len = strlen(body),
+                             .model = "claude",
+                             .model_start = 9,
+                             .model_end = 17,
+                             .object_end = strlen(body) - 1,
+                             .keys = keys,
+                             .n_keys = 4};
+    assert_int_equal(provider_build_messages_raw(&t, &raw, "r-1", pool, &pr, err, sizeof err), 0);
+    assert_string_equal(pr.url, "https://api.anthropic.com/v1/messages");
+    assert_string_equal(header(&pr, "x-api-key"), "sk-ant-test");
+    assert_string_equal(header(&pr, "anthropic-version"), "2023-06-01");
+    assert_string_equal(header(&pr, "X-Request-Id"), "r-1");
+    char *want =
+        "{\"model\":\"claude-sonnet-4-20250514\",\"max_tokens\":9,\"top_k\":3,\"messages\":"
+        "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}";
+    assert_int_equal(pr.body_len, strlen(want));
+    assert_memory_equal(pr.body, want, pr.body_len);
+    free(pr.body);
+    /* the target's parameters where the request has none; max_tokens from them, not the default */
+    t.parameters = json_pack("{s:i,s:i,s:f}", "top_k", 50, "max_tokens", 77, "temperature", 0.5);
+    assert_int_equal(provider_build_messages_raw(&t, &raw, NULL, pool, &pr, err, sizeof err), 0);
+    json_t *got = json_loadb(pr.body, pr.body_len, 0, NULL);
+    assert_non_null(got);
+    assert_int_equal(json_integer_value(json_object_get(got, "top_k")), 3);      /* the request's */
+    assert_int_equal(json_integer_value(json_object_get(got, "max_tokens")), 9); /* ditto */
+    assert_true(json_real_value(json_object_get(got, "temperature")) == 0.5);
+    json_decref(got);
+    free(pr.body);
+    /* a body without max_tokens and parameters without it: the default */
+    json_decref(t.parameters);
+    t.parameters = NULL;
+    const char *bare = "{\"model\":\"claude\",\"messages\":[]}";
+    str bare_keys[] = {STR_LIT("model"), STR_LIT("messages")};
+    provider_raw_body b2 = {.body = bare,
+                            .len = strlen(bare),
+                            .model = "claude",
+                            .model_start = 9,
+                            .model_end = 17,
+                            .object_end = strlen(bare) - 1,
+                            .keys = bare_keys,
+                            .n_keys = 2};
+    assert_int_equal(provider_build_messages_raw(&t, &b2, NULL, pool, &pr, err, sizeof err), 0);
+    assert_string_equal(
+        pr.body, "{\"model\":\"claude-sonnet-4-20250514\",\"messages\":[],\"max_tokens\":4096}");
+    free(pr.body);
+    /* ... or the target's, when it has one */
+    t.parameters = json_pack("{s:i}", "max_tokens", 77);
+    assert_int_equal(provider_build_messages_raw(&t, &b2, NULL, pool, &pr, err, sizeof err), 0);
+    assert_string_equal(
+        pr.body, "{\"model\":\"claude-sonnet-4-20250514\",\"messages\":[],\"max_tokens\":77}");
+    free(pr.body);
+    json_decref(t.parameters);
+    /* another type does not speak it */
+    cfg_target o = {
+        .name = "gpt", .type = TARGET_OPENAI, .endpoint = "https://x", .model_name = "m"};
+    assert_int_equal(provider_build_messages_raw(&o, &b2, NULL, pool, &pr, err, sizeof err),
+                     PROVIDER_EUNSUPPORTED);
+    /* the answer's usage: every input token counted as prompt */
+    provider_usage u = {0};
+    const char *ans =
+        "{\"type\":\"message\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\""
+        ":7,\"cache_creation_input_tokens\":11,\"output_tokens\":3}}";
+    assert_true(provider_messages_usage(ans, strlen(ans), &u));
+    assert_true(u.present);
+    assert_int_equal(u.prompt_tokens, 23);
+    assert_int_equal(u.completion_tokens, 3);
+    assert_false(provider_messages_usage("{\"usage\":{\"input_tokens\":-1}}", 29, &u));
+    assert_false(provider_messages_usage("not json", 8, &u));
+    arena_free(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -956,6 +1044,7 @@ int main(void)
         cmocka_unit_test(stream_malformed),
         cmocka_unit_test(errors_map),
         cmocka_unit_test(splice_request_matches_the_document_path),
+        cmocka_unit_test(native_body_is_the_callers),
         cmocka_unit_test(splice_answer_matches_the_document_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
