@@ -151,10 +151,13 @@ typedef struct pl_call {
     const cfg_api_key *key; /* NULL when authentication is None */
     chat_probe probe;       /* the body checked in one streaming pass (no document) */
     bool probed;            /* /messages: probe holds the Anthropic body's offsets (it passed) */
-    sax_tape tape;          /* that pass's tokens, when a target replays them (any_splice) */
-    json_t *body;           /* the body as a document, built on demand: pl_call_body() */
-    const char *model;      /* as the client sent it (in the request's arena) */
-    pl_family family;       /* the caller's API family */
+    /* /messages: valid Anthropic the canonical form cannot carry (no body document): refused
+     * unless the call goes to an Anthropic target as the same family (pl_refuse_deferred) */
+    const struct anthropic_refusal *deferred;
+    sax_tape tape;     /* that pass's tokens, when a target replays them (any_splice) */
+    json_t *body;      /* the body as a document, built on demand: pl_call_body() */
+    const char *model; /* as the client sent it (in the request's arena) */
+    pl_family family;  /* the caller's API family */
     struct anthropic_stream *client_stream; /* Anthropic caller, stream: the event encoder */
     buf client_out;                         /* events encoded for the caller, before a write */
     bool stream, include_usage;
@@ -241,6 +244,8 @@ void pl_client_encode_whole(pl_call *c, int status, const char *body, size_t len
 /* The decode phase of POST {prefix}/messages, and {prefix}/messages/count_tokens (answered). */
 pl_step pl_messages_decode(pl_call *c);
 pl_step pl_count_tokens(pl_call *c);
+/* 400 with c->deferred's refusal: the call cannot go to an Anthropic target as it is. */
+void pl_refuse_deferred(pl_call *c);
 
 /* send.c — one chat request to a target through its adapter (the upstream stage's attempts and
  * the Summarize strategy's requests). */
@@ -250,6 +255,7 @@ typedef struct pl_send {
     const provider_raw_body *raw; /* the client's bytes, when they may go as they are */
     bool native;       /* raw is an Anthropic Messages body for an Anthropic target (same family) */
     bool count_tokens; /* raw is a /messages/count_tokens body, for the target's own count */
+    const char *beta;  /* native: the caller's anthropic-beta header, passed on (or NULL) */
     bool embeddings;   /* POST /embeddings (doc), else a chat request */
     const char *request_id; /* X-Request-Id upstream; NULL for none */
     arena *pool;            /* URL and headers (copied by the upstream client) */

@@ -235,7 +235,19 @@ pl_step pl_phase_route(pl_call *c)
     bool counted = c->endpoint == PL_EP_COUNT_TOKENS;
     const cfg_target *t = counted ? c->plan.target : pl_chat_resolve(c);
     if (!t) return PL_FINISH;
+    if (c->deferred && t->type != TARGET_ANTHROPIC) {
+        pl_refuse_deferred(c);
+        return PL_FINISH;
+    }
     plan_attempts(c, t);
+    if (c->deferred) { /* only Anthropic targets can take it as it is */
+        int k = 0;
+        for (int i = 0; i < c->plan.n_plan; i++)
+            if (c->plan.attempts[i]->type == TARGET_ANTHROPIC)
+                c->plan.attempts[k++] = c->plan.attempts[i];
+        if (k == 0) c->plan.attempts[k++] = t;
+        c->plan.n_plan = k;
+    }
     if (counted) { /* only targets that count for themselves: a failover one may not */
         int k = 0;
         for (int i = 0; i < c->plan.n_plan; i++)

@@ -88,22 +88,50 @@ static void refuse(pl_call *c, const anthropic_refusal *why)
             "%s", why->message);
 }
 
+/* The request is valid Anthropic that the canonical form cannot carry (a document block, a
+ * server tool, container, ...): only an Anthropic target, as the same family, can take it. The
+ * refusal waits for the route; a phase that finds the call cannot go that way gives it. */
+static bool defer(pl_call *c, const anthropic_refusal *why)
+{
+    if (!why->cannot_carry || !c->probed) return false;
+    anthropic_refusal *kept = arena_alloc(c->pool, sizeof *kept);
+    *kept = *why;
+    c->deferred = kept;
+    c->model = c->probe.model; /* decoded by the probe, in the request's arena */
+    c->stream = c->probe.stream;
+    c->include_usage = c->stream;
+    c->body_modified = true;
+    return true;
+}
+
+void pl_refuse_deferred(pl_call *c)
+{
+    assert(c->deferred);
+    pl_fail(c, 400, "invalid_request_error", "invalid_request",
+            c->deferred->param[0] ? c->deferred->param : NULL,
+            "%s (model '%s' is not served by an Anthropic target, which alone could take it as "
+            "it is)",
+            c->deferred->message, c->model);
+}
+
 pl_step pl_messages_decode(pl_call *c)
 {
     http_request *r = c->r;
-    anthropic_refusal why = {{0}, {0}};
+    anthropic_refusal why = {{0}, {0}, false};
     json_t *doc = anthropic_request_to_canonical(r->body.p ? r->body.p : "", r->body.n, &why);
+    /* an Anthropic target may take the caller's own bytes (same family): the probe finds the
+     * model's bytes and the top-level keys for the splice; a body it refuses is translated */
+    c->probed = chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, &c->probe, NULL) ==
+                    PROBE_OK &&
+                c->probe.model_is_string;
     if (!doc) {
+        if (defer(c, &why)) return PL_CONTINUE;
         refuse(c, &why);
         return PL_FINISH;
     }
     json_decref(c->body);
     c->body = doc;
     c->body_modified = true; /* never the client's bytes: they are another family's */
-    /* an Anthropic target may take the caller's own bytes (same family): the probe finds the
-     * model's bytes and the top-level keys for the splice; a body it refuses is translated */
-    c->probed = chat_probe_parse(r->body.p, r->body.n, r->pool, &c->probe, NULL) == PROBE_OK &&
-                c->probe.model_is_string;
     c->model = arena_strdup(r->pool, json_string_value(json_object_get(doc, "model")));
     c->stream = json_is_true(json_object_get(doc, "stream"));
     /* the encoder reports usage in message_delta: the canonical stream must carry it */
@@ -127,21 +155,33 @@ static bool tokenizer_knows(const cfg_target *t)
 pl_step pl_count_tokens(pl_call *c)
 {
     http_request *r = c->r;
-    anthropic_refusal why = {{0}, {0}};
+    anthropic_refusal why = {{0}, {0}, false};
     json_t *doc = anthropic_count_request(r->body.p ? r->body.p : "", r->body.n, &why);
     if (!doc) {
-        refuse(c, &why);
-        return PL_FINISH;
+        /* what the canonical form cannot carry may still be counted by an Anthropic target */
+        c->probed = why.cannot_carry &&
+                    chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, &c->probe,
+                                     NULL) == PROBE_OK &&
+                    c->probe.model_is_string;
+        if (!defer(c, &why)) {
+            refuse(c, &why);
+            return PL_FINISH;
+        }
+    } else {
+        json_decref(c->body);
+        c->body = doc;
+        c->model = arena_strdup(r->pool, json_string_value(json_object_get(doc, "model")));
     }
-    json_decref(c->body);
-    c->body = doc;
-    c->model = arena_strdup(r->pool, json_string_value(json_object_get(doc, "model")));
     assert(c->model);
     const cfg_target *t = pl_chat_resolve(c);
     if (!t) return PL_FINISH;
     c->plan.target = t;
     /* a target that counts for itself is asked (its endpoint, through the upstream phase) */
     if (provider_counts_tokens(t)) return PL_CONTINUE;
+    if (c->deferred) {
+        pl_refuse_deferred(c);
+        return PL_FINISH;
+    }
     if (!tokenizer_knows(t)) {
         pl_fail(c, 400, "invalid_request_error", "count_not_supported", "model",
                 "Model '%s' is served by a target of a type whose tokenizer the gateway does not "

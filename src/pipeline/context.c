@@ -242,6 +242,10 @@ pl_step pl_phase_context_load(pl_call *c)
                 CTX_ID_MAX);
         return PL_FINISH;
     }
+    if (c->deferred) { /* the history goes in through the canonical form, which cannot carry it */
+        pl_refuse_deferred(c);
+        return PL_FINISH;
+    }
     c->ctx.mcp = mcp;
     c->ctx.conv_id = arena_strndup(c->pool, id.p, id.n);
     const char *why = NULL;

@@ -1055,6 +1055,13 @@ static void on_done(upstream_req *u, upstream_result res, int status, const char
     pl_unhold(c);
 }
 
+/* The caller's anthropic-beta header (NUL-terminated in the request's arena), or NULL. */
+static const char *beta_header(pl_call *c)
+{
+    str v = http_request_header(c->r, "anthropic-beta");
+    return v.p && v.n ? arena_strndup(c->r->pool, v.p, v.n) : NULL;
+}
+
 /* the request's document, decoded once; false when it cannot be (the call is answered 400) */
 static bool body_or_fail(pl_call *c)
 {
@@ -1080,11 +1087,15 @@ void pl_proxy_start(pl_call *c)
      * unless the context stage rewrote the request */
     bool native = c->family == PL_FAMILY_ANTHROPIC && c->endpoint == PL_EP_MESSAGES && c->probed &&
                   t->type == TARGET_ANTHROPIC && !c->ctx.ctx_store;
+    bool count = c->endpoint == PL_EP_COUNT_TOKENS; /* the target counts (provider_counts_tokens) */
+    if (c->deferred && !native && !count) { /* cannot happen: the route kept Anthropic targets */
+        pl_refuse_deferred(c);
+        return;
+    }
     c->upstream.native = native;
     buf_reset(&c->upstream.native_out);
     provider_stream_free(c->upstream.xs);
     c->upstream.xs = NULL;
-    bool count = c->endpoint == PL_EP_COUNT_TOKENS; /* the target counts (provider_counts_tokens) */
     if (!forward && !splice && !native && !count && !body_or_fail(c)) return;
     const chat_probe *p = &c->probe;
     provider_raw_body raw = {.body = c->r->body.p,
@@ -1103,6 +1114,7 @@ void pl_proxy_start(pl_call *c)
                  .raw = raw_body ? &raw : NULL,
                  .native = native,
                  .count_tokens = count,
+                 .beta = native || count ? beta_header(c) : NULL,
                  .embeddings = c->endpoint == PL_EP_EMBEDDINGS,
                  .request_id = c->request_id,
                  .pool = c->r->pool,

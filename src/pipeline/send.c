@@ -39,6 +39,8 @@ int pl_send_chat(upstream_client *up, const pl_send *s, pl_sent *out, char *err,
         free(pr.body);
         return rc;
     }
+    if (s->beta && pr.n_headers < PROVIDER_MAX_HEADERS) /* the caller's opt-in to beta features */
+        pr.headers[pr.n_headers++] = (upstream_header){"anthropic-beta", s->beta};
     out->body = pr.body;
     out->usage_added = pr.stream_usage_added;
     /* the adapter's body, the client's bytes, or none (a Mock answer is made already) */

@@ -54,6 +54,14 @@ static json_t *refuse(anthropic_refusal *why, const char *param, const char *fmt
     return NULL;
 }
 
+/* refuse() for valid Anthropic the canonical form cannot carry (anthropic_refusal.cannot_carry) */
+static json_t *cannot_carry(anthropic_refusal *why, const char *param, const char *sentence)
+{
+    refuse(why, param, "%s", sentence);
+    why->cannot_carry = true;
+    return NULL;
+}
+
 /* v is a JSON number (an integer, a real, or a raw number the fast decoder kept as text). */
 static bool number_value(const json_t *v, double *out)
 {
@@ -209,9 +217,9 @@ static json_t *image_block(const json_t *b, const char *path, anthropic_refusal 
         url = strdup(u);
         if (!url) return NULL;
     } else if (strcmp(t, "file") == 0) {
-        return refuse(why, pt,
-                      "file sources (the Files API) are not supported by this gateway; send the "
-                      "image as base64 or url");
+        return cannot_carry(why, pt,
+                            "file sources (the Files API) are not supported by this gateway; send "
+                            "the image as base64 or url");
     } else {
         return refuse(why, pt,
                       "Input tag '%s' found using 'type' does not match any of the "
@@ -279,10 +287,10 @@ static bool tool_result_content(const json_t *c, const char *path, buf *out, ant
             buf_append(out, text, json_string_length(json_object_get(b, "text")));
         } else if (strcmp(t, "image") == 0) {
             fmt_into(bp, sizeof bp, "%s.%zu.type", p, i);
-            return refuse(why, bp,
-                          "images inside a tool_result are not supported by this gateway (an "
-                          "OpenAI tool message holds text only); send the image as an image "
-                          "block of the user message after the tool_result"),
+            return cannot_carry(why, bp,
+                                "images inside a tool_result are not supported by this gateway "
+                                "(an OpenAI tool message holds text only); send the image as an "
+                                "image block of the user message after the tool_result"),
                    false;
         } else {
             fmt_into(bp, sizeof bp, "%s.%zu.type", p, i);
@@ -368,7 +376,7 @@ static bool user_message(const json_t *content, size_t mi, json_t *msgs, anthrop
             fmt_into(tp, sizeof tp, "%s.type", path);
             const char *no = unsupported_type(t);
             if (no)
-                refuse(why, tp, "%s", no);
+                cannot_carry(why, tp, no);
             else if (strcmp(t, "tool_use") == 0 || strcmp(t, "thinking") == 0 ||
                      strcmp(t, "redacted_thinking") == 0)
                 refuse(why, tp, "%s blocks belong in assistant messages", t);
@@ -492,7 +500,7 @@ static bool assistant_message(const json_t *content, size_t mi, json_t *msgs,
             fmt_into(tp, sizeof tp, "%s.type", path);
             const char *no = unsupported_type(t);
             if (no)
-                refuse(why, tp, "%s", no);
+                cannot_carry(why, tp, no);
             else if (strcmp(t, "image") == 0 || strcmp(t, "tool_result") == 0)
                 refuse(why, tp, "%s blocks belong in user messages", t);
             else
@@ -656,10 +664,10 @@ static json_t *convert_tools(const json_t *tools, anthropic_refusal *why)
         json_t *type = opt(t, "type");
         if (type && !(json_is_string(type) && strcmp(json_string_value(type), "custom") == 0)) {
             fmt_into(f, sizeof f, "%s.type", p);
-            refuse(why, f,
-                   "server tools (Anthropic-run tools such as web search, bash or the text "
-                   "editor) are not supported by this gateway; define the tool with name, "
-                   "description and input_schema");
+            cannot_carry(why, f,
+                         "server tools (Anthropic-run tools such as web search, bash or the text "
+                         "editor) are not supported by this gateway; define the tool with name, "
+                         "description and input_schema");
             goto fail;
         }
         if (!only_keys(t, keys, p, why) || !check_cache_control(t, p, why)) goto fail;
@@ -858,7 +866,7 @@ static json_t *convert(const char *body, size_t len, bool count, anthropic_refus
     {
         for (const char *const *u = UNSUPPORTED_KEYS; *u; u++)
             if (strcmp(*u, key) == 0) {
-                refuse(why, key, "this Anthropic parameter is not supported by this gateway");
+                cannot_carry(why, key, "this Anthropic parameter is not supported by this gateway");
                 goto fail;
             }
     }

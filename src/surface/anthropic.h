@@ -21,6 +21,10 @@
 typedef struct anthropic_refusal {
     char param[128];
     char message[512];
+    /* valid Anthropic that the canonical form cannot carry (documents, server tools, the Files
+     * API, container, ...), not a malformed request: an Anthropic target can still take the
+     * request as it is (the pipeline's same-family path) */
+    bool cannot_carry;
 } anthropic_refusal;
 
 /* The client's Messages body -> a new canonical chat document (a new reference), or NULL with

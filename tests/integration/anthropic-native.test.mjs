@@ -5,7 +5,9 @@
 // top_k, cache_control, thinking, stop_sequence in the answer — reaches both ends. Usage is
 // still read (access log), a stream cut by the upstream still ends with an Anthropic error event,
 // failover to another family's target still translates, and a route with a context store (whose
-// strategy rewrites the request) still goes through the canonical form.
+// strategy rewrites the request) still goes through the canonical form. The caller's
+// anthropic-beta header goes with the same-family request. What only Anthropic can take (a
+// document block, container: refused for other targets) goes to an Anthropic target as it is.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
@@ -82,6 +84,9 @@ spec:
     pathPrefix: /ctx/v1
     backends: [{target: claude}]
     contextRef: {name: mem}
+  - name: oa
+    pathPrefix: /oa/v1
+    backends: [{target: gpt}]
   authentication: {type: None}
 `,
     });
@@ -115,11 +120,13 @@ spec:
   test(
     "whole: the caller's bytes upstream (model replaced, parameters the request lacks added), the provider's answer back as it is",
     withLogs(logs, async () => {
-      const { data: m, response } = await sdk.messages.create(rich).withResponse();
+      const beta = { headers: { 'anthropic-beta': 'token-efficient-tools-2025-02-19' } };
+      const { data: m, response } = await sdk.messages.create(rich, beta).withResponse();
       const up = ant.messageRequests();
       assert.equal(up.length, 1);
       assert.equal(up[0].headers['x-api-key'], 'sk-ant-up');
       assert.equal(up[0].headers['anthropic-version'], '2023-06-01');
+      assert.equal(up[0].headers['anthropic-beta'], 'token-efficient-tools-2025-02-19', "the caller's beta opt-in is passed on");
       // top_p is the request's (it wins over the target's 0.9); temperature is the target's
       assert.deepEqual(up[0].body, { ...rich, model: 'claude-sonnet-4-20250514', temperature: 0.25 });
       assert.ok(up[0].raw.startsWith('{"model":"claude-sonnet-4-20250514","max_tokens":2048,"top_k":7,'), up[0].raw);
@@ -226,6 +233,69 @@ spec:
       const sent = ant.messageRequests().at(-1).body;
       assert.equal(sent.messages.length, 3, 'the history went upstream with the new turn');
       assert.equal(sent.temperature, 0.25);
+    })
+  );
+
+  test(
+    'what the canonical form cannot carry (a document block, container) goes to an Anthropic target as it is, and is refused for any other',
+    withLogs(logs, async () => {
+      const PDF = Buffer.from('%PDF-1.4 tiny').toString('base64');
+      const body = {
+        model: 'claude',
+        max_tokens: 64,
+        container: 'container_1',
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'summarise' },
+              { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: PDF }, citations: { enabled: true } },
+            ],
+          },
+        ],
+      };
+      const h = { 'anthropic-version': '2023-06-01', 'x-api-key': 'unused' };
+      const ok = await postJSON(`${gw.url}/v1/messages`, body, { headers: h });
+      assert.equal(ok.status, 200, ok.text);
+      assert.deepEqual(ant.messageRequests()[0].body, { ...body, model: 'claude-sonnet-4-20250514', temperature: 0.25, top_p: 0.9 });
+      assert.deepEqual(ok.json, ant.messageRequests()[0].responseBody);
+      const streamed = await postJSON(`${gw.url}/v1/messages`, { ...body, stream: true }, { headers: h });
+      assert.equal(streamed.status, 200);
+      assert.equal(events(streamed.text).at(-1).event, 'message_stop');
+
+      // the provider counts it too
+      const { max_tokens: _, container: __, ...countBody } = body;
+      const counted = await postJSON(`${gw.url}/v1/messages/count_tokens`, countBody, { headers: h });
+      assert.equal(counted.status, 200, counted.text);
+      assert.ok(counted.json.input_tokens > 0);
+
+      // another family's target, or a conversation (its history goes in through the canonical
+      // form): the refusal naming the field, in Anthropic's shape
+      for (const [url, extra] of [
+        [`${gw.url}/oa/v1/messages`, {}],
+        [`${gw.url}/ctx/v1/messages`, { 'x-conversation-id': 'native-doc-1' }],
+      ]) {
+        const before = ant.messageRequests().length + oa.chatRequests().length;
+        const r = await postJSON(url, { ...body, model: url.includes('/oa/') ? 'gpt' : 'claude', container: undefined }, { headers: { ...h, ...extra } });
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.json.type, 'error');
+        assert.equal(r.json.error.type, 'invalid_request_error');
+        assert.match(r.json.error.message, /^messages\.0\.content\.1\.type: document blocks .* not supported by this gateway/);
+        assert.match(r.json.error.message, /not served by an Anthropic target/);
+        assert.equal(ant.messageRequests().length + oa.chatRequests().length, before, 'nothing sent upstream');
+      }
+      // a malformed request is the gateway's to refuse, whatever the target: nothing goes upstream
+      const before = ant.messageRequests().length;
+      const bad = await postJSON(`${gw.url}/v1/messages`, { model: 'claude', max_tokens: 'many', messages: [{ role: 'user', content: 'x' }] }, { headers: h });
+      assert.equal(bad.status, 400, bad.text);
+      assert.match(bad.json.error.message, /^max_tokens: /);
+      assert.equal(ant.messageRequests().length, before);
+      // past what it cannot carry the gateway does not look further: the provider checks the
+      // rest, and its refusal comes back in the same shape
+      const late = await postJSON(`${gw.url}/v1/messages`, { ...body, max_tokens: 'many' }, { headers: h });
+      assert.equal(late.status, 400, late.text);
+      assert.equal(late.json.type, 'error');
+      assert.match(late.json.error.message, /max_tokens/);
     })
   );
 });
