@@ -6,8 +6,10 @@
 # the floor) and through ctxgate (bench/ctxgate-stream.yaml, :18091); the added delay per chunk is
 # the path's percentile minus direct's. The translated cases: o2a is an OpenAI client in front of
 # an Anthropic target (the mock's Messages stream, each event translated to a chat.completion.chunk),
-# a2o an Anthropic client (/v1/messages) in front of the OpenAI-family target; each is compared with
-# the direct stream in the upstream's own family (direct-a for o2a, direct for a2o).
+# a2o an Anthropic client (/v1/messages) in front of the OpenAI-family target, a2a an Anthropic
+# client in front of the Anthropic target (the same family: events relayed as they came, still
+# read for usage); each is compared with the direct stream in the upstream's own family (direct-a
+# for o2a and a2a, direct for a2o).
 # Usage: bench/stream.sh   env: BENCH_STREAMS (default 200), BENCH_STREAM_CONC (concurrent
 #        streams, default 16), BENCH_CHUNKS (per stream, default 20), BENCH_CHUNK_MS (default 20)
 set -u
@@ -51,13 +53,14 @@ printf "%-8s %7s %9s %9s %9s %9s %9s\n" path chunks p50_us p99_us p99.9_us +p50_
 rows=("$(run direct 18082)" "$(run nginx 18083)")
 [ -n "$gw" ] && rows+=("$(run ctxgate 18091)")
 rows+=("$(run direct-a 18082 anthropic claude-sonnet-4-5)")
-[ -n "$gw" ] && rows+=("$(run o2a 18091 openai claude-stream)" "$(run a2o 18091 anthropic gpt-4o-mini)")
+[ -n "$gw" ] && rows+=("$(run o2a 18091 openai claude-stream)" "$(run a2o 18091 anthropic gpt-4o-mini)"
+    "$(run a2a 18091 anthropic claude-stream)")
 col() { printf '%s\n' "${rows[@]}" | awk -v n="$1" -v c="$2" '$1==n{print $c}'; }
 for r in "${rows[@]}"; do
     set -- $r
     [ $# -eq 5 ] || { echo "$r"; continue; }
     base=direct
-    [ "$1" = o2a ] || [ "$1" = direct-a ] && base=direct-a
+    case $1 in o2a | a2a | direct-a) base=direct-a ;; esac
     printf "%-8s %7s %9s %9s %9s %9s %9s\n" "$@" \
         "$(awk -v a="$3" -v b="$(col $base 3)" 'BEGIN{printf "%.1f", a - b}')" \
         "$(awk -v a="$4" -v b="$(col $base 4)" 'BEGIN{printf "%.1f", a - b}')"

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "core/json.h"
 #include "providers/adapters.h"
 
@@ -848,16 +850,138 @@ static bool read_counts(json_t *usage, counts *c, const char **bad)
     return true;
 }
 
+/* The usage of a Message read in one SAX pass (the answer is relayed, not translated): the
+ * top-level "usage" object's four counts, as read_counts takes them from a document. */
+typedef struct usage_scan {
+    yajl_handle h;
+    int depth;
+    bool top_object, usage_next, in_usage, have_usage, bad;
+    int key; /* in usage: the count's index, -1 another key */
+    counts c;
+} usage_scan;
+
+static int us_scalar(usage_scan *u, bool is_null)
+{
+    if (u->depth == 0) return 0;                       /* the top level is not an object */
+    if (u->depth == 1 && u->usage_next) u->bad = true; /* "usage" not an object */
+    if (u->depth == 1) u->usage_next = false;
+    if (u->in_usage && u->depth == 2 && u->key >= 0 && !is_null) u->bad = true;
+    return 1;
+}
+
+static int us_null(void *ctx)
+{
+    return us_scalar(ctx, true);
+}
+
+static int us_boolean(void *ctx, int b)
+{
+    (void)b;
+    return us_scalar(ctx, false);
+}
+
+static int us_string(void *ctx, const unsigned char *v, size_t n)
+{
+    (void)v;
+    (void)n;
+    return us_scalar(ctx, false);
+}
+
+static int us_number(void *ctx, const char *v, size_t n)
+{
+    usage_scan *u = ctx;
+    if (!(u->in_usage && u->depth == 2 && u->key >= 0)) return us_scalar(u, false);
+    uint64_t x = 0;
+    if (n == 0 || n > 18) u->bad = true;
+    for (size_t i = 0; i < n && !u->bad; i++) {
+        if (v[i] < '0' || v[i] > '9') u->bad = true; /* negative, fraction, exponent */
+        x = x * 10 + (uint64_t)(v[i] - '0');
+    }
+    uint64_t *dst[] = {&u->c.input, &u->c.cache_read, &u->c.cache_creation, &u->c.output};
+    if (!u->bad) *dst[u->key] = x;
+    return 1;
+}
+
+static int us_key(void *ctx, const unsigned char *k, size_t n)
+{
+    usage_scan *u = ctx;
+    if (u->depth == 1) u->usage_next = n == 5 && memcmp(k, "usage", 5) == 0;
+    if (u->in_usage && u->depth == 2) {
+        static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
+                                           "cache_creation_input_tokens", "output_tokens"};
+        u->key = -1;
+        for (int i = 0; i < 4; i++)
+            if (strlen(keys[i]) == n && memcmp(k, keys[i], n) == 0) u->key = i;
+    }
+    return 1;
+}
+
+static int us_start(void *ctx, bool map)
+{
+    usage_scan *u = ctx;
+    if (u->depth == 0) {
+        if (!map) return 0;
+        u->top_object = true;
+    }
+    if (u->depth == 1 && u->usage_next) {
+        if (map) {
+            u->in_usage = true; /* a later "usage" replaces an earlier one, as in a document */
+            u->c = (counts){0};
+            u->bad = false;
+        } else {
+            u->bad = true;
+        }
+        u->usage_next = false;
+    }
+    if (u->in_usage && u->depth == 2 && u->key >= 0) u->bad = true; /* a count not a number */
+    u->depth++;
+    return 1;
+}
+
+static int us_start_map(void *ctx)
+{
+    return us_start(ctx, true);
+}
+
+static int us_start_array(void *ctx)
+{
+    return us_start(ctx, false);
+}
+
+static int us_end(void *ctx)
+{
+    usage_scan *u = ctx;
+    u->depth--;
+    if (u->in_usage && u->depth == 1) {
+        u->in_usage = false;
+        u->have_usage = true;
+    }
+    return 1;
+}
+
+static const yajl_callbacks usage_callbacks = {
+    .yajl_null = us_null,
+    .yajl_boolean = us_boolean,
+    .yajl_number = us_number,
+    .yajl_string = us_string,
+    .yajl_start_map = us_start_map,
+    .yajl_map_key = us_key,
+    .yajl_end_map = us_end,
+    .yajl_start_array = us_start_array,
+    .yajl_end_array = us_end,
+};
+
 bool anthropic_answer_usage(const char *body, size_t len, provider_usage *usage)
 {
-    json_t *doc = json_decode_fast(body, len, NULL, 0);
-    json_t *u = json_object_get(doc, "usage");
-    counts c = {0};
-    const char *bad = NULL;
-    bool ok = json_is_object(doc) && json_is_object(u) && read_counts(u, &c, &bad);
-    if (ok) *usage = (provider_usage){true, c.input + c.cache_read + c.cache_creation, c.output};
-    json_decref(doc);
-    return ok;
+    usage_scan u = {.key = -1};
+    yajl_handle h = json_sax_new(&usage_callbacks, &u);
+    if (!h) return false;
+    yajl_status st = yajl_parse(h, (const unsigned char *)(body ? body : ""), body ? len : 0);
+    if (st == yajl_status_ok) st = yajl_complete_parse(h);
+    json_sax_free(h);
+    if (st != yajl_status_ok || !u.top_object || !u.have_usage || u.bad) return false;
+    *usage = (provider_usage){true, u.c.input + u.c.cache_read + u.c.cache_creation, u.c.output};
+    return true;
 }
 
 /* "usage": OpenAI usage, where prompt_tokens counts every input token, cached or not */

@@ -1023,6 +1023,20 @@ static void native_body_is_the_callers(void **state)
     assert_int_equal(u.completion_tokens, 3);
     assert_false(provider_messages_usage("{\"usage\":{\"input_tokens\":-1}}", 29, &u));
     assert_false(provider_messages_usage("not json", 8, &u));
+    assert_false(provider_messages_usage("{\"type\":\"message\"}", 18, &u)); /* no usage */
+    assert_false(provider_messages_usage("{\"usage\":null}", 14, &u));
+    assert_false(provider_messages_usage("{\"usage\":[1]}", 13, &u));
+    assert_false(provider_messages_usage("[{\"usage\":{}}]", 14, &u));
+    assert_false(provider_messages_usage("{\"usage\":{\"output_tokens\":\"3\"}}", 31, &u));
+    assert_false(provider_messages_usage("{\"usage\":{\"output_tokens\":1.5}}", 30, &u));
+    /* only the top-level usage counts; null counts are absent; unknown keys ignored */
+    const char *nested =
+        "{\"content\":[{\"usage\":{\"input_tokens\":99}}],\"usage\":{\"input_tokens\":1,"
+        "\"cache_read_input_tokens\":null,\"service_tier\":\"standard\",\"server_tool_use\":"
+        "{\"web_search_requests\":2},\"output_tokens\":2}}";
+    assert_true(provider_messages_usage(nested, strlen(nested), &u));
+    assert_int_equal(u.prompt_tokens, 1);
+    assert_int_equal(u.completion_tokens, 2);
     arena_free(pool);
 }
 
