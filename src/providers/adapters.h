@@ -24,8 +24,7 @@ int anthropic_decoder_event(provider_stream *s, const char *ev, size_t len, buf 
 bool anthropic_decoder_done(const provider_stream *s);
 void anthropic_decoder_free(provider_stream *s);
 /* An Anthropic caller's own Messages body to an Anthropic target: the client's bytes with the
- * model, the target's parameters and (when nothing gives one) max_tokens spliced in (0, or
- * PROVIDER_EREQUEST with err). */
+ * model and the target's parameters spliced in (0, or PROVIDER_EREQUEST with err). */
 int anthropic_build_native(const cfg_target *t, const provider_raw_body *b, const char *request_id,
                            arena *pool, provider_request *out, char *err, size_t errlen);
 /* POST {endpoint}/v1/messages/count_tokens: an Anthropic caller's count_tokens body with the

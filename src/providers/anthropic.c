@@ -772,14 +772,9 @@ int anthropic_build_native(const cfg_target *t, const provider_raw_body *b, cons
     assert(t->type == TARGET_ANTHROPIC && t->endpoint);
     memset(out, 0, sizeof *out);
     build_headers(t, request_id, pool, out);
-    /* Anthropic requires max_tokens: the request's, else the target's parameters' (spliced in
-     * with the rest of them), else the documented default */
-    char extra[48] = "";
-    if (!provider_raw_has_key(b, "max_tokens") && !json_object_get(t->parameters, "max_tokens"))
-        snprintf(extra, sizeof extra, ",\"max_tokens\":%d", ANTHROPIC_DEFAULT_MAX_TOKENS);
-    return provider_splice_raw(t, b, extra[0] ? extra : NULL, out, err, errlen) == 0
-               ? 0
-               : PROVIDER_EREQUEST;
+    /* no max_tokens default here: an Anthropic caller must send it (the surface checks it; a
+     * request it could not check goes to the provider, which refuses it without) */
+    return provider_splice_raw(t, b, NULL, out, err, errlen) == 0 ? 0 : PROVIDER_EREQUEST;
 }
 
 int anthropic_build_count_tokens(const cfg_target *t, const char *body, size_t len,

@@ -296,6 +296,12 @@ spec:
       assert.equal(late.status, 400, late.text);
       assert.equal(late.json.type, 'error');
       assert.match(late.json.error.message, /max_tokens/);
+      // and nothing is made up for it: without max_tokens the provider says it is required
+      const { max_tokens: _m, ...noMax } = body;
+      const missing = await postJSON(`${gw.url}/v1/messages`, noMax, { headers: h });
+      assert.equal(missing.status, 400, missing.text);
+      assert.match(missing.json.error.message, /max_tokens: Field required/);
+      assert.equal(ant.messageRequests().at(-1).body.max_tokens, undefined);
     })
   );
 });

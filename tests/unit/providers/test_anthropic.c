@@ -973,7 +973,7 @@ static void native_body_is_the_callers(void **state)
     assert_int_equal(pr.body_len, strlen(want));
     assert_memory_equal(pr.body, want, pr.body_len);
     free(pr.body);
-    /* the target's parameters where the request has none; max_tokens from them, not the default */
+    /* the target's parameters where the request has none */
     t.parameters = json_pack("{s:i,s:i,s:f}", "top_k", 50, "max_tokens", 77, "temperature", 0.5);
     assert_int_equal(provider_build_messages_raw(&t, &raw, NULL, pool, &pr, err, sizeof err), 0);
     json_t *got = json_loadb(pr.body, pr.body_len, 0, NULL);
@@ -983,7 +983,7 @@ static void native_body_is_the_callers(void **state)
     assert_true(json_real_value(json_object_get(got, "temperature")) == 0.5);
     json_decref(got);
     free(pr.body);
-    /* a body without max_tokens and parameters without it: the default */
+    /* a body without max_tokens: none added (the caller's API requires it; the provider says so) */
     json_decref(t.parameters);
     t.parameters = NULL;
     const char *bare = "{\"model\":\"claude\",\"messages\":[]}";
@@ -997,8 +997,7 @@ static void native_body_is_the_callers(void **state)
                             .keys = bare_keys,
                             .n_keys = 2};
     assert_int_equal(provider_build_messages_raw(&t, &b2, NULL, pool, &pr, err, sizeof err), 0);
-    assert_string_equal(
-        pr.body, "{\"model\":\"claude-sonnet-4-20250514\",\"messages\":[],\"max_tokens\":4096}");
+    assert_string_equal(pr.body, "{\"model\":\"claude-sonnet-4-20250514\",\"messages\":[]}");
     free(pr.body);
     /* ... or the target's, when it has one */
     t.parameters = json_pack("{s:i}", "max_tokens", 77);
