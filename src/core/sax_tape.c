@@ -12,7 +12,7 @@ void sax_tape_init(sax_tape *t, const char *text, size_t len, arena *pool)
 void sax_tape_push(sax_tape *t, sax_kind kind, const void *v, size_t n, int truth, size_t end)
 {
     assert(end <= t->len);
-    if (t->len > UINT32_MAX || n > UINT32_MAX) return; /* never complete: not replayed */
+    if (t->len > UINT32_MAX) return; /* never replayed (sax_tape_replay): not kept */
     const char *p = v;
     /* yajl hands a string without escapes, and a number, as a pointer into the text; a string
      * with escapes is decoded into its own buffer, reused for the next one: copied */
@@ -27,7 +27,7 @@ void sax_tape_push(sax_tape *t, sax_kind kind, const void *v, size_t n, int trut
 
 bool sax_tape_replay(const sax_tape *t, const yajl_callbacks *cb, void *ctx, size_t *pos)
 {
-    if (!t->complete) return false;
+    if (!t->complete || t->len > UINT32_MAX) return false; /* offsets would not fit: not kept */
     for (size_t i = 0; i < t->n; i++) {
         const sax_token *k = &t->tok[i];
         const unsigned char *v = (const unsigned char *)k->v;

@@ -51,7 +51,7 @@ void sax_tape_init(sax_tape *t, const char *text, size_t len, arena *pool);
 void sax_tape_push(sax_tape *t, sax_kind kind, const void *v, size_t n, int truth, size_t end);
 /* Calls cb's functions for t's tokens, in order, *pos set to each token's end before its call.
  * true when t is complete and every callback returned non-zero; false at the first that
- * returned 0 (or at once for an incomplete tape). */
+ * returned 0 (or at once for an incomplete tape, or one of a text over UINT32_MAX bytes). */
 bool sax_tape_replay(const sax_tape *t, const yajl_callbacks *cb, void *ctx, size_t *pos);
 
 #endif
