@@ -240,20 +240,17 @@ pl_step pl_phase_route(pl_call *c)
         return PL_FINISH;
     }
     plan_attempts(c, t);
-    if (c->deferred) { /* only Anthropic targets can take it as it is */
+    /* only the failover targets that can take the call: an Anthropic one for what only the same
+     * family carries, one that counts for itself for count_tokens; t can (ejected or not) */
+    if (c->deferred || counted) {
         int k = 0;
-        for (int i = 0; i < c->plan.n_plan; i++)
-            if (c->plan.attempts[i]->type == TARGET_ANTHROPIC)
-                c->plan.attempts[k++] = c->plan.attempts[i];
+        for (int i = 0; i < c->plan.n_plan; i++) {
+            const cfg_target *a = c->plan.attempts[i];
+            if ((!c->deferred || a->type == TARGET_ANTHROPIC) &&
+                (!counted || provider_counts_tokens(a)))
+                c->plan.attempts[k++] = a;
+        }
         if (k == 0) c->plan.attempts[k++] = t;
-        c->plan.n_plan = k;
-    }
-    if (counted) { /* only targets that count for themselves: a failover one may not */
-        int k = 0;
-        for (int i = 0; i < c->plan.n_plan; i++)
-            if (provider_counts_tokens(c->plan.attempts[i]))
-                c->plan.attempts[k++] = c->plan.attempts[i];
-        if (k == 0) c->plan.attempts[k++] = t; /* t counts for itself (ejected or not) */
         c->plan.n_plan = k;
     }
     return PL_CONTINUE;

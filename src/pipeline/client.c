@@ -88,6 +88,16 @@ static void refuse(pl_call *c, const anthropic_refusal *why)
             "%s", why->message);
 }
 
+/* The chat probe over the caller's Messages body: the model's bytes and the top-level keys the
+ * same-family splice needs (true when it passed and the model is a string). */
+static bool probe_offsets(pl_call *c)
+{
+    const http_request *r = c->r;
+    return chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, &c->probe, NULL) ==
+               PROBE_OK &&
+           c->probe.model_is_string;
+}
+
 /* The request is valid Anthropic that the canonical form cannot carry (a document block, a
  * server tool, container, ...): only an Anthropic target, as the same family, can take it. The
  * refusal waits for the route; a phase that finds the call cannot go that way gives it. */
@@ -121,9 +131,7 @@ pl_step pl_messages_decode(pl_call *c)
     json_t *doc = anthropic_request_to_canonical(r->body.p ? r->body.p : "", r->body.n, &why);
     /* an Anthropic target may take the caller's own bytes (same family): the probe finds the
      * model's bytes and the top-level keys for the splice; a body it refuses is translated */
-    c->probed = chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, &c->probe, NULL) ==
-                    PROBE_OK &&
-                c->probe.model_is_string;
+    c->probed = probe_offsets(c);
     if (!doc) {
         if (defer(c, &why)) return PL_CONTINUE;
         refuse(c, &why);
@@ -159,10 +167,7 @@ pl_step pl_count_tokens(pl_call *c)
     json_t *doc = anthropic_count_request(r->body.p ? r->body.p : "", r->body.n, &why);
     if (!doc) {
         /* what the canonical form cannot carry may still be counted by an Anthropic target */
-        c->probed = why.cannot_carry &&
-                    chat_probe_parse(r->body.p ? r->body.p : "", r->body.n, r->pool, &c->probe,
-                                     NULL) == PROBE_OK &&
-                    c->probe.model_is_string;
+        c->probed = why.cannot_carry && probe_offsets(c);
         if (!defer(c, &why)) {
             refuse(c, &why);
             return PL_FINISH;

@@ -875,8 +875,7 @@ static void done_in(pl_call *c, upstream_req *u, upstream_result res, int status
         }
         provider_usage usage = {0};
         if (c->upstream.native) { /* the caller's family: relayed as it came */
-            if (!provider_messages_usage(c->upstream.resp.data, c->upstream.resp.len, &usage))
-                usage = (provider_usage){0};
+            provider_messages_usage(c->upstream.resp.data, c->upstream.resp.len, &usage);
         } else if (!provider_speaks_openai(
                        c->plan.target)) { /* the provider's format -> canonical */
             char why[256];

@@ -612,10 +612,11 @@ static int check_inexpressible(bctx *b, json_t *body)
     return 0;
 }
 
-static void build_headers(const cfg_target *t, const char *request_id, arena *pool,
-                          provider_request *out)
+/* URL ({endpoint}{path}) and headers of a request to the Messages API */
+static void build_headers(const cfg_target *t, const char *path, const char *request_id,
+                          arena *pool, provider_request *out)
 {
-    out->url = arena_cat(pool, t->endpoint, "/v1/messages", (char *)NULL);
+    out->url = arena_cat(pool, t->endpoint, path, (char *)NULL);
     size_t n = 0;
     out->headers[n++] = (upstream_header){"content-type", "application/json"};
     out->headers[n++] = (upstream_header){
@@ -714,7 +715,7 @@ int anthropic_build_chat(const cfg_target *t, json_t *body, const char *request_
 {
     assert(t->type == TARGET_ANTHROPIC && t->endpoint);
     memset(out, 0, sizeof *out);
-    build_headers(t, request_id, pool, out);
+    build_headers(t, "/v1/messages", request_id, pool, out);
     if (!body) return 0;
     bctx b = {t, pool, out, err, errlen, NULL, NULL, 0};
     if (!json_is_object(body)) return refuse(&b, "", "the request body must be a JSON object");
@@ -760,7 +761,7 @@ int anthropic_build_chat_raw(const cfg_target *t, const provider_raw_body *b,
         buf_free(&text);
         return PROVIDER_EDECLINED;
     }
-    build_headers(t, request_id, pool, out);
+    build_headers(t, "/v1/messages", request_id, pool, out);
     out->body_len = text.len;
     out->body = buf_steal(&text);
     return 0;
@@ -771,7 +772,7 @@ int anthropic_build_native(const cfg_target *t, const provider_raw_body *b, cons
 {
     assert(t->type == TARGET_ANTHROPIC && t->endpoint);
     memset(out, 0, sizeof *out);
-    build_headers(t, request_id, pool, out);
+    build_headers(t, "/v1/messages", request_id, pool, out);
     /* no max_tokens default here: an Anthropic caller must send it (the surface checks it; a
      * request it could not check goes to the provider, which refuses it without) */
     return provider_splice_raw(t, b, NULL, out, err, errlen) == 0 ? 0 : PROVIDER_EREQUEST;
@@ -794,8 +795,7 @@ int anthropic_build_count_tokens(const cfg_target *t, const char *body, size_t l
     out->body = json_encode_fast(doc, &out->body_len);
     json_decref(doc);
     if (!out->body) abort();
-    build_headers(t, request_id, pool, out);
-    out->url = arena_cat(pool, t->endpoint, "/v1/messages/count_tokens", (char *)NULL);
+    build_headers(t, "/v1/messages/count_tokens", request_id, pool, out);
     return 0;
 }
 
@@ -848,7 +848,6 @@ static bool read_counts(json_t *usage, counts *c, const char **bad)
 /* The usage of a Message read in one SAX pass (the answer is relayed, not translated): the
  * top-level "usage" object's four counts, as read_counts takes them from a document. */
 typedef struct usage_scan {
-    yajl_handle h;
     int depth;
     bool top_object, usage_next, in_usage, have_usage, bad;
     int key; /* in usage: the count's index, -1 another key */

@@ -79,7 +79,7 @@ int provider_build_chat_raw(const cfg_target *t, const provider_raw_body *b, con
 
 /* An Anthropic Messages request from a caller of that family, to an Anthropic target: the
  * caller's bytes go upstream with the model (and the target's parameters) spliced in, nothing
- * translated (docs/anthropic.md "Same family"). PROVIDER_EUNSUPPORTED for other types. */
+ * translated (docs/anthropic-api.md "Same family"). PROVIDER_EUNSUPPORTED for other types. */
 int provider_build_messages_raw(const cfg_target *t, const provider_raw_body *b,
                                 const char *request_id, arena *pool, provider_request *out,
                                 char *err, size_t errlen);
