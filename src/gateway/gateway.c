@@ -227,6 +227,21 @@ static void log_diags(const cfg_diags *d, bool as_errors)
     }
 }
 
+/* The first error of a rejected change, for GET /admin/config. */
+static void record_rejection(const cfg_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const cfg_diag *x = &d->items[i];
+        if (x->warning) continue;
+        char first[1024];
+        snprintf(first, sizeof first, "%s%s%s%s%s", x->file, x->path[0] ? ": " : "", x->path,
+                 ": ", x->message);
+        obs_reload_outcome(0, first, d->n_errors);
+        return;
+    }
+    obs_reload_outcome(0, "rejected", d->n_errors);
+}
+
 static pl_runtime *load_runtime(bool initial)
 {
     cfg_diags d = {0};
@@ -237,6 +252,7 @@ static pl_runtime *load_runtime(bool initial)
             cfg_diags_print(stderr, &d);
         } else {
             log_diags(&d, true);
+            record_rejection(&d);
         }
         cfg_diags_free(&d);
         return NULL;
@@ -248,10 +264,12 @@ static pl_runtime *load_runtime(bool initial)
     cfg_snapshot_unref(snap);
     if (rt) provider_prepare(rt->gw);
     if (!rt) {
-        if (initial)
+        if (initial) {
             fprintf(stderr, "ctxgate: %s\n", err);
-        else
+        } else {
             log_error("reload rejected: %s", err);
+            obs_reload_outcome(0, err, 1);
+        }
     }
     return rt;
 }
@@ -279,6 +297,7 @@ static void reload(const char *why)
     atomic_store(&g.budget.max, maxc);
     publish(rt);
     obs_reload_record(1);
+    obs_reload_outcome(1, NULL, 0);
     log_info("configuration reloaded (%s), generation %llu", why,
              (unsigned long long)rt->snap->generation);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/utf8.h"
@@ -442,6 +443,40 @@ void obs_inflight_add(obs_shard *s, int delta)
 void obs_reload_record(int ok)
 {
     atomic_fetch_add_explicit(ok ? &g_reloads_ok : &g_reloads_failed, 1, memory_order_relaxed);
+}
+
+static struct {
+    pthread_mutex_t mu;
+    char error[1024];
+    size_t n_errors;
+    int64_t wall_ms;
+} g_last_reload = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void obs_reload_outcome(int ok, const char *first_error, size_t n_errors)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pthread_mutex_lock(&g_last_reload.mu);
+    if (ok) {
+        g_last_reload.error[0] = 0;
+        g_last_reload.n_errors = 0;
+    } else {
+        snprintf(g_last_reload.error, sizeof g_last_reload.error, "%s",
+                 first_error ? first_error : "rejected");
+        g_last_reload.n_errors = n_errors ? n_errors : 1;
+    }
+    g_last_reload.wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    pthread_mutex_unlock(&g_last_reload.mu);
+}
+
+size_t obs_reload_last_error(char *out, size_t n, int64_t *wall_ms)
+{
+    pthread_mutex_lock(&g_last_reload.mu);
+    snprintf(out, n, "%s", g_last_reload.error);
+    size_t k = g_last_reload.n_errors;
+    *wall_ms = g_last_reload.wall_ms;
+    pthread_mutex_unlock(&g_last_reload.mu);
+    return k;
 }
 
 void obs_upstream_error(obs_shard *s, const char *target, const char *kind)

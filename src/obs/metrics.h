@@ -35,6 +35,13 @@ typedef struct obs_request {
 void obs_record_request(obs_shard *s, const obs_request *r);
 void obs_inflight_add(obs_shard *s, int delta);
 void obs_reload_record(int ok); /* process-wide: ctxgate_config_reloads_total{result} */
+/* The outcome of the last configuration change, for GET /admin/config (and so for the
+ * controller): a rejected one keeps its first error ("where: path: message") and how many there
+ * were; an accepted one clears it. Process-wide, thread-safe. */
+void obs_reload_outcome(int ok, const char *first_error, size_t n_errors);
+/* Copies the last rejection into out (empty when the last change was accepted); returns its
+ * error count and sets *wall_ms to when the last outcome was recorded (0 = none yet). */
+size_t obs_reload_last_error(char *out, size_t n, int64_t *wall_ms);
 void obs_upstream_error(obs_shard *s, const char *target, const char *kind);
 
 /* One context-store operation (op: get, append, set_summary, delete, list, stats, expire);

@@ -94,6 +94,34 @@ static void serve_targets(http_request *r, pl_runtime *rt)
     free(body);
 }
 
+/* What configuration this process serves and whether the last change was refused, so an
+ * operator (and `ctxgate controller`, which reports it in the LLMGateway's conditions) can tell a
+ * rejected edit from one being served. */
+static void serve_config(http_request *r, pl_runtime *rt)
+{
+    char err[1024];
+    int64_t when = 0;
+    size_t n_errors = obs_reload_last_error(err, sizeof err, &when);
+    json_t *last = json_pack("{s:s, s:o}", "result", n_errors ? "rejected" : "accepted", "time",
+                             when ? time_or_null(when) : json_null());
+    if (last && n_errors) {
+        json_object_set_new(last, "error", json_string(err));
+        json_object_set_new(last, "errors", json_integer((json_int_t)n_errors));
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:o}", "gateway", rt->gw->name, "namespace",
+                            rt->gw->namespace_, "generation", (json_int_t)rt->snap->generation, "source",
+                            rt->gw->source, "lastChange", last ? last : json_null());
+    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!body) {
+        fail(r, 500, NULL, 0, "server_error", "encoding_failed",
+             "The configuration status could not be encoded as JSON.");
+        return;
+    }
+    http_respond(r, 200, &pl_json_ct, 1, body, strlen(body));
+    free(body);
+}
+
 /* spec.admin.apiKeyRef: digests compared in constant time, never the key text. */
 static auth_result admin_key_check(const cfg_admin *a, const http_request *r)
 {
@@ -131,18 +159,22 @@ void pl_admin_serve(http_request *r, pl_worker *w, bool admin_listener)
              "A credentials header is sent more than once; send one key, once.");
         return;
     }
-    if (!str_eq_c(r->path, "/admin/targets")) {
+    bool targets = str_eq_c(r->path, "/admin/targets");
+    if (!targets && !str_eq_c(r->path, "/admin/config")) {
         fail(r, 404, NULL, 0, "invalid_request_error", "unknown_url",
-             "Unknown admin URL; the admin API serves GET /admin/targets.");
+             "Unknown admin URL; the admin API serves GET /admin/targets and GET /admin/config.");
         return;
     }
     if (!str_eq_c(r->method_name, "GET")) {
         static const http_header allow = {STR_LIT("Allow"), STR_LIT("GET")};
         fail(r, 405, &allow, 1, "invalid_request_error", "method_not_allowed",
-             "/admin/targets only answers GET.");
+             targets ? "/admin/targets only answers GET." : "/admin/config only answers GET.");
         return;
     }
-    serve_targets(r, rt);
+    if (targets)
+        serve_targets(r, rt);
+    else
+        serve_config(r, rt);
 }
 
 void pl_handle_admin(http_request *r, void *ctx)
@@ -162,5 +194,6 @@ void pl_handle_admin(http_request *r, void *ctx)
         return;
     }
     fail(r, 404, NULL, 0, "invalid_request_error", "unknown_url",
-         "Unknown URL on the admin listener: it serves the metrics endpoint and /admin/targets.");
+         "Unknown URL on the admin listener: it serves the metrics endpoint, /admin/targets and "
+         "/admin/config.");
 }

@@ -107,10 +107,21 @@ describe('reload', () => {
       assert.match(gw.stderr(), diag, 'the diagnostic names file:line: path: message');
       const after = await gw.reloadCounts();
       assert.ok(after.failure > before.failure);
+      // GET /admin/config says the last change was refused, and why
+      const status = async () => (await rawRequest(`${gw.url}/admin/config`)).json;
+      const refused = await status();
+      assert.equal(refused.gateway, 'it-reload');
+      assert.equal(refused.lastChange.result, 'rejected');
+      assert.match(refused.lastChange.error, /gateway\.yaml: spec\.modelTargets\[0\]\.type: /);
+      assert.ok(refused.lastChange.errors >= 1);
 
       // fixing the file brings the new configuration in
       await gw.reload(manifest({ text: 'fixed-after-bad' }), { expect: 'success' });
       assert.equal(await ask(), 'fixed-after-bad');
+      const accepted = await status();
+      assert.equal(accepted.lastChange.result, 'accepted');
+      assert.equal(accepted.lastChange.error, undefined);
+      assert.ok(accepted.generation > refused.generation, 'the served generation moves on');
     })
   );
 
