@@ -174,6 +174,104 @@ int cfg_load_paths_report(const char *const *paths, size_t n_paths, cfg_snapshot
     return rc;
 }
 
+/* The fields of metadata a configuration reads; the API server adds more (deletionTimestamp,
+ * generateName, selfLink, ...) that manifests never carry. */
+static const char *const kept_metadata[] = {
+    "name",       "namespace",         "labels", "annotations", "uid", "resourceVersion",
+    "generation", "creationTimestamp", NULL};
+
+static json_t *trimmed_object(json_t *obj)
+{
+    json_t *t = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!strcmp(k, "status")) continue;
+        if (!strcmp(k, "metadata") && json_is_object(v)) {
+            json_t *m = json_object();
+            for (const char *const *f = kept_metadata; *f; f++) {
+                json_t *x = json_object_get(v, *f);
+                if (x) json_object_set(m, *f, x);
+            }
+            json_object_set_new(t, k, m);
+            continue;
+        }
+        json_object_set(t, k, v);
+    }
+    return t;
+}
+
+static char *object_label(json_t *obj)
+{
+    json_t *md = json_object_get(obj, "metadata");
+    const char *kind = json_string_value(json_object_get(obj, "kind"));
+    const char *ns = json_string_value(json_object_get(md, "namespace"));
+    const char *name = json_string_value(json_object_get(md, "name"));
+    size_t n = strlen(kind ? kind : "object") + strlen(ns ? ns : "default") +
+               strlen(name ? name : "?") + 3;
+    char *l = malloc(n);
+    if (!l) abort();
+    snprintf(l, n, "%s %s/%s", kind ? kind : "object", ns ? ns : "default", name ? name : "?");
+    return l;
+}
+
+int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n, cfg_snapshot **out,
+                     cfg_diags *diags)
+{
+    doclist docs = {0};
+    strlist names = {0};
+    size_t errors_before = diags->n_errors, diags_before = diags->n;
+    for (size_t i = 0; i < n; i++) {
+        strlist_push(&names, labels && labels[i] ? strdup(labels[i]) : object_label(objs[i]));
+        if (!json_is_object(objs[i])) {
+            cfg_diag_add(diags, names.v[i], 0, false, "", "not a JSON object");
+            continue;
+        }
+        json_t *t = trimmed_object(objs[i]);
+        char *text = json_dumps(t, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        json_decref(t);
+        if (!text) abort();
+        yaml_parser_t parser;
+        yaml_document_t ydoc;
+        yaml_parser_initialize(&parser);
+        yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
+        if (!yaml_parser_load(&parser, &ydoc)) {
+            cfg_diag_add(diags, names.v[i], 0, false, "", "unreadable object: %s",
+                         parser.problem ? parser.problem : "parse error");
+        } else {
+            if (docs.n == docs.cap) {
+                docs.cap = docs.cap ? docs.cap * 2 : 8;
+                docs.v = realloc(docs.v, docs.cap * sizeof *docs.v);
+                if (!docs.v) abort();
+            }
+            cfg_convert_document(&ydoc, names.v[i], diags, &docs.v[docs.n++]);
+            yaml_document_delete(&ydoc);
+        }
+        yaml_parser_delete(&parser);
+        free(text);
+    }
+    cfg_check_docs(docs.v, docs.n, diags);
+    /* lines of the JSON text made above mean nothing to the user: the field path says it all */
+    for (size_t i = diags_before; i < diags->n; i++)
+        diags->items[i].line = 0;
+    int rc = -1;
+    if (diags->n_errors == errors_before) {
+        cfg_snapshot *s = cfg_snapshot_build(docs.v, docs.n);
+        if (s) {
+            *out = s;
+            rc = 0;
+        }
+    }
+    for (size_t i = 0; i < docs.n; i++)
+        cfg_doc_clear(&docs.v[i]);
+    free(docs.v);
+    for (size_t i = 0; i < names.n; i++)
+        free(names.v[i]);
+    free(names.v);
+    return rc;
+}
+
 int cfg_load_paths(const char *const *paths, size_t n_paths, cfg_snapshot **out, cfg_diags *diags)
 {
     return cfg_load_paths_report(paths, n_paths, out, diags, NULL);

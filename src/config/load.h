@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "config/config.h"
 
 typedef struct cfg_diag {
@@ -41,6 +43,14 @@ typedef struct cfg_load_report {
 int cfg_load_paths_report(const char *const *paths, size_t n_paths, cfg_snapshot **out,
                           cfg_diags *diags, cfg_load_report *report);
 void cfg_load_report_free(cfg_load_report *r);
+
+/* Objects as the Kubernetes API returns them (LLMGateway, ModelContextProtocol, v1 Secret, in
+ * any order), loaded and validated exactly like manifests on disk. Fields the API server adds
+ * (metadata.managedFields, status, a Secret's type / immutable) are dropped first. labels[i]
+ * names objs[i] in diagnostics (cfg_diag.file), e.g. "LLMGateway ai/support"; NULL = built from
+ * the object's kind, namespace and name. Returns like cfg_load_paths. */
+int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n,
+                     cfg_snapshot **out, cfg_diags *diags);
 
 /* "file:line: path: message" per diagnostic, errors and warnings ("warning: " prefix). */
 void cfg_diags_print(FILE *f, const cfg_diags *d);
