@@ -5,6 +5,7 @@
 #   make test    unit + integration tests (+ an ASan/UBSan build when CI=true); one summary line
 #   make bench   bench/run.sh (ratios against nginx proxy_pass)
 #   make fuzz    scripts/fuzz.sh: the libFuzzer targets of tests/fuzz/ (clang), FUZZ_SECONDS each
+#   make crds    regenerate deploy/crds/, the Helm chart's crds/ and docs/reference.md from the schema
 #   make format  clang-format -i on src/ and tests/ C files;  make lint  cppcheck on src/
 BUILD_DIR   ?= build
 BUILD_TYPE  ?= RelWithDebInfo
@@ -13,7 +14,7 @@ FUZZ_SECONDS ?= 600
 RUN_CONFIG  := $(BUILD_DIR)/run-config
 C_SOURCES    = $(shell find src tests -name '*.[ch]' -not -path '*/node_modules/*' 2>/dev/null)
 
-.PHONY: all setup build run test bench fuzz format lint clean
+.PHONY: all setup build run test bench fuzz format lint clean crds
 
 all: build
 
@@ -52,6 +53,13 @@ bench: build
 # FUZZ_JOBS=2 runs two at once); findings are kept under build-fuzz/findings/
 fuzz: setup
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# the generated files: deploy/crds/, the Helm chart's copy of them, docs/reference.md (tests fail
+# when any of them drifts from the schema source)
+crds: build
+	$(BUILD_DIR)/ctxgate crds --out deploy/crds
+	cp deploy/crds/*.yaml deploy/helm/ctxgate/crds/
+	$(BUILD_DIR)/ctxgate schema-doc > docs/reference.md
 
 format:
 	clang-format -i $(C_SOURCES)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/cel.h"
 #include "config/load_internal.h"
 #include "core/buf.h"
 #include "tokens/tokens.h"
@@ -24,6 +25,8 @@ typedef struct chk {
     json_t *routes;    /* name -> true */
     json_t *templates; /* name -> true */
     buf path;
+    /* errors of the precise checks paired with rules (sch_offline), for the current document */
+    unsigned precise[SCH_OFFLINE_ALIASES + 1];
 } chk;
 
 static void err(chk *c, const char *path, const char *fmt, ...)
@@ -154,6 +157,7 @@ static void check_ref(chk *c, json_t *v, const sch_field *f)
     }
     case REF_TARGET:
         if (!json_object_get(c->targets, name)) {
+            c->precise[SCH_OFFLINE_TARGET_REFS]++;
             known_list(c->targets, known, sizeof known);
             err(c, path, "\"%s\" is not a modelTargets name or alias (known: %s)", name, known);
         }
@@ -176,9 +180,63 @@ static void check_ref(chk *c, json_t *v, const sch_field *f)
     }
 }
 
+/* the rule's error path: the node's path and the rule's field_path (".config.endpoint") */
+static void rule_path(chk *c, const sch_rule *r, char *out, size_t len)
+{
+    const char *base = c->path.data ? c->path.data : "";
+    const char *fp = r->field_path ? r->field_path : "";
+    if (!*base && *fp == '.') fp++;
+    snprintf(out, len, "%s%s", base, fp);
+}
+
+/* The node's x-kubernetes-validations rules, as the API server applies them. Rules paired with
+ * a precise check (post = true, after the children were walked) speak only when that check
+ * found nothing, so one fault gives one error. */
+static void apply_rules(chk *c, json_t *v, const sch_field *f, bool post)
+{
+    char p[512], why[256];
+    for (const sch_rule *r = f->rules; r && r->cel; r++) {
+        if ((r->offline != SCH_OFFLINE_CEL) != post) continue;
+        int ok = cel_eval_bool(r->cel, v, why, sizeof why);
+        if (ok == 1) continue;
+        if (ok == 0 && r->offline != SCH_OFFLINE_CEL && c->precise[r->offline]) continue;
+        rule_path(c, r, p, sizeof p);
+        if (ok == 0)
+            err(c, p, "%s", r->message);
+        else
+            err(c, p, "cannot apply the rule \"%s\": %s", r->cel, why);
+    }
+}
+
+/* maxLength and maxProperties: the limits the CRD declares so its rules stay within the API
+ * server's cost budget, applied the same way offline */
+static void check_sizes(chk *c, json_t *v, const sch_field *f)
+{
+    const char *path = c->path.data ? c->path.data : "";
+    if (f->kind == SCH_STRING && f->max_len && json_is_string(v) &&
+        json_string_length(v) > f->max_len)
+        err(c, path, "is %zu characters long; at most %u are allowed", json_string_length(v),
+            f->max_len);
+    if (f->kind == SCH_STRMAP && json_is_object(v)) {
+        if (f->max_props && json_object_size(v) > f->max_props)
+            err(c, path, "has %zu entries; at most %u are allowed", json_object_size(v),
+                f->max_props);
+        const char *k;
+        json_t *it;
+        json_object_foreach(v, k, it)
+        {
+            if (f->max_len && json_is_string(it) && json_string_length(it) > f->max_len)
+                err(c, path, "the value of \"%s\" is %zu characters long; at most %u are allowed",
+                    k, json_string_length(it), f->max_len);
+        }
+    }
+}
+
 static void walk(chk *c, json_t *v, const sch_field *f)
 {
     if (f->ref != REF_NONE && f->kind != SCH_STRMAP) check_ref(c, v, f);
+    check_sizes(c, v, f);
+    apply_rules(c, v, f, false);
     size_t old = c->path.len;
     if (f->kind == SCH_OBJECT && json_is_object(v)) {
         for (const sch_field *m = f->fields; m->name; m++) {
@@ -211,6 +269,7 @@ static void walk(chk *c, json_t *v, const sch_field *f)
             c->path.data[old] = 0;
         }
     }
+    apply_rules(c, v, f, true);
 }
 
 static json_t *at(json_t *o, const char *a, const char *b)
@@ -253,28 +312,6 @@ static bool has_match(json_t *route)
     json_t *m = json_object_get(route, "match");
     return json_array_size(json_object_get(m, "models")) ||
            json_array_size(json_object_get(m, "headers"));
-}
-
-/* Types whose endpoint has no safe default: without one the provider key would be sent to
- * whoever the default names (a Hugging Face token to OpenAI). Only OpenAI, Anthropic and Gemini
- * default to their own API; Mock needs none. NULL: not required. */
-static const char *endpoint_example(const char *type)
-{
-    static const struct {
-        const char *type, *example;
-    } required[] = {
-        {"AzureOpenAI", "https://{resource}.openai.azure.com"},
-        {"HuggingFaceEndpoint", "the Inference Endpoint's URL with /v1, e.g. "
-                                "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1"},
-        {"OpenAICompatible", "the server's OpenAI-compatible base URL, e.g. "
-                             "http://127.0.0.1:8000/v1 for vLLM, http://127.0.0.1:11434/v1 for "
-                             "Ollama"},
-        {"CustomLocalModel",
-         "the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"},
-    };
-    for (size_t i = 0; type && i < sizeof required / sizeof required[0]; i++)
-        if (!strcmp(type, required[i].type)) return required[i].example;
-    return NULL;
 }
 
 /* Gemini's model id and Azure's deployment become a segment of the upstream URL's path: only
@@ -552,15 +589,8 @@ static void check_gateway(chk *c)
     size_t i, j;
     json_t *t, *r;
 
-    /* the admin listener is a second socket: it cannot share the main listener's port */
-    json_t *adm_port = at(spec, "admin", "port");
-    json_t *lis_port = at(spec, "listener", "port");
-    if (json_is_integer(adm_port) &&
-        json_integer_value(adm_port) ==
-            (json_is_integer(lis_port) ? json_integer_value(lis_port) : 8080))
-        err(c, "spec.admin.port", "the admin listener needs its own port, not listener.port (%lld)",
-            (long long)json_integer_value(adm_port));
-
+    /* cross-field rules the CRD carries too (headerBased, Weighted, endpoints, the admin
+     * port, ...) are the schema's sch_rule entries, applied by walk() */
     /* names and aliases share one namespace: the request's "model" must pick one target */
     json_array_foreach(json_object_get(spec, "modelTargets"), i, t)
     {
@@ -575,18 +605,14 @@ static void check_gateway(chk *c)
             const char *n = json_string_value(a);
             json_t *prev = json_object_get(c->targets, n);
             path_of(p, sizeof p, "spec.modelTargets[%zu].aliases[%zu]", i, j);
-            if (prev)
+            if (prev) {
+                c->precise[SCH_OFFLINE_ALIASES]++;
                 err(c, p, "\"%s\" is already the name or an alias of spec.modelTargets[%lld]", n,
                     (long long)json_integer_value(prev));
-            else
+            } else
                 json_object_set_new(c->targets, n, json_integer((json_int_t)i));
         }
         const char *type = json_string_value(json_object_get(t, "type"));
-        const char *example = endpoint_example(type);
-        if (example && !at(json_object_get(t, "config"), "endpoint", NULL)) {
-            path_of(p, sizeof p, "spec.modelTargets[%zu].config.endpoint", i);
-            err(c, p, "required for type %s (%s)", type, example);
-        }
         check_target_tls(c, i, t);
         if (type) check_url_segment(c, t, i, type);
     }
@@ -595,21 +621,6 @@ static void check_gateway(chk *c)
 
     json_array_foreach(json_object_get(spec, "routes"), i, r)
     {
-        const char *strategy = json_string_value(json_object_get(r, "strategy"));
-        if (strategy && !strcmp(strategy, "HeaderBased") && !json_object_get(r, "headerBased")) {
-            path_of(p, sizeof p, "spec.routes[%zu].headerBased", i);
-            err(c, p, "required for strategy HeaderBased");
-        }
-        if (strategy && !strcmp(strategy, "Weighted")) {
-            json_int_t total = 0;
-            json_t *b;
-            json_array_foreach(json_object_get(r, "backends"), j, b) total +=
-                json_integer_value(json_object_get(b, "weight"));
-            if (total <= 0 && json_array_size(json_object_get(r, "backends"))) {
-                path_of(p, sizeof p, "spec.routes[%zu].backends", i);
-                err(c, p, "strategy Weighted needs at least one backend with weight > 0");
-            }
-        }
         const char *pi = json_string_value(json_object_get(r, "pathPrefix"));
         if (!pi || has_match(r)) continue;
         json_t *q;
@@ -628,18 +639,6 @@ static void check_gateway(chk *c)
                 json_string_value(json_object_get(r, "name")),
                 json_string_value(json_object_get(q, "name")), pj);
             break;
-        }
-    }
-    json_t *auth = json_object_get(spec, "authentication");
-    const char *atype = json_string_value(json_object_get(auth, "type"));
-    if (atype && !strcmp(atype, "APIKey") && !json_array_size(json_object_get(auth, "apiKeys")))
-        err(c, "spec.authentication.apiKeys", "type APIKey needs at least one key");
-    json_array_foreach(at(spec, "transformation", "responseParsers"), i, r)
-    {
-        const char *type = json_string_value(json_object_get(r, "type"));
-        if (type && !strcmp(type, "Regex") && !json_object_get(r, "pattern")) {
-            path_of(p, sizeof p, "spec.transformation.responseParsers[%zu].pattern", i);
-            err(c, p, "required for type Regex");
         }
     }
     check_tokenizer(c, spec);
@@ -685,12 +684,7 @@ static void check_summarize(chk *c, json_t *spec)
     if (!type || strcmp(type, "Summarize") != 0) return;
     json_t *sum = json_object_get(strat, "summarize");
     const char *target = json_string_value(json_object_get(sum, "target"));
-    if (!target) {
-        err(c, "spec.contextStrategy.summarize",
-            "required for contextStrategy.type Summarize: name the model target that writes the "
-            "summaries (summarize.target)");
-        return;
-    }
+    if (!target) return; /* the schema's contextStrategy rule reports it */
     const char *gw = json_string_value(at(sum, "gatewayRef", "name"));
     if (gw) {
         const cfg_doc *g = cfg_find_doc(c->docs, c->n, SCH_KIND_GATEWAY, c->doc->ns, gw);
@@ -718,18 +712,6 @@ static void check_mcp(chk *c)
     json_t *storage = at(json_object_get(c->doc->json, "spec"), "storage", NULL);
     const char *type = json_string_value(json_object_get(storage, "type"));
     json_t *config = json_object_get(storage, "config");
-    static const struct {
-        const char *type, *field;
-    } needs[] = {{"File", "path"}, {"Redis", "url"}, {"PostgreSQL", "dsn"}};
-    char p[128];
-    for (size_t i = 0; type && i < sizeof needs / sizeof needs[0]; i++) {
-        if (strcmp(type, needs[i].type) || json_object_get(config, needs[i].field)) continue;
-        path_of(p, sizeof p, "spec.storage.config.%s", needs[i].field);
-        err(c, p, "required for storage.type %s", type);
-    }
-    json_t *enc = json_object_get(storage, "encryption");
-    if (json_is_true(json_object_get(enc, "enabled")) && !json_object_get(enc, "keyRef"))
-        err(c, "spec.storage.encryption.keyRef", "required when encryption is enabled");
     const char *url = json_string_value(json_object_get(config, "url"));
     if (type && !strcmp(type, "Redis") && url && !strncmp(url, "rediss://", 9))
         err(c, "spec.storage.config.url",
@@ -765,6 +747,7 @@ void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d)
         c.targets = json_object();
         c.routes = json_object();
         c.templates = json_object();
+        memset(c.precise, 0, sizeof c.precise);
         if (doc->kind->id == SCH_KIND_GATEWAY) check_gateway(&c);
         if (doc->kind->id == SCH_KIND_MCP) check_mcp(&c);
         buf_reset(&c.path);

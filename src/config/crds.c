@@ -125,6 +125,40 @@ static void number(em *m, const char *k, double v)
     lit(m, num);
 }
 
+static void unumber(em *m, const char *k, unsigned v)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%u", v);
+    str(m, k);
+    lit(m, num);
+}
+
+/* the key of an array of objects that Kubernetes may treat as a map (merge by key, unique):
+ * arrays with unique required names, and status conditions (by type) */
+static const char *list_map_key(const sch_field *f)
+{
+    if (f->items == &sch_conditions_item) return "type";
+    if (!(f->flags & SCH_UNIQ) || f->items->kind != SCH_OBJECT) return NULL;
+    const sch_field *n = sch_field_find(f->items, "name");
+    return n && (n->flags & SCH_REQ) ? "name" : NULL;
+}
+
+static void rules(em *m, const sch_rule *r)
+{
+    if (!r || !r->cel) return;
+    str(m, "x-kubernetes-validations");
+    seq_start(m);
+    for (; r->cel; r++) {
+        map_start(m);
+        kv(m, "rule", r->cel);
+        kv(m, "message", r->message);
+        if (r->field_path) kv(m, "fieldPath", r->field_path);
+        if (r->reason) kv(m, "reason", r->reason);
+        map_end(m);
+    }
+    seq_end(m);
+}
+
 static void schema(em *m, const sch_field *f)
 {
     map_start(m);
@@ -156,9 +190,19 @@ static void schema(em *m, const sch_field *f)
         schema(m, f->items);
         if (f->has_min) number(m, "minItems", f->min);
         if (f->has_max) number(m, "maxItems", f->max);
+        if (list_map_key(f)) {
+            kv(m, "x-kubernetes-list-type", "map");
+            str(m, "x-kubernetes-list-map-keys");
+            seq_start(m);
+            str(m, list_map_key(f));
+            seq_end(m);
+        } else if (f->items->kind == SCH_STRING && f->items->max_len) {
+            kv(m, "x-kubernetes-list-type", "set"); /* names: aliases */
+        }
         break;
     case SCH_STRING:
         kv(m, "type", "string");
+        if (f->max_len) unumber(m, "maxLength", f->max_len);
         if (f->format == FMT_DATETIME) kv(m, "format", "date-time");
         if (f->format == FMT_PATH) kv(m, "pattern", "^/");
         if (f->format == FMT_HTTP_URL) kv(m, "pattern", "^https?://[^/]");
@@ -177,7 +221,9 @@ static void schema(em *m, const sch_field *f)
         str(m, "additionalProperties");
         map_start(m);
         kv(m, "type", "string");
+        if (f->max_len) unumber(m, "maxLength", f->max_len);
         map_end(m);
+        if (f->max_props) unumber(m, "maxProperties", f->max_props);
         break;
     case SCH_FREE:
         kv(m, "type", "object");
@@ -212,6 +258,7 @@ static void schema(em *m, const sch_field *f)
             json_decref(d);
         }
     }
+    rules(m, f->rules);
     map_end(m);
 }
 
@@ -220,16 +267,18 @@ typedef struct column {
 } column;
 
 static const column gateway_columns[] = {
-    {"Endpoint", "string", ".status.gatewayEndpoint", "URL the gateway answers on"},
     {"Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status", "Ready condition"},
+    {"Endpoint", "string", ".status.gatewayEndpoint", "URL the gateway answers on"},
+    {"Targets", "string", ".spec.modelTargets[*].name", "Model targets"},
+    {"Routes", "string", ".status.activeRoutes", "Routes being served"},
     {"Age", "date", ".metadata.creationTimestamp", NULL},
     {0},
 };
 
 static const column mcp_columns[] = {
+    {"Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status", "Ready condition"},
     {"Storage", "string", ".spec.storage.type", "Storage type"},
     {"Sessions", "integer", ".status.currentActiveSessions", "Conversations stored now"},
-    {"Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status", "Ready condition"},
     {"Age", "date", ".metadata.creationTimestamp", NULL},
     {0},
 };
@@ -330,7 +379,7 @@ static void crd(em *m, const sch_kind_def *k, const column *cols)
     emit(m, &ev);
 }
 
-int cfg_crds_write(FILE *f)
+static int write_kinds(FILE *f, const sch_kind_id *ids, size_t n)
 {
     em m = {0};
     yaml_event_t ev;
@@ -340,11 +389,39 @@ int cfg_crds_write(FILE *f)
     yaml_emitter_set_width(&m.e, 120);
     yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
     emit(&m, &ev);
-    crd(&m, &sch_kinds[SCH_KIND_GATEWAY], gateway_columns);
-    crd(&m, &sch_kinds[SCH_KIND_MCP], mcp_columns);
+    for (size_t i = 0; i < n; i++)
+        crd(&m, &sch_kinds[ids[i]], ids[i] == SCH_KIND_GATEWAY ? gateway_columns : mcp_columns);
     yaml_stream_end_event_initialize(&ev);
     emit(&m, &ev);
     if (!m.failed && !yaml_emitter_flush(&m.e)) m.failed = 1;
     yaml_emitter_delete(&m.e);
     return m.failed || fflush(f) != 0 || ferror(f) ? -1 : 0;
+}
+
+static const sch_kind_id crd_kinds[] = {SCH_KIND_GATEWAY, SCH_KIND_MCP};
+
+int cfg_crds_write(FILE *f)
+{
+    return write_kinds(f, crd_kinds, sizeof crd_kinds / sizeof crd_kinds[0]);
+}
+
+int cfg_crd_write(FILE *f, sch_kind_id kind)
+{
+    if (kind != SCH_KIND_GATEWAY && kind != SCH_KIND_MCP) return -1;
+    return write_kinds(f, &kind, 1);
+}
+
+int cfg_crds_write_dir(const char *dir)
+{
+    for (size_t i = 0; i < sizeof crd_kinds / sizeof crd_kinds[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.%s.yaml", dir, sch_kinds[crd_kinds[i]].plural,
+                 SCH_GROUP);
+        FILE *f = fopen(path, "w");
+        if (!f) return -1;
+        int rc = cfg_crd_write(f, crd_kinds[i]);
+        if (fclose(f) != 0) rc = -1;
+        if (rc != 0) return -1;
+    }
+    return 0;
 }

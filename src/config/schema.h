@@ -70,6 +70,29 @@ typedef struct sch_enum {
     "not supported yet; remove it or upgrade (this version of ctxgate does not enforce it, so "    \
     "requests would pass unchecked)"
 
+/* How `ctxgate validate` applies a rule. CEL: the rule text itself, by src/config/cel.c. The
+ * others pair the rule with a precise check in check.c that names the value at fault and its
+ * exact index (which a rule on an enclosing object cannot report); the rule's own message is
+ * printed only if that check found nothing while the rule fails. Tests keep both in step. */
+typedef enum {
+    SCH_OFFLINE_CEL,
+    SCH_OFFLINE_TARGET_REFS, /* check.c's REF_TARGET reference check */
+    SCH_OFFLINE_ALIASES,     /* check.c's alias-collision check */
+} sch_offline;
+
+/* A cross-field rule, written once: emitted as an x-kubernetes-validations entry on the field
+ * that holds it (`self` is that field's value) and applied by `ctxgate validate`. Only
+ * standard Kubernetes CEL, and within the API server's cost budget: every list and string a
+ * rule reaches has maxItems / maxLength in the schema. */
+typedef struct sch_rule {
+    const char *cel;     /* NULL ends a rule list */
+    const char *message; /* one sentence; the text both the API server and validate print */
+    const char
+        *field_path;    /* where the error points, relative to self (".headerBased"); NULL = self */
+    const char *reason; /* FieldValueRequired | FieldValueForbidden | ...; NULL = Invalid */
+    sch_offline offline;
+} sch_rule;
+
 typedef struct sch_field sch_field;
 struct sch_field {
     const char *name; /* NULL ends a field list; array items have no name */
@@ -83,7 +106,10 @@ struct sch_field {
     double min, max;
     sch_format format; /* for STRING (and SCH_STRMAP values) */
     sch_ref ref;
-    const char *desc; /* one line, for docs and the CRD description */
+    const char *desc;      /* one line, for docs and the CRD description */
+    const sch_rule *rules; /* cross-field rules with self = this field's value; NULL = none */
+    unsigned max_len;      /* STRING (and STRMAP values): maxLength in characters; 0 = none */
+    unsigned max_props;    /* STRMAP: maxProperties; 0 = none */
 };
 
 typedef enum { SCH_KIND_GATEWAY, SCH_KIND_MCP, SCH_KIND_SECRET, SCH_N_KINDS } sch_kind_id;
@@ -117,6 +143,12 @@ const sch_field *sch_field_find(const sch_field *object, const char *name);
 const sch_field *sch_field_at(const sch_field *root, const char *path);
 const char *sch_kind_name(sch_kind k); /* "object", "integer", ... for messages and docs */
 const sch_enum *sch_enum_find(const sch_field *f, const char *value);
+
+/* One CRD (LLMGateway or ModelContextProtocol) as a YAML stream of one document: `ctxgate crds`
+ * prints these one after the other, deploy/crds/<plural>.<group>.yaml holds each. */
+int cfg_crd_write(FILE *f, sch_kind_id kind);
+/* Writes deploy/crds-style files, DIR/<plural>.ctxgate.io.yaml, for every CRD; 0 on success. */
+int cfg_crds_write_dir(const char *dir);
 
 /* Markdown field tables for every kind (docs/reference.md is exactly this output). */
 int sch_doc_write(FILE *f);

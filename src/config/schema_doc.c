@@ -87,8 +87,11 @@ static void type_cell(FILE *f, const sch_field *fl, bool enforced)
         else
             fprintf(f, ", <= %g", r->max);
     }
-    if (fl != t && (fl->has_min || fl->has_max))
+    if (fl != t && fl->has_min)
         fprintf(f, ", at least %g item%s", fl->min, fl->min == 1 ? "" : "s");
+    if (fl != t && fl->has_max) fprintf(f, ", at most %g item%s", fl->max, fl->max == 1 ? "" : "s");
+    if (t->max_len) fprintf(f, ", at most %u characters", t->max_len);
+    if (fl->max_props) fprintf(f, ", at most %u entries", fl->max_props);
     if (t->enums) {
         fputs(": ", f);
         for (const sch_enum *e = t->enums; e->value; e++) {
@@ -135,6 +138,36 @@ static void rows(FILE *f, const sch_field *obj, const char *prefix, bool enforce
     }
 }
 
+/* the cross-field rules below obj, as "`path`: message" items (path = where the error points) */
+static void rule_items(FILE *f, const sch_field *fl, const char *path)
+{
+    for (const sch_rule *r = fl->rules; r && r->cel; r++) {
+        const char *fp = r->field_path ? r->field_path : "";
+        if (!*path && *fp == '.') fp++;
+        fprintf(f, "- `%s%s`: %s\n", path, fp, r->message);
+    }
+    if (fl->kind == SCH_OBJECT && fl->fields && strcmp(path, "metadata") && strcmp(path, "status"))
+        for (const sch_field *m = fl->fields; m->name; m++) {
+            char sub[260];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", m->name);
+            rule_items(f, m, sub);
+        }
+    if (fl->kind == SCH_ARRAY) {
+        char sub[260];
+        snprintf(sub, sizeof sub, "%s[]", path);
+        rule_items(f, fl->items, sub);
+    }
+}
+
+static bool any_rule(const sch_field *fl)
+{
+    if (fl->rules && fl->rules->cel) return true;
+    if (fl->kind == SCH_OBJECT && fl->fields)
+        for (const sch_field *m = fl->fields; m->name; m++)
+            if (any_rule(m)) return true;
+    return fl->kind == SCH_ARRAY && any_rule(fl->items);
+}
+
 int cfg_schema_doc_write(FILE *f)
 {
     return sch_doc_write(f);
@@ -170,6 +203,14 @@ int sch_doc_write(FILE *f)
               "| --- | --- | --- | --- | --- | --- |\n",
               f);
         rows(f, k->root, "", true, false, false);
+        if (any_rule(k->root)) {
+            fputs("\nCross-field rules, each with the message the API server returns (the CRD "
+                  "carries them\nas `x-kubernetes-validations`) and `ctxgate validate` prints; for "
+                  "the rules about names\n(\"is not a modelTargets name or alias\", aliases) "
+                  "`ctxgate validate` names the value and its\nexact place instead:\n\n",
+                  f);
+            rule_items(f, k->root, "");
+        }
     }
     return ferror(f) ? -1 : 0;
 }

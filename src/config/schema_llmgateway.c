@@ -13,9 +13,129 @@
 #define MIN(x) .has_min = true, .min = (x)
 #define MAX(x) .has_max = true, .max = (x)
 
+/* Longest model name, alias or target reference: the CEL rules that compare them are costed
+ * from it (docs/kubernetes.md: the API server rejects CRDs whose rules could cost too much). */
+#define NAME_LEN 253
+
 static const sch_field string_item = {.kind = SCH_STRING, .flags = ENF};
-static const sch_field target_item = {.kind = SCH_STRING, .flags = ENF, .ref = REF_TARGET};
-static const sch_field route_item = {.kind = SCH_STRING, .flags = ENF, .ref = REF_ROUTE};
+static const sch_field name_item = {.kind = SCH_STRING, .flags = ENF, .max_len = NAME_LEN};
+static const sch_field target_item = {
+    .kind = SCH_STRING, .flags = ENF, .ref = REF_TARGET, .max_len = NAME_LEN};
+
+/* a CEL expression: true when the string expression X names a modelTargets entry (self = spec) */
+#define IS_TARGET(x)                                                                               \
+    "self.modelTargets.exists(t, t.name == " x " || (has(t.aliases) && " x " in t.aliases))"
+
+/* Types whose endpoint has no safe default: without one the provider key would be sent to
+ * whoever the default names (a Hugging Face token to OpenAI). Only OpenAI, Anthropic and Gemini
+ * default to their own API; Mock needs none. */
+#define ENDPOINT_RULE(type, example)                                                               \
+    {                                                                                              \
+        .cel = "self.type != '" type "' || (has(self.config) && has(self.config.endpoint))",       \
+        .message = "required for type " type " (" example ")", .field_path = ".config.endpoint",   \
+        .reason = "FieldValueRequired"                                                             \
+    }
+
+static const sch_rule target_rules[] = {
+    ENDPOINT_RULE("AzureOpenAI", "https://{resource}.openai.azure.com"),
+    ENDPOINT_RULE("HuggingFaceEndpoint",
+                  "the Inference Endpoint's URL with /v1, e.g. "
+                  "https://{name}.{region}.aws.endpoints.huggingface.cloud/v1"),
+    ENDPOINT_RULE("OpenAICompatible", "the server's OpenAI-compatible base URL, e.g. "
+                                      "http://127.0.0.1:8000/v1 for vLLM, "
+                                      "http://127.0.0.1:11434/v1 for Ollama"),
+    ENDPOINT_RULE("CustomLocalModel",
+                  "the model server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"),
+    {0},
+};
+
+static const sch_rule route_rules[] = {
+    {.cel = "!has(self.strategy) || self.strategy != 'HeaderBased' || has(self.headerBased)",
+     .message = "required for strategy HeaderBased",
+     .field_path = ".headerBased",
+     .reason = "FieldValueRequired"},
+    {.cel = "!has(self.strategy) || self.strategy != 'Weighted' || !has(self.backends) || "
+            "size(self.backends) == 0 || self.backends.exists(b, !has(b.weight) || b.weight > 0)",
+     .message = "strategy Weighted needs at least one backend with weight > 0",
+     .field_path = ".backends"},
+    {.cel = "(has(self.strategy) && self.strategy == 'Weighted') || !has(self.backends) || "
+            "self.backends.all(b, !has(b.weight) || b.weight == 1)",
+     .message = "weight is only used with strategy Weighted; set strategy: Weighted or remove the "
+                "backends' weight",
+     .field_path = ".backends",
+     .reason = "FieldValueForbidden"},
+    {0},
+};
+
+static const sch_rule authentication_rules[] = {
+    {.cel = "!has(self.type) || self.type != 'APIKey' || (has(self.apiKeys) && size(self.apiKeys) "
+            "> 0)",
+     .message = "type APIKey needs at least one key",
+     .field_path = ".apiKeys",
+     .reason = "FieldValueRequired"},
+    {0},
+};
+
+static const sch_rule parser_rules[] = {
+    {.cel = "self.type != 'Regex' || has(self.pattern)",
+     .message = "required for type Regex",
+     .field_path = ".pattern",
+     .reason = "FieldValueRequired"},
+    {0},
+};
+
+static const sch_rule autoscaling_rules[] = {
+    {.cel = "(has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas",
+     .message = "minReplicas must not be greater than maxReplicas",
+     .field_path = ".minReplicas"},
+    {0},
+};
+
+/* rules over the whole spec: they need modelTargets and the fields that name them */
+static const sch_rule spec_rules[] = {
+    {.cel =
+         "!has(self.routes) || self.routes.all(r, !has(r.backends) || r.backends.all(b, " IS_TARGET(
+             "b.target") "))",
+     .message = "a route's backend target is not a modelTargets name or alias",
+     .field_path = ".routes",
+     .offline = SCH_OFFLINE_TARGET_REFS},
+    {.cel = "!has(self.routes) || self.routes.all(r, !has(r.failover) || "
+            "!has(r.failover.targets) || r.failover.targets.all(f, " IS_TARGET("f") "))",
+     .message = "a route's failover target is not a modelTargets name or alias",
+     .field_path = ".routes",
+     .offline = SCH_OFFLINE_TARGET_REFS},
+    {.cel = "!has(self.routes) || self.routes.all(r, !has(r.headerBased) || "
+            "r.headerBased.values.all(k, " IS_TARGET("r.headerBased.values[k]") "))",
+     .message = "a route's headerBased value is not a modelTargets name or alias",
+     .field_path = ".routes",
+     .offline = SCH_OFFLINE_TARGET_REFS},
+    {.cel = "!has(self.authentication) || !has(self.authentication.apiKeys) || "
+            "self.authentication.apiKeys.all(k, !has(k.models) || k.models.all(m, " IS_TARGET(
+                "m") "))",
+     .message = "an API key's models entry is not a modelTargets name or alias",
+     .field_path = ".authentication.apiKeys",
+     .offline = SCH_OFFLINE_TARGET_REFS},
+    {.cel = "!has(self.transformation) || !has(self.transformation.promptAPIs) || "
+            "self.transformation.promptAPIs.all(a, " IS_TARGET("a.target") ")",
+     .message = "a prompt API's target is not a modelTargets name or alias",
+     .field_path = ".transformation.promptAPIs",
+     .offline = SCH_OFFLINE_TARGET_REFS},
+    {.cel = "self.modelTargets.all(t, !has(t.aliases) || t.aliases.all(a, "
+            "self.modelTargets.all(u, u.name != a) && "
+            "self.modelTargets.exists_one(u, has(u.aliases) && a in u.aliases)))",
+     .message = "a model target's alias is already the name or an alias of a model target",
+     .field_path = ".modelTargets",
+     .offline = SCH_OFFLINE_ALIASES},
+    {.cel =
+         "!has(self.admin) || !has(self.admin.port) || "
+         "self.admin.port != (has(self.listener) && has(self.listener.port) ? self.listener.port : "
+         "8080)",
+     .message = "the admin listener needs its own port, not listener.port",
+     .field_path = ".admin.port"},
+    {0},
+};
+static const sch_field route_item = {
+    .kind = SCH_STRING, .flags = ENF, .ref = REF_ROUTE, .max_len = NAME_LEN};
 
 static const sch_enum target_types[] = {
     {.value = "OpenAI", .enforced = true},
@@ -174,11 +294,13 @@ static const sch_field target_fields[] = {
     {.name = "name",
      .kind = SCH_STRING,
      .flags = REQ | ENF,
+     .max_len = NAME_LEN,
      .desc = "Logical model name clients send as \"model\"."},
     {.name = "aliases",
      .kind = SCH_ARRAY,
      .flags = ENF,
-     .items = &string_item,
+     .items = &name_item,
+     MAX(16),
      .desc = "Further model names that select this target."},
     {.name = "type",
      .kind = SCH_STRING,
@@ -290,7 +412,8 @@ static const sch_field route_fields[] = {
              {.name = "models",
               .kind = SCH_ARRAY,
               .flags = ENF,
-              .items = &string_item,
+              .items = &name_item,
+              MAX(64),
               .desc = "Request \"model\" values this route takes; empty = any."},
              {.name = "headers",
               .kind = SCH_ARRAY,
@@ -317,6 +440,7 @@ static const sch_field route_fields[] = {
      .kind = SCH_ARRAY,
      .flags = REQ | ENF,
      MIN(1),
+     MAX(16),
      .items =
          &(const sch_field){.kind = SCH_OBJECT,
                             .flags = ENF,
@@ -326,6 +450,7 @@ static const sch_field route_fields[] = {
                                      .kind = SCH_STRING,
                                      .flags = REQ | ENF,
                                      .ref = REF_TARGET,
+                                     .max_len = NAME_LEN,
                                      .desc = "A modelTargets name or alias."},
                                     {.name = "weight",
                                      .kind = SCH_INT,
@@ -355,6 +480,8 @@ static const sch_field route_fields[] = {
               .kind = SCH_STRMAP,
               .flags = REQ | ENF,
               .ref = REF_TARGET,
+              .max_len = NAME_LEN,
+              .max_props = 16,
               .desc = "Header value to target name."},
              {0},
          },
@@ -431,6 +558,7 @@ static const sch_field api_key_fields[] = {
      .kind = SCH_ARRAY,
      .flags = ENF,
      .items = &target_item,
+     MAX(16),
      .desc = "Targets this key may use; empty = all."},
     {.name = "rateLimiting",
      .kind = SCH_OBJECT,
@@ -472,6 +600,7 @@ static const sch_field authentication_fields[] = {
     {.name = "apiKeys",
      .kind = SCH_ARRAY,
      .flags = ENF | UNIQ,
+     MAX(64),
      .items = &(const sch_field){.kind = SCH_OBJECT, .flags = ENF, .fields = api_key_fields},
      .desc = "type APIKey: the accepted keys."},
     {.name = "jwt",
@@ -577,9 +706,11 @@ static const sch_field authorization_fields[] = {
                                          {.name = "models",
                                           .kind = SCH_ARRAY,
                                           .items = &target_item,
+                                          MAX(32),
                                           .desc = "Targets allowed; empty = any."},
                                          {.name = "routes",
                                           .kind = SCH_ARRAY,
+                                          MAX(64),
                                           .items = &route_item,
                                           .desc = "Routes allowed; empty = any."},
                                          {0},
@@ -640,6 +771,7 @@ static const sch_field transformation_fields[] = {
     {.name = "promptAPIs",
      .kind = SCH_ARRAY,
      .flags = UNIQ,
+     MAX(32),
      .items =
          &(const sch_field){
              .kind = SCH_OBJECT,
@@ -655,6 +787,7 @@ static const sch_field transformation_fields[] = {
                       .kind = SCH_STRING,
                       .flags = REQ,
                       .ref = REF_TARGET,
+                      .max_len = NAME_LEN,
                       .desc = "Target that answers."},
                      {.name = "template",
                       .kind = SCH_STRING,
@@ -675,9 +808,11 @@ static const sch_field transformation_fields[] = {
      .desc = "Prompts published as their own REST endpoints."},
     {.name = "responseParsers",
      .kind = SCH_ARRAY,
+     MAX(32),
      .items =
          &(const sch_field){
              .kind = SCH_OBJECT,
+             .rules = parser_rules,
              .fields =
                  (const sch_field[]){
                      {.name = "type",
@@ -816,6 +951,85 @@ static const sch_field observability_fields[] = {
     {0},
 };
 
+static const sch_enum pull_policies[] = {{.value = "Always", .enforced = true},
+                                         {.value = "IfNotPresent", .enforced = true},
+                                         {.value = "Never", .enforced = true},
+                                         {0}};
+
+static const sch_field deployment_fields[] = {
+    {.name = "replicas",
+     .kind = SCH_INT,
+     .flags = ENF,
+     .def = "1",
+     MIN(0),
+     .desc = "Gateway pods when autoscaling is absent."},
+    {.name = "image",
+     .kind = SCH_STRING,
+     .flags = ENF,
+     .desc = "Gateway image; default: the controller's --gateway-image."},
+    {.name = "imagePullPolicy",
+     .kind = SCH_STRING,
+     .flags = ENF,
+     .enums = pull_policies,
+     .desc = "Container imagePullPolicy; default: Kubernetes' (Always for :latest, else "
+             "IfNotPresent)."},
+    {.name = "resources",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields =
+         (const sch_field[]){
+             {.name = "requests",
+              .kind = SCH_STRMAP,
+              .flags = ENF,
+              .desc = "Resource requests (cpu: 250m, memory: 64Mi)."},
+             {.name = "limits",
+              .kind = SCH_STRMAP,
+              .flags = ENF,
+              .desc = "Resource limits (memory: 256Mi)."},
+             {0},
+         },
+     .desc = "The gateway container's resources."},
+    {.name = "autoscaling",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .rules = autoscaling_rules,
+     .fields =
+         (const sch_field[]){
+             {.name = "minReplicas",
+              .kind = SCH_INT,
+              .flags = ENF,
+              .def = "1",
+              MIN(1),
+              .desc = "Fewest pods."},
+             {.name = "maxReplicas",
+              .kind = SCH_INT,
+              .flags = REQ | ENF,
+              MIN(1),
+              .desc = "Most pods."},
+             {.name = "targetCPUUtilizationPercentage",
+              .kind = SCH_INT,
+              .flags = ENF,
+              .def = "80",
+              MIN(1),
+              MAX(100),
+              .desc = "Average CPU use (percent of requests) the autoscaler aims at."},
+             {0},
+         },
+     .desc = "With it, an autoscaling/v2 HorizontalPodAutoscaler and a PodDisruptionBudget "
+             "(minAvailable 1) replace replicas."},
+    {.name = "nodeSelector", .kind = SCH_STRMAP, .flags = ENF, .desc = "Pod nodeSelector."},
+    {.name = "tolerations",
+     .kind = SCH_ARRAY,
+     .flags = ENF,
+     .items = &(const sch_field){.kind = SCH_FREE, .flags = ENF},
+     .desc = "Pod tolerations, as Kubernetes spells them."},
+    {.name = "podAnnotations",
+     .kind = SCH_STRMAP,
+     .flags = ENF,
+     .desc = "Annotations on the gateway pods (e.g. for Prometheus scraping)."},
+    {0},
+};
+
 static const sch_field spec_fields[] = {
     {.name = "listener",
      .kind = SCH_OBJECT,
@@ -881,18 +1095,25 @@ static const sch_field spec_fields[] = {
      .kind = SCH_ARRAY,
      .flags = REQ | ENF | UNIQ,
      MIN(1),
-     .items = &(const sch_field){.kind = SCH_OBJECT, .flags = ENF, .fields = target_fields},
+     MAX(64),
+     .items =
+         &(const sch_field){
+             .kind = SCH_OBJECT, .flags = ENF, .fields = target_fields, .rules = target_rules},
      .desc = "The LLM services behind the gateway."},
     {.name = "routes",
      .kind = SCH_ARRAY,
      .flags = ENF | UNIQ,
-     .items = &(const sch_field){.kind = SCH_OBJECT, .flags = ENF, .fields = route_fields},
+     MAX(64),
+     .items =
+         &(const sch_field){
+             .kind = SCH_OBJECT, .flags = ENF, .fields = route_fields, .rules = route_rules},
      .desc =
          "How requests reach targets; absent = one route \"default\" at /v1 over every target."},
     {.name = "authentication",
      .kind = SCH_OBJECT,
      .flags = ENF,
      .fields = authentication_fields,
+     .rules = authentication_rules,
      .desc = "Who may call the gateway."},
     {.name = "authorization",
      .kind = SCH_OBJECT,
@@ -989,6 +1210,13 @@ static const sch_field spec_fields[] = {
      .flags = ENF,
      .fields = observability_fields,
      .desc = "Logs, metrics and traces."},
+    {.name = "deployment",
+     .kind = SCH_OBJECT,
+     .flags = ENF,
+     .fields = deployment_fields,
+     .desc =
+         "Cluster only: read by `ctxgate controller` for the Deployment, HorizontalPodAutoscaler "
+         "and PodDisruptionBudget it runs this gateway with; `serve -f` ignores it."},
     {0},
 };
 
@@ -1068,6 +1296,7 @@ static const sch_field doc_fields[] = {
      .kind = SCH_OBJECT,
      .flags = REQ | ENF,
      .fields = spec_fields,
+     .rules = spec_rules,
      .desc = "Desired gateway."},
     {.name = "status",
      .kind = SCH_OBJECT,

@@ -8,6 +8,53 @@
 
 static const sch_field string_item = {.kind = SCH_STRING};
 
+#define NEEDS(type, field)                                                                         \
+    {                                                                                              \
+        .cel = "!has(self.type) || self.type != '" type                                            \
+               "' || (has(self.config) && has(self.config." field "))",                            \
+        .message = "required for storage.type " type, .field_path = ".config." field,              \
+        .reason = "FieldValueRequired"                                                             \
+    }
+
+static const sch_rule storage_rules[] = {
+    NEEDS("File", "path"),
+    NEEDS("Redis", "url"),
+    NEEDS("PostgreSQL", "dsn"),
+    {0},
+};
+
+static const sch_rule encryption_rules[] = {
+    {.cel = "!has(self.enabled) || !self.enabled || has(self.keyRef)",
+     .message = "required when encryption is enabled",
+     .field_path = ".keyRef",
+     .reason = "FieldValueRequired"},
+    {0},
+};
+
+/* lastN is read by LastN and Summarize, maxContextTokens by TokenBudget and Summarize. Both
+ * have defaults, which the API server fills in before it validates:
+ * "only with" can only see a value other than the default */
+static const sch_rule strategy_rules[] = {
+    {.cel = "!has(self.type) || self.type != 'Summarize' || (has(self.summarize) && "
+            "has(self.summarize.target))",
+     .message = "required for contextStrategy.type Summarize: name the model target that writes "
+                "the summaries (summarize.target)",
+     .field_path = ".summarize",
+     .reason = "FieldValueRequired"},
+    {.cel = "!has(self.type) || self.type != 'TokenBudget' || !has(self.lastN) || self.lastN == 20",
+     .message = "lastN is not used with contextStrategy.type TokenBudget (only LastN and "
+                "Summarize); remove lastN or change the type",
+     .field_path = ".lastN",
+     .reason = "FieldValueForbidden"},
+    {.cel = "(has(self.type) && self.type != 'LastN') || !has(self.maxContextTokens) || "
+            "self.maxContextTokens == 6000",
+     .message = "maxContextTokens is only used with contextStrategy.type TokenBudget or "
+                "Summarize; set one of them or remove maxContextTokens",
+     .field_path = ".maxContextTokens",
+     .reason = "FieldValueForbidden"},
+    {0},
+};
+
 static const sch_field storage_fields[] = {
     {.name = "type",
      .flags = ENF,
@@ -69,6 +116,7 @@ static const sch_field storage_fields[] = {
               .desc = "Secret key whose data is exactly 32 bytes (required when enabled)."},
              {0},
          },
+     .rules = encryption_rules,
      .desc = "Encryption at rest."},
     {.name = "provision",
      .kind = SCH_BOOL,
@@ -82,6 +130,7 @@ static const sch_field spec_fields[] = {
      .flags = ENF,
      .kind = SCH_OBJECT,
      .fields = storage_fields,
+     .rules = storage_rules,
      .desc = "Where the history lives."},
     {.name = "contextLifecycle",
      .flags = ENF,
@@ -171,6 +220,7 @@ static const sch_field spec_fields[] = {
               .desc = "Summarize: how summaries are made."},
              {0},
          },
+     .rules = strategy_rules,
      .desc = "How history is trimmed."},
     {.name = "persona",
      .flags = ENF,
