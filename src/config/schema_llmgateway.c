@@ -1244,8 +1244,11 @@ static const sch_field status_fields[] = {
                       .enums = (const sch_enum[]){{.value = "Healthy", .enforced = true},
                                                   {.value = "Degraded", .enforced = true},
                                                   {.value = "Unhealthy", .enforced = true},
+                                                  {.value = "Unknown", .enforced = true},
                                                   {0}},
-                      .desc = "Health state."},
+                      .desc = "Health state as the gateway pods report it (GET "
+                              "/admin/targets); Unknown while they cannot be reached, with the "
+                              "reason in message."},
                      {.name = "lastTransitionTime",
                       .kind = SCH_STRING,
                       .flags = ENF,
