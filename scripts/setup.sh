@@ -30,7 +30,7 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   installed "$p" || missing+=("$p")
 done
-# Node.js: any node >= 18 on PATH will do (a machine may carry a newer one than Debian's, with its
+# Node.js: any node >= 20.19 on PATH will do (a machine may carry a newer one than Debian's, with its
 # own npm); install Debian's nodejs and npm only when there is none.
 if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
@@ -42,9 +42,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 18 ]; then
-  echo "setup.sh: node $(node --version) is too old; the test clients need Node.js 18 or newer" >&2
+# the test API server's CEL package (@marcbachmann/cel-js) needs Node.js 20.19 or newer
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'; then
+  echo "setup.sh: node $(node --version) is too old; the test tools need Node.js 20.19 or newer" >&2
   exit 1
 fi
 
