@@ -27,6 +27,7 @@ typedef struct chk {
     buf path;
     /* errors of the precise checks paired with rules (sch_offline), for the current document */
     unsigned precise[SCH_OFFLINE_ALIASES + 1];
+    bool from_cluster;
 } chk;
 
 static void err(chk *c, const char *path, const char *fmt, ...)
@@ -87,7 +88,9 @@ static void keys_of(const json_t *obj, char *out, size_t len)
 static const cfg_doc *need_secret(chk *c, const char *path, const char *name)
 {
     const cfg_doc *s = cfg_find_doc(c->docs, c->n, SCH_KIND_SECRET, c->doc->ns, name);
-    if (!s)
+    if (!s && c->from_cluster)
+        err(c, path, "Secret \"%s\" not found in namespace \"%s\"", name, c->doc->ns);
+    else if (!s)
         err(c, path, "Secret \"%s\" not found in namespace \"%s\" (add a kind: Secret document)",
             name, c->doc->ns);
     return s;
@@ -688,6 +691,7 @@ static void check_summarize(chk *c, json_t *spec)
     const char *gw = json_string_value(at(sum, "gatewayRef", "name"));
     if (gw) {
         const cfg_doc *g = cfg_find_doc(c->docs, c->n, SCH_KIND_GATEWAY, c->doc->ns, gw);
+        if (!g && c->from_cluster) return; /* another gateway's; this view does not hold it */
         if (!g)
             err(c, "spec.contextStrategy.summarize.gatewayRef.name",
                 "no LLMGateway \"%s\" in namespace \"%s\"", gw, c->doc->ns);
@@ -728,9 +732,9 @@ static void check_mcp(chk *c)
     check_summarize(c, spec);
 }
 
-void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d)
+void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d, bool from_cluster)
 {
-    chk c = {.docs = docs, .n = n, .d = d, .path = BUF_INIT};
+    chk c = {.docs = docs, .n = n, .d = d, .path = BUF_INIT, .from_cluster = from_cluster};
     for (size_t i = 0; i < n; i++) {
         cfg_doc *doc = &docs[i];
         if (!doc->kind || !doc->name) continue;

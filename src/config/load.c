@@ -134,7 +134,7 @@ int cfg_load_paths_report(const char *const *paths, size_t n_paths, cfg_snapshot
         expand_path(paths[i], &files, diags);
     for (size_t i = 0; i < files.n; i++)
         read_file(files.v[i], &docs, diags);
-    cfg_check_docs(docs.v, docs.n, diags);
+    cfg_check_docs(docs.v, docs.n, diags, false);
 
     int rc = -1;
     if (diags->n_errors == errors_before) {
@@ -251,7 +251,7 @@ int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n, c
         yaml_parser_delete(&parser);
         free(text);
     }
-    cfg_check_docs(docs.v, docs.n, diags);
+    cfg_check_docs(docs.v, docs.n, diags, true);
     /* lines of the JSON text made above mean nothing to the user: the field path says it all */
     for (size_t i = diags_before; i < diags->n; i++)
         diags->items[i].line = 0;

@@ -48,9 +48,11 @@ void cfg_load_report_free(cfg_load_report *r);
  * any order), loaded and validated exactly like manifests on disk. Fields the API server adds
  * (metadata.managedFields, status, a Secret's type / immutable) are dropped first. labels[i]
  * names objs[i] in diagnostics (cfg_diag.file), e.g. "LLMGateway ai/support"; NULL = built from
- * the object's kind, namespace and name. Returns like cfg_load_paths. */
-int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n,
-                     cfg_snapshot **out, cfg_diags *diags);
+ * the object's kind, namespace and name. Returns like cfg_load_paths. A missing Secret reads
+ * "Secret \"x\" not found in namespace \"ns\"" (no hint about files); an MCP's
+ * summarize.gatewayRef to an LLMGateway not among objs is not checked. */
+int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n, cfg_snapshot **out,
+                     cfg_diags *diags);
 
 /* "file:line: path: message" per diagnostic, errors and warnings ("warning: " prefix). */
 void cfg_diags_print(FILE *f, const cfg_diags *d);

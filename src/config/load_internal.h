@@ -36,8 +36,11 @@ json_t *cfg_yaml_node_to_json(yaml_document_t *y, yaml_node_t *n);
 /* true when a plain scalar with this text would not read back as a string */
 bool cfg_yaml_plain_is_nonstring(const char *s);
 
-/* check.c: cross-document rules over every converted document */
-void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d);
+/* check.c: cross-document rules over every converted document. from_cluster: the documents are
+ * objects read from the Kubernetes API — a missing Secret is not a missing file, and a
+ * summarize.gatewayRef to an LLMGateway not among them is left unchecked (a gateway pod may read
+ * only its own LLMGateway). */
+void cfg_check_docs(cfg_doc *docs, size_t n, cfg_diags *d, bool from_cluster);
 const cfg_doc *cfg_find_doc(const cfg_doc *docs, size_t n, sch_kind_id kind, const char *ns,
                             const char *name);
 /* a Secret's decoded value, NULL when the Secret or key is missing */

@@ -68,6 +68,8 @@ extern const kube_gvr KUBE_LLMGATEWAYS, KUBE_MCPS, KUBE_SECRETS, KUBE_SERVICEACC
 char *kube_path(const kube_gvr *r, const char *ns, const char *name, const char *sub);
 /* "apiVersion" of r: "v1", "apps/v1", "ctxgate.io/v1alpha1". Static storage per gvr. */
 const char *kube_api_version(const kube_gvr *r);
+/* s percent-encoded for a path piece or a query value (RFC 3986 unreserved kept). Caller frees. */
+char *kube_escape(const char *s);
 
 /* ---- requests (client.c) ---- */
 
@@ -75,9 +77,9 @@ typedef struct kube_client kube_client;
 typedef struct kube_call kube_call;
 
 typedef struct kube_resp {
-    int status;        /* HTTP status; 0 when no answer arrived (then error is set) */
-    json_t *body;      /* parsed JSON body, or NULL (borrowed) */
-    const char *error; /* transport failure, or the Status object's message on >= 400; or NULL */
+    int status;         /* HTTP status; 0 when no answer arrived (then error is set) */
+    json_t *body;       /* parsed JSON body, or NULL (borrowed) */
+    const char *error;  /* transport failure, or the Status object's message on >= 400; or NULL */
     const char *reason; /* Status.reason on >= 400 ("NotFound", "AlreadyExists", "Conflict",
                          * "Invalid", "Expired", "Gone"), else NULL */
 } kube_resp;
@@ -95,7 +97,8 @@ const kube_config *kube_client_config(const kube_client *c);
  * Exactly one cb call unless cancelled first. NULL only when out of memory. */
 kube_call *kube_request(kube_client *c, const char *method, const char *path,
                         const char *content_type, const json_t *body, kube_cb cb, void *udata);
-/* No callback of call runs after this returns. */
+/* No callback of call runs after this returns. A call is invalid once its cb has returned (do
+ * not cancel it then); cancelling it from inside its own cb is a no-op. */
 void kube_call_cancel(kube_call *call);
 
 /* Conveniences over kube_request (path built with kube_path):
@@ -104,8 +107,8 @@ void kube_call_cancel(kube_call *call);
  *   replace        PUT obj (metadata.resourceVersion guards it: 409 Conflict when stale)
  *   merge_patch    PATCH application/merge-patch+json; sub "status" patches the subresource
  *   remove         DELETE (propagationPolicy Background) */
-kube_call *kube_get(kube_client *c, const kube_gvr *r, const char *ns, const char *name,
-                    kube_cb cb, void *udata);
+kube_call *kube_get(kube_client *c, const kube_gvr *r, const char *ns, const char *name, kube_cb cb,
+                    void *udata);
 kube_call *kube_create(kube_client *c, const kube_gvr *r, const json_t *obj, kube_cb cb,
                        void *udata);
 kube_call *kube_replace(kube_client *c, const kube_gvr *r, const json_t *obj, kube_cb cb,
@@ -139,7 +142,7 @@ typedef struct kube_informer_opts {
  * included); 410 Gone or a watch ERROR event re-lists; failures reconnect with jittered
  * exponential backoff (0.5 s doubling to 30 s). Strings in opts are copied. */
 kube_informer *kube_informer_start(kube_client *c, const kube_informer_opts *opts);
-void kube_informer_stop(kube_informer *inf); /* no callback after this returns */
+void kube_informer_stop(kube_informer *inf);         /* no callback after this returns */
 bool kube_informer_synced(const kube_informer *inf); /* a first list has completed */
 /* The cached object or NULL (borrowed; valid until the next event of inf). ns NULL for
  * cluster-scoped resources. */
@@ -170,8 +173,8 @@ typedef struct kube_leader_opts {
     const char *ns, *name; /* the Lease */
     const char *identity;  /* holderIdentity; unique per process (host name + pid) */
     unsigned lease_s;      /* leaseDurationSeconds; 0 = 15 */
-    unsigned renew_s;      /* renew deadline: give up leadership when not renewed for this; 0 = 10 */
-    unsigned retry_s;      /* period of acquire / renew attempts; 0 = 2 */
+    unsigned renew_s; /* renew deadline: give up leadership when not renewed for this; 0 = 10 */
+    unsigned retry_s; /* period of acquire / renew attempts; 0 = 2 */
     void (*on_started)(void *udata); /* became leader */
     void (*on_stopped)(void *udata); /* lost leadership (renew deadline passed, or stolen) */
     void *udata;

@@ -71,6 +71,15 @@ static void test_missing_reference_names_object_and_path(void **state)
     free(text);
     cfg_diags_free(&d);
 
+    /* a Secret that is not there: objects from the API get no hint about files */
+    cfg_diags d1 = {0};
+    assert_int_equal(cfg_load_objects(objs, NULL, 1, &s, &d1), -1);
+    text = cfgt_render(&d1, 0);
+    assert_non_null(strstr(text, "Secret \"keys\" not found in namespace \"ai\"\n"));
+    assert_null(strstr(text, "kind: Secret document"));
+    free(text);
+    cfg_diags_free(&d1);
+
     /* a label given by the caller is used as is; a non-object is an error, not a crash */
     json_t *bad[2] = {objs[0], json_string("x")};
     const char *labels[2] = {"the gateway", "item 2"};
