@@ -1,4 +1,5 @@
-/* cmd_serve.c — `ctxgate serve -f FILE_OR_DIR... [--gateway NAME] [--workers N]`. */
+/* cmd_serve.c — `ctxgate serve -f FILE_OR_DIR... [--gateway NAME] [--workers N]`, or
+ * `ctxgate serve --kube --gateway NAME [--namespace NS] [--kubeconfig PATH]`. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,24 @@ static int serve_usage(FILE *f)
 {
     fprintf(f, "usage: ctxgate serve -f FILE_OR_DIR [-f ...] [--gateway NAME] [--workers N]\n"
                "                     [--drain-timeout SECONDS]\n"
+               "       ctxgate serve --kube --gateway NAME [--namespace NS] [--kubeconfig PATH]\n"
+               "                     [--workers N] [--drain-timeout SECONDS]\n"
                "\n"
                "Serves one LLMGateway (default: the first in the manifests) with the\n"
                "ModelContextProtocol and Secret documents beside it. Reloads on SIGHUP and when\n"
-               "the files change; drains in-flight requests on SIGTERM.\n");
+               "the files change; drains in-flight requests on SIGTERM.\n"
+               "\n"
+               "--kube reads the configuration from the Kubernetes API instead of files: it\n"
+               "watches the LLMGateway NAME and the ModelContextProtocols and Secrets it\n"
+               "references (each by name: get/list/watch on those names is all it needs) and\n"
+               "applies every change live; an invalid change is logged and the last good\n"
+               "configuration keeps serving (GET /admin/config says it was rejected). The\n"
+               "listener opens once the first valid configuration has arrived; without one\n"
+               "within 30 s serve exits naming what is missing.\n"
+               "  --namespace NS     where the objects live (default: the kubeconfig context's\n"
+               "                     namespace; in a pod, the pod's)\n"
+               "  --kubeconfig PATH  default: $KUBECONFIG, then the in-cluster service account\n"
+               "                     (KUBERNETES_SERVICE_HOST), then ~/.kube/config\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -42,6 +57,14 @@ int cmd_serve(int argc, char **argv)
         } else if ((strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) && v) {
             paths[o.n_paths++] = v;
             i++;
+        } else if (strcmp(a, "--kube") == 0) {
+            o.kube = true;
+        } else if (strcmp(a, "--namespace") == 0 && v) {
+            o.kube_namespace = v;
+            i++;
+        } else if (strcmp(a, "--kubeconfig") == 0 && v) {
+            o.kubeconfig = v;
+            i++;
         } else if (strcmp(a, "--gateway") == 0 && v) {
             o.gateway_name = v;
             i++;
@@ -56,7 +79,20 @@ int cmd_serve(int argc, char **argv)
             goto bad;
         }
     }
-    if (o.n_paths == 0) {
+    if (o.kube && o.n_paths) {
+        fprintf(stderr, "ctxgate serve: -f and --kube are exclusive: the configuration comes "
+                        "from files or from the Kubernetes API\n");
+        goto bad;
+    }
+    if (o.kube && !o.gateway_name) {
+        fprintf(stderr, "ctxgate serve: --kube needs --gateway NAME (the LLMGateway to serve)\n");
+        goto bad;
+    }
+    if (!o.kube && (o.kube_namespace || o.kubeconfig)) {
+        fprintf(stderr, "ctxgate serve: --namespace and --kubeconfig only apply with --kube\n");
+        goto bad;
+    }
+    if (!o.kube && o.n_paths == 0) {
         fprintf(stderr, "ctxgate serve: give at least one manifest file or directory with -f\n");
         goto bad;
     }

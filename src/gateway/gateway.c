@@ -4,7 +4,10 @@
  * watches the files, handles signals, and publishes each new pl_runtime to every worker through a
  * mutex-guarded slot plus uv_async_send. A worker swaps its runtime pointer on its own loop, so
  * the request path reads configuration without atomics or locks; requests keep a reference to the
- * runtime they started with, which makes in-flight requests finish on the old configuration. */
+ * runtime they started with, which makes in-flight requests finish on the old configuration.
+ * With --kube the configuration comes from informers on the main loop (kube_source.h) instead of
+ * files; the listener starts once the first valid configuration is in, so /readyz (and every
+ * other path) is unreachable until then. */
 #include <errno.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include "config/load.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "gateway/kube_source.h"
 #include "obs/metrics.h"
 #include "pipeline/pipeline.h"
 #include "providers/provider.h"
@@ -58,7 +62,24 @@ static struct {
     char **watch_names;      /* basename to filter on, NULL = any file in the directory */
     http_conn_budget budget; /* spec.listener.maxConnections, shared by the workers' servers */
     long fd_ceiling;         /* connections the open-file limit leaves room for; 0 = unknown */
+    kube_source *ks;         /* --kube: the API objects; NULL otherwise */
+    uv_timer_t kube_startup; /* --kube: the deadline for the first valid configuration */
+    char kube_msg[1024];     /* --kube: the last waiting / rejection sentence logged */
+    uv_timer_t kube_nag;     /* --kube: a wait longer than GW_KUBE_NAG_MS is logged as a warning */
+    bool kube_nag_init, kube_nagging;
+    bool kube_gone; /* --kube: the LLMGateway's deletion was logged */
 } g;
+
+/* --kube: how long start-up waits for a valid configuration; $CTXGATE_KUBE_STARTUP_SECONDS
+ * (1..3600) replaces it, for tests of the failure. */
+enum { GW_KUBE_STARTUP_S = 30, GW_KUBE_NAG_MS = 5000 };
+
+static int kube_startup_s(void)
+{
+    const char *e = getenv("CTXGATE_KUBE_STARTUP_SECONDS");
+    long n = e ? strtol(e, NULL, 10) : 0;
+    return n >= 1 && n <= 3600 ? (int)n : GW_KUBE_STARTUP_S;
+}
 
 /* Descriptors kept out of the connection budget: upstream connections, stores, watched files,
  * listening sockets, libuv's own. */
@@ -222,7 +243,9 @@ static void log_diags(const cfg_diags *d, bool as_errors)
     for (size_t i = 0; i < d->n; i++) {
         const cfg_diag *x = &d->items[i];
         log_level lvl = x->warning ? LOG_WARN : (as_errors ? LOG_ERROR : LOG_WARN);
-        log_msg(lvl, "%s:%d: %s%s%s%s", x->file, x->line, x->warning ? "warning: " : "", x->path,
+        char line[16] = ""; /* objects from the API have no line */
+        if (x->line > 0) snprintf(line, sizeof line, ":%d", x->line);
+        log_msg(lvl, "%s%s: %s%s%s%s", x->file, line, x->warning ? "warning: " : "", x->path,
                 x->path[0] ? ": " : "", x->message);
     }
 }
@@ -234,13 +257,15 @@ static void record_rejection(const cfg_diags *d)
         const cfg_diag *x = &d->items[i];
         if (x->warning) continue;
         char first[1024];
-        snprintf(first, sizeof first, "%s%s%s%s%s", x->file, x->path[0] ? ": " : "", x->path,
-                 ": ", x->message);
+        snprintf(first, sizeof first, "%s%s%s%s%s", x->file, x->path[0] ? ": " : "", x->path, ": ",
+                 x->message);
         obs_reload_outcome(0, first, d->n_errors);
         return;
     }
     obs_reload_outcome(0, "rejected", d->n_errors);
 }
+
+static pl_runtime *runtime_from(cfg_snapshot *snap, bool initial);
 
 static pl_runtime *load_runtime(bool initial)
 {
@@ -259,6 +284,13 @@ static pl_runtime *load_runtime(bool initial)
     }
     log_diags(&d, false);
     cfg_diags_free(&d);
+    return runtime_from(snap, initial);
+}
+
+/* The servable runtime of a loaded snapshot (whose reference it takes); NULL when the snapshot
+ * lacks the gateway. */
+static pl_runtime *runtime_from(cfg_snapshot *snap, bool initial)
+{
     char err[256];
     pl_runtime *rt = pl_runtime_new(snap, g.opts.gateway_name, err, sizeof err);
     cfg_snapshot_unref(snap);
@@ -274,14 +306,9 @@ static pl_runtime *load_runtime(bool initial)
     return rt;
 }
 
-static void reload(const char *why)
+/* Swaps rt in as the configuration every worker serves (rt's reference is taken over). */
+static void swap_runtime(pl_runtime *rt, const char *why)
 {
-    pl_runtime *rt = load_runtime(false);
-    if (!rt) {
-        obs_reload_record(0);
-        log_error("reload (%s) rejected; still serving the previous configuration", why);
-        return;
-    }
     if (rt->gw->admin.port != g.admin_port)
         log_warn("spec.admin.port changed from %d to %d: the admin listener changes with a "
                  "restart; still as it was",
@@ -300,6 +327,165 @@ static void reload(const char *why)
     obs_reload_outcome(1, NULL, 0);
     log_info("configuration reloaded (%s), generation %llu", why,
              (unsigned long long)rt->snap->generation);
+}
+
+static void kube_rebuild(bool force, const char *why);
+
+static void reload(const char *why)
+{
+    if (g.ks) {
+        kube_rebuild(true, why);
+        return;
+    }
+    pl_runtime *rt = load_runtime(false);
+    if (!rt) {
+        obs_reload_record(0);
+        log_error("reload (%s) rejected; still serving the previous configuration", why);
+        return;
+    }
+    swap_runtime(rt, why);
+}
+
+/* ---- configuration from the Kubernetes API (--kube) ---- */
+
+static void on_kube_nag(uv_timer_t *t);
+
+/* Stops the informers and the client (their handles close on the loop). */
+static void kube_stop(void)
+{
+    kube_source_free(g.ks);
+    g.ks = NULL;
+    if (g.kube_nag_init) uv_close((uv_handle_t *)&g.kube_nag, NULL);
+    g.kube_nag_init = false;
+}
+
+/* A wait for an informer's first list is normal for a moment (a new reference); one that lasts
+ * GW_KUBE_NAG_MS is logged as a warning, once per message. */
+static void kube_say(const char *msg)
+{
+    bool same = strcmp(msg, g.kube_msg) == 0;
+    if (g.kube_nagging) {
+        if (same) log_warn("kube: still waiting: %s", msg);
+        return;
+    }
+    if (same) return;
+    snprintf(g.kube_msg, sizeof g.kube_msg, "%s", msg);
+    log_debug("kube: waiting: %s", msg);
+    if (!g.kube_nag_init) {
+        uv_timer_init(g.loop, &g.kube_nag);
+        g.kube_nag_init = true;
+    }
+    uv_timer_start(&g.kube_nag, on_kube_nag, GW_KUBE_NAG_MS, 0);
+}
+
+/* One rebuild from the informers' caches; synchronous on the main loop, so at most one runs. */
+static void kube_rebuild(bool force, const char *why)
+{
+    cfg_diags d = {0};
+    cfg_snapshot *snap = NULL;
+    char msg[1024] = "";
+    ks_result r = kube_source_load(g.ks, force, &snap, &d, msg, sizeof msg);
+    switch (r) {
+    case KS_UNCHANGED:
+        break;
+    case KS_WAITING:
+        kube_say(msg);
+        break;
+    case KS_GONE:
+        if (!g.rt) {
+            kube_say(msg);
+        } else if (!g.kube_gone) {
+            g.kube_gone = true;
+            log_warn("%s (deleted?); still serving the last configuration", msg);
+        }
+        break;
+    case KS_INVALID:
+        log_diags(&d, true);
+        if (msg[0]) snprintf(g.kube_msg, sizeof g.kube_msg, "%s", msg);
+        if (g.rt) {
+            record_rejection(&d);
+            obs_reload_record(0);
+            log_error("reload (%s) rejected; still serving the previous configuration", why);
+        } else if (!msg[0] && d.n) {
+            const cfg_diag *x = &d.items[0];
+            snprintf(g.kube_msg, sizeof g.kube_msg, "%s: %s%s%s (and %zu more error(s) above)",
+                     x->file, x->path, x->path[0] ? ": " : "", x->message,
+                     d.n_errors ? d.n_errors - 1 : 0);
+        }
+        break;
+    case KS_LOADED: {
+        log_diags(&d, false);
+        g.kube_gone = false;
+        g.kube_msg[0] = 0;
+        pl_runtime *rt = runtime_from(snap, !g.rt);
+        if (!rt) {
+            if (g.rt) obs_reload_record(0);
+        } else if (!g.rt) {
+            g.rt = rt; /* the first configuration: kube_start returns and the workers start */
+            uv_stop(g.loop);
+        } else {
+            swap_runtime(rt, why);
+        }
+        break;
+    }
+    }
+    cfg_diags_free(&d);
+}
+
+static void on_kube_nag(uv_timer_t *t)
+{
+    (void)t;
+    g.kube_nagging = true;
+    kube_rebuild(false, "API objects changed");
+    g.kube_nagging = false;
+}
+
+static void on_kube_change(kube_source *ks, void *udata)
+{
+    (void)ks;
+    (void)udata;
+    kube_rebuild(false, "API objects changed");
+}
+
+static void on_kube_startup_timeout(uv_timer_t *t)
+{
+    (void)t;
+    if (!g.rt) kube_rebuild(true, "startup");
+    uv_stop(g.loop);
+}
+
+/* Runs the main loop until the first valid configuration is in g.rt (0), or fails (-1) after
+ * kube_startup_s() with what is missing or wrong. */
+static int kube_start(void)
+{
+    char err[512];
+    kube_source_opts ko = {.loop = g.loop,
+                           .kubeconfig = g.opts.kubeconfig,
+                           .ns = g.opts.kube_namespace,
+                           .gateway = g.opts.gateway_name,
+                           .on_change = on_kube_change};
+    g.ks = kube_source_start(&ko, err, sizeof err);
+    if (!g.ks) {
+        fprintf(stderr, "ctxgate: %s\n", err);
+        return -1;
+    }
+    log_info("kube: serving LLMGateway %s/%s from the API server (%s)", kube_source_namespace(g.ks),
+             g.opts.gateway_name, kube_source_origin(g.ks));
+    uv_timer_init(g.loop, &g.kube_startup);
+    int wait_s = kube_startup_s();
+    uv_timer_start(&g.kube_startup, on_kube_startup_timeout, (uint64_t)wait_s * 1000, 0);
+    uv_run(g.loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&g.kube_startup, NULL);
+    if (g.rt) {
+        obs_reload_outcome(1, NULL, 0);
+        return 0;
+    }
+    fprintf(stderr, "ctxgate: no valid configuration for LLMGateway %s/%s within %d s: %s\n",
+            kube_source_namespace(g.ks), g.opts.gateway_name, wait_s,
+            g.kube_msg[0] ? g.kube_msg : "nothing arrived from the API server");
+    kube_stop();
+    uv_run(g.loop, UV_RUN_DEFAULT); /* the client's handles close */
+    return -1;
 }
 
 static void on_debounce(uv_timer_t *t)
@@ -365,6 +551,7 @@ static void close_main_handles(void)
     uv_close((uv_handle_t *)&g.sig_term, NULL);
     uv_close((uv_handle_t *)&g.sig_int, NULL);
     uv_close((uv_handle_t *)&g.debounce, NULL);
+    kube_stop();
     for (size_t i = 0; i < g.n_watches; i++)
         if (!uv_is_closing((uv_handle_t *)&g.watches[i]))
             uv_close((uv_handle_t *)&g.watches[i], NULL);
@@ -410,8 +597,12 @@ int gateway_run(const gateway_opts *o)
     g.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
 
-    g.rt = load_runtime(true);
-    if (!g.rt) return 1;
+    if (o->kube) {
+        if (kube_start() != 0) return 1;
+    } else {
+        g.rt = load_runtime(true);
+        if (!g.rt) return 1;
+    }
     const cfg_gateway *gw = g.rt->gw;
     apply_logging(gw);
     g.port = gw->listener.port;
@@ -459,6 +650,10 @@ int gateway_run(const gateway_opts *o)
                 uv_thread_join(&g.workers[j].tid);
             }
             pl_runtime_unref(g.rt);
+            if (g.ks) {
+                kube_stop();
+                uv_run(g.loop, UV_RUN_DEFAULT);
+            }
             return 1;
         }
     }
@@ -470,7 +665,7 @@ int gateway_run(const gateway_opts *o)
     uv_signal_start(&g.sig_term, on_signal, SIGTERM);
     uv_signal_start(&g.sig_int, on_signal, SIGINT);
     uv_timer_init(g.loop, &g.debounce);
-    watch_paths();
+    if (!g.ks) watch_paths();
     log_info("listening on port %d (%d workers)%s; at most %zu client connections", g.port,
              g.n_workers, gw->listener.tls_cert ? " with TLS" : "", atomic_load(&g.budget.max));
     if (g.admin_port)
