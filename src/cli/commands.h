@@ -8,5 +8,7 @@ int cmd_validate(int argc, char **argv);
 int cmd_crds(int argc, char **argv);
 int cmd_schema_doc(int argc, char **argv);
 int cmd_ctx(int argc, char **argv);
+int cmd_controller(int argc, char **argv);
+int cmd_webhook(int argc, char **argv);
 
 #endif

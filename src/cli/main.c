@@ -16,6 +16,10 @@ static void usage(FILE *f)
                "commands:\n"
                "  serve -f FILE_OR_DIR...   run the gateway from "
                "LLMGateway/ModelContextProtocol/Secret manifests\n"
+               "  serve --kube --gateway NAME  the same, following its resources in a cluster\n"
+               "  controller                reconcile LLMGateway and ModelContextProtocol "
+               "resources in a cluster\n"
+               "  webhook                   validating admission webhook for the resources\n"
                "  validate FILE_OR_DIR...   check manifests offline; exit 1 on any error\n"
                "  crds                      print the CustomResourceDefinitions\n"
                "  schema-doc                print the manifest field reference (Markdown)\n"
@@ -38,6 +42,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "crds") == 0) return cmd_crds(argc - 1, argv + 1);
     if (strcmp(cmd, "schema-doc") == 0) return cmd_schema_doc(argc - 1, argv + 1);
     if (strcmp(cmd, "ctx") == 0) return cmd_ctx(argc - 1, argv + 1);
+    if (strcmp(cmd, "controller") == 0) return cmd_controller(argc - 1, argv + 1);
+    if (strcmp(cmd, "webhook") == 0) return cmd_webhook(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ctxgate %s\n", CTXGATE_VERSION);
         return 0;
