@@ -81,6 +81,17 @@ typedef struct doclist {
     size_t n, cap;
 } doclist;
 
+/* the next free slot of l (grown as needed), for cfg_convert_document to fill */
+static cfg_doc *doclist_next(doclist *l)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v) abort();
+    }
+    return &l->v[l->n++];
+}
+
 static void read_file(const char *file, doclist *docs, cfg_diags *d)
 {
     FILE *fp = fopen(file, "rb");
@@ -109,12 +120,7 @@ static void read_file(const char *file, doclist *docs, cfg_diags *d)
         }
         bool empty = root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0;
         if (!empty) {
-            if (docs->n == docs->cap) {
-                docs->cap = docs->cap ? docs->cap * 2 : 8;
-                docs->v = realloc(docs->v, docs->cap * sizeof *docs->v);
-                if (!docs->v) abort();
-            }
-            cfg_convert_document(&ydoc, file, d, &docs->v[docs->n++]);
+            cfg_convert_document(&ydoc, file, d, doclist_next(docs));
         }
         yaml_document_delete(&ydoc);
     }
@@ -240,12 +246,7 @@ int cfg_load_objects(json_t *const *objs, const char *const *labels, size_t n, c
             cfg_diag_add(diags, names.v[i], 0, false, "", "unreadable object: %s",
                          parser.problem ? parser.problem : "parse error");
         } else {
-            if (docs.n == docs.cap) {
-                docs.cap = docs.cap ? docs.cap * 2 : 8;
-                docs.v = realloc(docs.v, docs.cap * sizeof *docs.v);
-                if (!docs.v) abort();
-            }
-            cfg_convert_document(&ydoc, names.v[i], diags, &docs.v[docs.n++]);
+            cfg_convert_document(&ydoc, names.v[i], diags, doclist_next(&docs));
             yaml_document_delete(&ydoc);
         }
         yaml_parser_delete(&parser);

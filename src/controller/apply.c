@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config/load.h"
 #include "controller/conditions.h"
 #include "controller/controller.h"
 #include "controller/owned.h"
@@ -105,4 +106,49 @@ void rc_patch_status(rc *r, const kube_gvr *gvr, json_t *status)
     if (!kube_merge_patch(r->c->kc, gvr, r->ns, r->name, "status", patch, rc_op_cb, op))
         rc_op_failed(op);
     json_decref(patch);
+}
+
+json_t *rc_status_base(const rc *r)
+{
+    const json_t *old = json_object_get(r->obj, "status");
+    json_t *st = json_is_object(old) ? json_deep_copy(old) : json_object();
+    if (!json_is_array(json_object_get(st, "conditions")))
+        json_object_set_new(st, "conditions", json_array());
+    return st;
+}
+
+json_int_t rc_generation(const rc *r)
+{
+    return json_integer_value(json_object_get(json_object_get(r->obj, "metadata"), "generation"));
+}
+
+void rc_first_error(const cfg_diags *d, const char *fallback, char *out, size_t n)
+{
+    size_t others = 0;
+    bool first = true;
+    snprintf(out, n, "%s", fallback);
+    for (size_t i = 0; i < d->n; i++) {
+        const cfg_diag *x = &d->items[i];
+        if (x->warning) continue;
+        if (first)
+            snprintf(out, n, "%s%s%s", x->path ? x->path : "", x->path && *x->path ? ": " : "",
+                     x->message);
+        else
+            others++;
+        first = false;
+    }
+    if (others) {
+        size_t l = strlen(out);
+        snprintf(out + l, n - l, " (and %zu more error%s)", others, others == 1 ? "" : "s");
+    }
+}
+
+void rc_set_invalid(rc *r, json_t *conds, const char *msg, json_int_t gen, const char *now)
+{
+    const json_t *ready =
+        cond_get(json_object_get(json_object_get(r->obj, "status"), "conditions"), "Ready");
+    const char *old = json_string_value(json_object_get(ready, "message"));
+    if (!old || strcmp(old, msg) != 0)
+        kube_event_record(r->c->kc, r->obj, "Warning", "InvalidSpec", "Validate", msg);
+    cond_set(conds, "Ready", "False", "InvalidSpec", msg, gen, now);
 }

@@ -113,6 +113,16 @@ void rc_apply(rc *r, ctl_informer inf, const kube_gvr *gvr, json_t *desired);
 void rc_delete(rc *r, ctl_informer inf, const kube_gvr *gvr, const char *name);
 /* merge-patch /status with status when it differs from the cached object's (status_same) */
 void rc_patch_status(rc *r, const kube_gvr *gvr, json_t *status);
+/* r->obj's status as the base of the next one (a copy, with a conditions array always there) */
+json_t *rc_status_base(const rc *r);
+json_int_t rc_generation(const rc *r); /* r->obj's metadata.generation */
+/* out = "path: message" of the first error in diags (+ " (and N more errors)"), or fallback
+ * when there is none; diags is a cfg_diags (config/load.h) */
+struct cfg_diags;
+void rc_first_error(const struct cfg_diags *d, const char *fallback, char *out, size_t n);
+/* Ready=False InvalidSpec with msg in conds; a Warning Event InvalidSpec only when the message
+ * differs from the one the object's Ready condition already carries (a resync repeats nothing) */
+void rc_set_invalid(rc *r, json_t *conds, const char *msg, json_int_t gen, const char *now);
 
 /* gateway_reconcile.c / mcp_reconcile.c: start the reconcile of r (r->obj set) */
 void gw_reconcile(rc *r);

@@ -61,11 +61,6 @@ static const char *meta_str(const json_t *o, const char *k)
     return json_string_value(json_object_get(json_object_get(o, "metadata"), k));
 }
 
-static json_int_t generation(const json_t *o)
-{
-    return json_integer_value(json_object_get(json_object_get(o, "metadata"), "generation"));
-}
-
 /* the gateway, the MCPs it references and the Secrets of both, as found in the caches */
 typedef struct objset {
     json_t *v[256];
@@ -114,15 +109,6 @@ static json_t *with_kind(const json_t *o, const char *api_version, const char *k
     return x;
 }
 
-static json_t *status_base(const rc *r)
-{
-    const json_t *old = json_object_get(r->obj, "status");
-    json_t *st = json_is_object(old) ? json_deep_copy(old) : json_object();
-    if (!json_is_array(json_object_get(st, "conditions")))
-        json_object_set_new(st, "conditions", json_array());
-    return st;
-}
-
 static void now_str(char t[32])
 {
     kube_time_now(t, false);
@@ -130,32 +116,14 @@ static void now_str(char t[32])
 
 static void write_invalid(rc *r, const cfg_diags *d)
 {
-    char msg[1200] = "invalid";
-    size_t others = 0;
-    for (size_t i = 0; i < d->n; i++) {
-        if (d->items[i].warning) continue;
-        if (strcmp(msg, "invalid") == 0)
-            snprintf(msg, sizeof msg, "%s%s%s", d->items[i].path ? d->items[i].path : "",
-                     d->items[i].path && *d->items[i].path ? ": " : "", d->items[i].message);
-        else
-            others++;
-    }
-    if (others) {
-        size_t l = strlen(msg);
-        snprintf(msg + l, sizeof msg - l, " (and %zu more error%s)", others,
-                 others == 1 ? "" : "s");
-    }
-    json_t *st = status_base(r);
+    char msg[1200];
+    rc_first_error(d, "invalid", msg, sizeof msg);
+    json_t *st = rc_status_base(r);
     json_t *conds = json_object_get(st, "conditions");
-    const json_t *old =
-        cond_get(json_object_get(json_object_get(r->obj, "status"), "conditions"), "Ready");
-    const char *old_msg = json_string_value(json_object_get(old, "message"));
-    if (!old_msg || strcmp(old_msg, msg) != 0)
-        kube_event_record(r->c->kc, r->obj, "Warning", "InvalidSpec", "Validate", msg);
     char now[32];
     now_str(now);
-    json_int_t gen = generation(r->obj);
-    cond_set(conds, "Ready", "False", "InvalidSpec", msg, gen, now);
+    json_int_t gen = rc_generation(r);
+    rc_set_invalid(r, conds, msg, gen, now);
     if (!cond_get(conds, "Available"))
         cond_set(conds, "Available", "Unknown", "NotReconciled",
                  "the spec has never been valid: no Deployment yet", gen, now);
@@ -269,8 +237,8 @@ static void write_status(rc *r)
     const cfg_gateway *g = s->g;
     char now[32];
     now_str(now);
-    json_int_t gen = generation(r->obj);
-    json_t *st = status_base(r);
+    json_int_t gen = rc_generation(r);
+    json_t *st = rc_status_base(r);
     json_t *conds = json_object_get(st, "conditions");
     json_object_set_new(st, "observedGeneration", json_integer(gen));
     json_object_set_new(st, "lastUpdated", json_string(now));

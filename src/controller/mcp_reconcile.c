@@ -60,11 +60,6 @@ static const json_t *meta(const json_t *o)
     return json_object_get(o, "metadata");
 }
 
-static json_int_t generation(const json_t *o)
-{
-    return json_integer_value(json_object_get(meta(o), "generation"));
-}
-
 static bool has_finalizer(const json_t *o)
 {
     size_t i;
@@ -74,15 +69,6 @@ static bool has_finalizer(const json_t *o)
         if (json_is_string(f) && strcmp(json_string_value(f), FINALIZER) == 0) return true;
     }
     return false;
-}
-
-static json_t *status_base(const rc *r)
-{
-    const json_t *old = json_object_get(r->obj, "status");
-    json_t *st = json_is_object(old) ? json_deep_copy(old) : json_object();
-    if (!json_is_array(json_object_get(st, "conditions")))
-        json_object_set_new(st, "conditions", json_array());
-    return st;
 }
 
 /* ---- deletion ---- */
@@ -170,8 +156,8 @@ static void write_status(rc *r)
     mcp_state *s = r->kind_state;
     char now[32];
     kube_time_now(now, false);
-    json_int_t gen = generation(r->obj);
-    json_t *st = status_base(r);
+    json_int_t gen = rc_generation(r);
+    json_t *st = rc_status_base(r);
     json_t *conds = json_object_get(st, "conditions");
     json_object_set_new(st, "observedGeneration", json_integer(gen));
     json_object_set_new(st, "lastReconciledTime", json_string(now));
@@ -372,17 +358,12 @@ static void finalized(rc *r, const kube_resp *resp, json_t *arg)
 
 static void write_invalid(rc *r, const char *msg)
 {
-    json_t *st = status_base(r);
+    json_t *st = rc_status_base(r);
     json_t *conds = json_object_get(st, "conditions");
-    const char *old = json_string_value(json_object_get(
-        cond_get(json_object_get(json_object_get(r->obj, "status"), "conditions"), "Ready"),
-        "message"));
-    if (!old || strcmp(old, msg) != 0)
-        kube_event_record(r->c->kc, r->obj, "Warning", "InvalidSpec", "Validate", msg);
     char now[32];
     kube_time_now(now, false);
-    json_int_t gen = generation(r->obj);
-    cond_set(conds, "Ready", "False", "InvalidSpec", msg, gen, now);
+    json_int_t gen = rc_generation(r);
+    rc_set_invalid(r, conds, msg, gen, now);
     json_object_set_new(st, "observedGeneration", json_integer(gen));
     json_object_set_new(st, "lastReconciledTime", json_string(now));
     log_info("ModelContextProtocol %s/%s: invalid spec: %s", r->ns, r->name, msg);
@@ -430,23 +411,8 @@ void mcp_reconcile(rc *r)
         json_decref(objs[i]);
     const cfg_mcp *m = rcode == 0 ? cfg_find_mcp(snap, r->name) : NULL;
     if (!m) {
-        char msg[1200] = "the object is not in the loaded configuration";
-        size_t others = 0;
-        bool first = true;
-        for (size_t i = 0; i < d.n; i++) {
-            if (d.items[i].warning) continue;
-            if (first)
-                snprintf(msg, sizeof msg, "%s%s%s", d.items[i].path ? d.items[i].path : "",
-                         d.items[i].path && *d.items[i].path ? ": " : "", d.items[i].message);
-            else
-                others++;
-            first = false;
-        }
-        if (others) {
-            size_t l = strlen(msg);
-            snprintf(msg + l, sizeof msg - l, " (and %zu more error%s)", others,
-                     others == 1 ? "" : "s");
-        }
+        char msg[1200];
+        rc_first_error(&d, "the object is not in the loaded configuration", msg, sizeof msg);
         cfg_diags_free(&d);
         cfg_snapshot_unref(snap);
         write_invalid(r, msg);
