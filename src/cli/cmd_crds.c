@@ -26,8 +26,9 @@ int cmd_crds(int argc, char **argv)
         return 0;
     }
     if (argc > 1) {
-        fprintf(stderr, "ctxgate crds: unknown or incomplete option '%s' (usage: ctxgate crds "
-                        "[--out DIR])\n",
+        fprintf(stderr,
+                "ctxgate crds: unknown or incomplete option '%s' (usage: ctxgate crds "
+                "[--out DIR])\n",
                 argv[1]);
         return 2;
     }

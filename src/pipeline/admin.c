@@ -109,8 +109,8 @@ static void serve_config(http_request *r, pl_runtime *rt)
         json_object_set_new(last, "errors", json_integer((json_int_t)n_errors));
     }
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:o}", "gateway", rt->gw->name, "namespace",
-                            rt->gw->namespace_, "generation", (json_int_t)rt->snap->generation, "source",
-                            rt->gw->source, "lastChange", last ? last : json_null());
+                            rt->gw->namespace_, "generation", (json_int_t)rt->snap->generation,
+                            "source", rt->gw->source, "lastChange", last ? last : json_null());
     char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (!body) {
